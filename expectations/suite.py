@@ -1,0 +1,86 @@
+"""The expectations a staged output must meet before it is published, built from the
+policy and the counts the enforce step recorded.
+
+Expectations are grouped by the slice of the output they apply to: ``all`` rows,
+``consented`` rows and ``anonymized`` rows (the rows' ``record_state``). Each slice is
+validated as its own batch, so no row-condition syntax is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import great_expectations.expectations as gxe
+
+from transforms.policy import Policy
+
+STATE_COLUMN = "record_state"
+PSEUDONYM_PATTERN = r"^[0-9a-f]{64}$"
+MASK_VISIBLE = 4
+MASK_PATTERN = rf"^(\*+.{{{MASK_VISIBLE}}}|.{{0,{MASK_VISIBLE}}})$"
+EMAIL_PATTERN = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
+PHONE_PATTERN = r"\+?[0-9][0-9 ().-]{7,}[0-9]"
+
+
+@dataclass(frozen=True)
+class SliceExpectations:
+    slice_name: str
+    expectations: list
+
+
+def _rule_names(policy: Policy, column: str) -> set[str]:
+    declared = policy.column(column)
+    return {declared.consented.name, declared.anonymized.name}
+
+
+def build_suite(
+    policy: Policy,
+    output_columns: list[str],
+    string_columns: set[str],
+    totals: dict[str, int],
+    judged_at: datetime,
+) -> list[SliceExpectations]:
+    everything = [
+        gxe.ExpectTableColumnsToMatchOrderedList(column_list=[*(c.name for c in policy.output_columns), STATE_COLUMN]),
+        gxe.ExpectTableRowCountToEqual(value=totals["kept"] + totals["anonymized"]),
+        gxe.ExpectColumnValuesToNotBeNull(column=STATE_COLUMN),
+        gxe.ExpectColumnValuesToBeInSet(column=STATE_COLUMN, value_set=["consented", "anonymized"]),
+    ]
+    consented = [gxe.ExpectTableRowCountToEqual(value=totals["kept"])]
+    anonymized = [gxe.ExpectTableRowCountToEqual(value=totals["anonymized"])]
+
+    for column in policy.output_columns:
+        name = column.name
+        if name not in output_columns:
+            continue  # the column-list expectation reports it
+        if column.consented.name == "pseudonymize":
+            consented.append(gxe.ExpectColumnValuesToMatchRegex(column=name, regex=PSEUDONYM_PATTERN))
+        if column.consented.name == "mask":
+            consented.append(gxe.ExpectColumnValuesToMatchRegex(column=name, regex=MASK_PATTERN))
+        if column.consented.removes_value:
+            consented.append(gxe.ExpectColumnValuesToBeNull(column=name))
+        if column.anonymized.removes_value:
+            anonymized.append(gxe.ExpectColumnValuesToBeNull(column=name))
+        # Free-text leaks: a string column whose raw value the policy never keeps must
+        # not carry an e-mail address or a phone number (pseudonyms are checked as hex).
+        if name in string_columns and not _rule_names(policy, name) & {"keep", "pseudonymize"}:
+            everything.append(gxe.ExpectColumnValuesToNotMatchRegex(column=name, regex=EMAIL_PATTERN))
+            everything.append(gxe.ExpectColumnValuesToNotMatchRegex(column=name, regex=PHONE_PATTERN))
+
+    event_time = policy.column(policy.event_time)
+    if policy.retention_days is not None and event_time is not None and event_time.consented.name == "keep":
+        cutoff = judged_at - timedelta(days=policy.retention_days)
+        consented.append(
+            gxe.ExpectColumnValuesToBeBetween(
+                column=policy.event_time,
+                min_value=cutoff.replace(tzinfo=None),
+                max_value=judged_at.replace(tzinfo=None),
+                strict_max=True,
+            )
+        )
+    return [
+        SliceExpectations("all", everything),
+        SliceExpectations("consented", consented),
+        SliceExpectations("anonymized", anonymized),
+    ]

@@ -1,0 +1,242 @@
+"""The ``consentgate`` command line. The DAG's tasks call the same subcommands.
+
+Exit status: 0 published (or the step succeeded); 2 bad input or configuration, with a
+one-line reason; 3 validation failed, nothing published; 1 an unexpected internal error
+(reported by type only, since Spark's messages can quote data values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from datetime import datetime, timezone
+
+from transforms.errors import ConsentgateError, ValidationFailed
+from transforms.lake import Lake, check_run_id, parse_run_date
+
+STEPS = ("enforce", "validate", "publish")
+
+
+def _lake(args) -> Lake:
+    return Lake.at(args.lake)
+
+
+def _say(event: str, **fields) -> None:
+    """One machine-readable line per step: counts and paths only."""
+    print(json.dumps({"event": event, **fields}, default=str, sort_keys=True), flush=True)
+
+
+def cmd_generate(args) -> int:
+    from transforms.generate import generate_lake
+    from transforms.session import get_session
+
+    lake = _lake(args)
+    spark = get_session(lake, "consentgate-generate")
+    summary = generate_lake(
+        spark, lake, customers=args.customers, orders=args.orders, seed=args.seed, run_date=parse_run_date(args.run_date)
+    )
+    _say("generated", lake=lake.root, **summary.__dict__)
+    return 0
+
+
+def _load(args):
+    from transforms.policy import load_policy
+
+    policy = load_policy(args.policy)
+    run_id = check_run_id(args.run_id) if getattr(args, "run_id", None) else None
+    return policy, _lake(args), run_id
+
+
+def _key_for(policy):
+    from transforms.keys import load_hmac_key
+
+    # Checked before Spark starts: a run without a key stops at once and writes nothing.
+    return load_hmac_key(use_airflow=True) if policy.needs_key else None
+
+
+def _step_enforce(spark, policy, lake, run_date, run_id, key) -> None:
+    from transforms.enforce import run_enforce
+
+    result = run_enforce(spark, policy, lake, run_date, run_id, key)
+    _say("enforced", dataset=policy.dataset, run_id=run_id, rows_in=result.rows_in, rows_out=result.rows_out,
+         staging_path=result.staging_path, seconds=result.seconds)
+
+
+def _step_validate(spark, policy, lake, run_id) -> None:
+    from transforms.validate import run_validate
+
+    state = run_validate(spark, policy, lake, run_id)
+    _say("validated", dataset=policy.dataset, run_id=run_id, evaluated=state["evaluated"], seconds=state["seconds"])
+
+
+def _step_publish(spark, policy, lake, run_id) -> None:
+    from transforms.publish import run_publish
+
+    state = run_publish(spark, policy, lake, run_id)
+    _say("published", dataset=policy.dataset, run_id=run_id, table=state["table"],
+         published_path=state["published_path"], seconds=state["seconds"])
+
+
+def _report(lake, dataset, run_id) -> dict:
+    from transforms.report import write_report
+
+    path, report = write_report(lake, dataset, run_id)
+    _say("reported", dataset=dataset, run_id=run_id, report=path, published=report["published"],
+         rows_in=report.get("rows_in"), totals=report.get("totals"))
+    return report
+
+
+def _recording_failures(lake, dataset, run_id, step, action) -> None:
+    from transforms.steps import record_failure
+
+    try:
+        action()
+    except ValidationFailed:
+        raise  # the validate step has recorded its own results
+    except ConsentgateError as err:
+        record_failure(lake, dataset, run_id, step, str(err))
+        raise
+
+
+def cmd_step(args) -> int:
+    from transforms.session import get_session
+
+    policy, lake, run_id = _load(args)
+    step = args.command
+    if step == "report":
+        report = _report(lake, policy.dataset, run_id)
+        return 0 if report["published"] else 1
+    run_date = parse_run_date(args.run_date)
+    key = None
+    if step == "enforce":
+        try:
+            key = _key_for(policy)
+        except ConsentgateError as err:
+            from transforms.steps import record_failure
+
+            record_failure(lake, policy.dataset, run_id, step, str(err))
+            raise
+    spark = get_session(lake, f"consentgate-{step}-{policy.dataset}")
+    actions = {
+        "enforce": lambda: _step_enforce(spark, policy, lake, run_date, run_id, key),
+        "validate": lambda: _step_validate(spark, policy, lake, run_id),
+        "publish": lambda: _step_publish(spark, policy, lake, run_id),
+    }
+    _recording_failures(lake, policy.dataset, run_id, step, actions[step])
+    return 0
+
+
+def cmd_run(args) -> int:
+    """enforce -> validate -> publish -> report in one process, as the DAG does."""
+    from transforms.session import get_session
+
+    policy, lake, run_id = _load(args)
+    run_date = parse_run_date(args.run_date)
+    run_id = run_id or f"{run_date.isoformat()}_{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    key = _key_for(policy)
+    spark = get_session(lake, f"consentgate-run-{policy.dataset}")
+    try:
+        _recording_failures(lake, policy.dataset, run_id, "enforce",
+                            lambda: _step_enforce(spark, policy, lake, run_date, run_id, key))
+        _recording_failures(lake, policy.dataset, run_id, "validate", lambda: _step_validate(spark, policy, lake, run_id))
+        _recording_failures(lake, policy.dataset, run_id, "publish", lambda: _step_publish(spark, policy, lake, run_id))
+    finally:
+        from transforms.steps import load_step
+
+        if load_step(lake, policy.dataset, run_id, "enforce", required=False) is not None:
+            _report(lake, policy.dataset, run_id)
+    return 0
+
+
+def cmd_status(args) -> int:
+    """What the last run of a dataset did, and where its outputs are."""
+    from transforms.publish import current_path
+    from transforms.storage import read_json
+
+    lake = _lake(args)
+    report_path = args.report
+    if report_path is None:
+        folder = lake.path("reports", args.dataset)
+        reports = sorted(
+            (os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".json")), key=os.path.getmtime
+        ) if os.path.isdir(folder) else []
+        if not reports:
+            raise ConsentgateError(f"{folder}: no run report yet")
+        report_path = reports[-1]
+    report = read_json(report_path)
+    print(f"run {report['run_id']} of {report['dataset']} (run date {report.get('run_date')})")
+    if "rows_in" in report:
+        print(f"  rows_in {report['rows_in']}  ->  " + "  ".join(f"{a} {n}" for a, n in report["totals"].items()))
+        for reason, by_action in report["counts"].items():
+            for action, n in by_action.items():
+                if n:
+                    print(f"    {reason:<24} {action:<12} {n:>10}")
+        validation = report["validation"]
+        print(f"  validation: {'passed' if validation['success'] else 'FAILED'} "
+              f"({validation['evaluated']} expectations{', failed: ' + ', '.join(validation['failed']) if validation['failed'] else ''})")
+    print(f"  published: {report['published']}  table: {report.get('table')}")
+    print(f"  clean data:  {current_path(lake, report['dataset'])}")
+    print(f"  report:      {report_path}")
+    print(f"  quarantine:  {report.get('quarantine_path')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="consentgate", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="write a synthetic lake (Faker + Spark)")
+    generate.add_argument("--lake", required=True)
+    generate.add_argument("--customers", type=int, default=100_000)
+    generate.add_argument("--orders", type=int, default=1_000_000)
+    generate.add_argument("--seed", type=int, default=42)
+    generate.add_argument("--run-date", default="2026-11-28", help="the date histories are built around")
+    generate.set_defaults(handler=cmd_generate)
+
+    run = commands.add_parser("run", help="enforce, validate, publish and report one dataset")
+    run.add_argument("--policy", required=True)
+    run.add_argument("--lake", required=True)
+    run.add_argument("--run-date", required=True)
+    run.add_argument("--run-id", help="default: <run date>_<UTC time of the call>")
+    run.set_defaults(handler=cmd_run)
+
+    for step in (*STEPS, "report"):
+        sub = commands.add_parser(step, help=f"the DAG's {step} task")
+        sub.add_argument("--policy", required=True)
+        sub.add_argument("--lake", required=True)
+        sub.add_argument("--run-date", required=step != "report")
+        sub.add_argument("--run-id", required=True)
+        sub.set_defaults(handler=cmd_step)
+
+    status = commands.add_parser("status", help="summarise a dataset's last run report")
+    status.add_argument("--lake", required=True)
+    status.add_argument("--dataset", required=True)
+    status.add_argument("--report", help="a report file instead of the latest")
+    status.set_defaults(handler=cmd_status)
+    return parser
+
+
+def describe(err: BaseException) -> str:
+    condition = getattr(err, "getCondition", lambda: None)()
+    return f"{type(err).__name__}{f' [{condition}]' if condition else ''}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConsentgateError as err:
+        print(f"consentgate: {err}", file=sys.stderr)
+        return err.exit_code
+    except Exception as err:  # noqa: BLE001 - the message may quote data; report the type only
+        if os.environ.get("CONSENTGATE_DEBUG") == "1":
+            traceback.print_exc()
+        print(f"consentgate: internal error: {describe(err)} (set CONSENTGATE_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

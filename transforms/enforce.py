@@ -1,0 +1,236 @@
+"""The enforce job: judge every input row, apply the policy's column rules, and write
+the staged output, the quarantine and the counts for the run.
+
+Input of a run for run date D is every source row with ``event_time < t`` (t = D+1
+00:00 UTC) plus the rows with no event time (which are quarantined); the output is a
+full recomputation at ``t``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import date
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from transforms import schemas
+from transforms.consent import SUBJECT, consent_at, consent_events, instant, with_consent_at_event
+from transforms.errors import PolicyError, SchemaError
+from transforms.keys import SecretKey
+from transforms.lake import Lake, judgement_instant
+from transforms.policy import CheckConsentAt, Policy
+from transforms.pseudonym import Pseudonymizer
+from transforms.reasons import Action, Reason, action_code, action_for, reason_code
+from transforms.rules import RuleContext
+from transforms.storage import write_json
+from transforms.subjects import normalize_subject
+
+REASON = "_cg_reason"
+ACTION = "_cg_action"
+STATE_COLUMN = "record_state"
+QUARANTINE_REASON = "quarantine_reason"
+
+
+def read_source(spark: SparkSession, lake: Lake, policy: Policy) -> DataFrame:
+    path = lake.path(policy.source)
+    source = schemas.read_parquet(spark, path)
+    check_source_schema(source.schema, policy, path)
+    return source
+
+
+def check_source_schema(schema: StructType, policy: Policy, path: str) -> None:
+    """Declared columns must exist, fit their rules and not be nested; undeclared ones are ignored."""
+    fields = {field.name: field.dataType for field in schema.fields}
+    for required in (policy.subject_key, policy.event_time):
+        if required not in fields:
+            raise SchemaError(f"{path}: column {required!r} named by the policy is missing")
+    schemas.check_event_time_type(fields[policy.event_time], path, policy.event_time)
+    if STATE_COLUMN in {c.name for c in policy.columns}:
+        raise PolicyError(f"{policy.path}: columns.{STATE_COLUMN}: the name is reserved for the output")
+    for column in policy.columns:
+        if column.name not in fields:
+            raise SchemaError(f"{path}: declared column {column.name!r} is missing")
+        dtype = fields[column.name]
+        for state, rule in (("consented", column.consented), ("anonymized", column.anonymized)):
+            if not rule.fits(dtype):
+                raise SchemaError(
+                    f"{path}: column {column.name!r} is {dtype.simpleString()}; "
+                    f"rule {rule.text!r} ({state}) does not fit it"
+                )
+
+
+def read_consent(spark: SparkSession, lake: Lake) -> DataFrame:
+    """The consent log; absent means no consent for anyone (fail closed)."""
+    consent = schemas.read_parquet(spark, lake.consent, required=False)
+    if consent is None:
+        return spark.createDataFrame([], schemas.CONSENT_SCHEMA)
+    schemas.require_columns(consent, lake.consent, schemas.CONSENT_COLUMNS)
+    return consent
+
+
+def erased_subjects(spark: SparkSession, lake: Lake, policy: Policy, run_date: date) -> DataFrame:
+    """Subjects with an erasure request effective at ``t`` (a request with no time counts)."""
+    requests = schemas.read_parquet(spark, lake.erasure_requests, required=False)
+    if requests is None:
+        return spark.createDataFrame([], f"{SUBJECT} string")
+    schemas.require_columns(requests, lake.erasure_requests, schemas.ERASURE_COLUMNS)
+    t = judgement_instant(run_date)
+    effective = F.col("requested_at").isNull() | (F.col("requested_at") <= instant(t))
+    return (
+        requests.filter(effective)
+        .select(normalize_subject(F.col("subject_id"), policy.subject_key_normalize).alias(SUBJECT))
+        .filter(F.col(SUBJECT).isNotNull())
+        .distinct()
+    )
+
+
+def judge(
+    source: DataFrame,
+    consent: DataFrame,
+    erased: DataFrame,
+    policy: Policy,
+    run_date: date,
+) -> DataFrame:
+    """The run's input rows, each with its reason code and action (columns _cg_reason, _cg_action)."""
+    t = judgement_instant(run_date)
+    event_time = F.col(policy.event_time).cast("timestamp")
+    rows = source.filter(event_time.isNull() | (event_time < instant(t))).withColumn(
+        SUBJECT, normalize_subject(F.col(policy.subject_key).cast("string"), policy.subject_key_normalize)
+    )
+    events = consent_events(consent, policy.purpose, policy.subject_key_normalize)
+    erased_flag = erased.withColumn("_cg_is_erased", F.lit(True))
+    joined = rows.join(consent_at(events, t), on=SUBJECT, how="left").join(erased_flag, on=SUBJECT, how="left")
+    if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
+        joined = with_consent_at_event(joined, events, policy.event_time)
+    is_erased = F.coalesce(F.col("_cg_is_erased"), F.lit(False))
+    return joined.withColumn(REASON, reason_code(policy, t, F.col(SUBJECT), is_erased)).withColumn(
+        ACTION, action_code(policy, F.col(REASON))
+    )
+
+
+def with_column_rules(judged: DataFrame, policy: Policy, context: RuleContext) -> DataFrame:
+    """The publishable rows: declared columns only, each through the rule of its row's state."""
+    types = {field.name: field.dataType for field in judged.schema.fields}
+    state = F.when(F.col(ACTION) == Action.KEPT.value, F.lit("consented")).otherwise(F.lit("anonymized"))
+    published = judged.filter(F.col(ACTION).isin(Action.KEPT.value, Action.ANONYMIZED.value))
+    source_value = {
+        # The subject key is published in its normalised form, so a customer has one
+        # pseudonym in every dataset.
+        policy.subject_key: F.col(SUBJECT),
+    }
+    selected = []
+    for column in policy.output_columns:
+        dtype = types[column.name]
+        value = source_value.get(column.name, F.col(column.name))
+        consented = column.consented.apply(value, dtype, context)
+        anonymized = column.anonymized.apply(value, dtype, context)
+        selected.append(F.when(state == "consented", consented).otherwise(anonymized).alias(column.name))
+    return published.select(*selected, state.alias(STATE_COLUMN))
+
+
+@dataclass(frozen=True)
+class EnforceResult:
+    rows_in: int
+    rows_out: int
+    counts: dict[str, dict[str, int]]
+    staging_path: str
+    quarantine_path: str | None
+    seconds: float
+
+
+def count_by_reason(judged: DataFrame, policy: Policy) -> dict[str, dict[str, int]]:
+    """``{reason: {action: n}}`` for every reason code, zeros included, so reports compare."""
+    counts = {reason.value: {action_for(reason, policy).value: 0} for reason in Reason}
+    for row in judged.groupBy(REASON, ACTION).count().collect():
+        counts[row[REASON]][row[ACTION]] = row["count"]
+    return counts
+
+
+def totals_by_action(counts: dict[str, dict[str, int]]) -> dict[str, int]:
+    totals = {action.value: 0 for action in Action}
+    for by_action in counts.values():
+        for action, n in by_action.items():
+            totals[action] += n
+    return totals
+
+
+def _restrict_local(path: str) -> None:
+    """Quarantine holds raw personal data: owner-only on a local lake."""
+    from transforms.lake import is_local, local_path
+
+    if not is_local(path):
+        return
+    for folder, dirs, files in os.walk(local_path(path)):
+        os.chmod(folder, 0o700)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o600)
+
+
+def run_enforce(
+    spark: SparkSession,
+    policy: Policy,
+    lake: Lake,
+    run_date: date,
+    run_id: str,
+    key: SecretKey | None,
+) -> EnforceResult:
+    started = time.monotonic()
+    source = read_source(spark, lake, policy)
+    judged = judge(source, read_consent(spark, lake), erased_subjects(spark, lake, policy, run_date), policy, run_date)
+    judged = judged.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = count_by_reason(judged, policy)
+        totals = totals_by_action(counts)
+
+        pseudonymizer = Pseudonymizer(spark, key) if key is not None else None
+        rows = judged if pseudonymizer is None else pseudonymizer.attach(judged)
+        output = with_column_rules(rows, policy, RuleContext(pseudonymizer=pseudonymizer))
+        staging_path = lake.staging_data(policy.dataset, run_id)
+        output.write.mode("overwrite").parquet(staging_path)
+
+        quarantine_path = None
+        if totals[Action.QUARANTINED.value]:
+            quarantine_path = lake.path("quarantine", policy.dataset, run_id, "rows")
+            quarantined = judged.filter(F.col(ACTION) == Action.QUARANTINED.value).select(
+                *source.columns, F.col(REASON).alias(QUARANTINE_REASON)
+            )
+            quarantined.write.mode("overwrite").parquet(quarantine_path)
+            _restrict_local(lake.quarantine_run(policy.dataset, run_id))
+    finally:
+        judged.unpersist()
+
+    rows_in = sum(totals.values())
+    result = EnforceResult(
+        rows_in=rows_in,
+        rows_out=totals[Action.KEPT.value] + totals[Action.ANONYMIZED.value],
+        counts=counts,
+        staging_path=staging_path,
+        quarantine_path=quarantine_path,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    write_json(
+        lake.step_state(policy.dataset, run_id, "enforce"),
+        {
+            "run_id": run_id,
+            "dataset": policy.dataset,
+            "run_date": run_date.isoformat(),
+            "judged_at": judgement_instant(run_date).isoformat(),
+            "policy_path": policy.path,
+            "policy_sha256": policy.sha256,
+            "key_fingerprint": key.fingerprint if key else None,
+            "key_version": key.version if key else None,
+            "rows_in": result.rows_in,
+            "rows_out": result.rows_out,
+            "totals": totals,
+            "counts": counts,
+            "staging_path": staging_path,
+            "quarantine_path": quarantine_path,
+            "seconds": result.seconds,
+        },
+    )
+    return result

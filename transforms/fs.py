@@ -1,0 +1,30 @@
+"""Directory moves through Hadoop's FileSystem, so they work on any lake URI.
+
+A rename is atomic on local disks and HDFS; on object stores it is a copy, which is
+why publication also swaps the catalog location and the CURRENT pointer last.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+
+
+def _filesystem(spark: SparkSession, path: str):
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    return hadoop_path, hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def exists(spark: SparkSession, path: str) -> bool:
+    hadoop_path, fs = _filesystem(spark, path)
+    return bool(fs.exists(hadoop_path))
+
+
+def move(spark: SparkSession, source: str, target: str) -> None:
+    source_path, fs = _filesystem(spark, source)
+    target_path, _ = _filesystem(spark, target)
+    if fs.exists(target_path):
+        fs.delete(target_path, True)
+    fs.mkdirs(target_path.getParent())
+    if not fs.rename(source_path, target_path):
+        raise OSError(f"could not move {source} to {target}")

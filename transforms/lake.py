@@ -1,0 +1,104 @@
+"""The lake layout: every path a run reads or writes, in one place.
+
+The lake root is a local folder (the embedded set-up) or any Hadoop URI such as
+``s3a://bucket/lake``; paths are joined as strings so both work unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+_URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]{0,199}")
+
+
+def is_local(root: str) -> bool:
+    return not _URI.match(root) or root.startswith("file://")
+
+
+def local_path(path: str) -> str:
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def check_run_id(run_id: str) -> str:
+    """Run ids become folder names: letters, digits, ``_ . = -`` only."""
+    from transforms.errors import ConsentgateError
+
+    if not _RUN_ID.fullmatch(run_id or ""):
+        raise ConsentgateError(f"run id {run_id!r} may only hold letters, digits and _ . = -")
+    return run_id
+
+
+def parse_run_date(text: str) -> date:
+    from transforms.errors import ConsentgateError
+
+    try:
+        return date.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise ConsentgateError(f"run date {text!r} is not a date of the form YYYY-MM-DD") from None
+
+
+def judgement_instant(run_date: date) -> datetime:
+    """The instant ``t`` a run judges at: the end of the run date, 00:00 UTC of the next day."""
+    return datetime.combine(run_date + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Lake:
+    root: str
+
+    @classmethod
+    def at(cls, root: str) -> Lake:
+        root = root.rstrip("/")
+        if is_local(root):
+            root = os.path.abspath(local_path(root))
+        return cls(root)
+
+    @property
+    def is_local(self) -> bool:
+        return is_local(self.root)
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    @property
+    def consent(self) -> str:
+        return self.path("raw", "consent")
+
+    @property
+    def erasure_requests(self) -> str:
+        return self.path("raw", "erasure_requests")
+
+    def raw(self, name: str) -> str:
+        return self.path("raw", name)
+
+    @property
+    def catalog(self) -> str:
+        return self.path("_catalog")
+
+    def staging_run(self, dataset: str, run_id: str) -> str:
+        return self.path("staging", dataset, run_id)
+
+    def staging_data(self, dataset: str, run_id: str) -> str:
+        return self.path("staging", dataset, run_id, "data")
+
+    def step_state(self, dataset: str, run_id: str, step: str) -> str:
+        return self.path("staging", dataset, run_id, f"{step}.json")
+
+    def clean(self, dataset: str) -> str:
+        return self.path("clean", dataset)
+
+    def clean_version(self, dataset: str, version: str) -> str:
+        return self.path("clean", dataset, version)
+
+    def current_pointer(self, dataset: str) -> str:
+        return self.path("clean", dataset, "CURRENT")
+
+    def quarantine_run(self, dataset: str, run_id: str) -> str:
+        return self.path("quarantine", dataset, run_id)
+
+    def report_json(self, dataset: str, run_id: str) -> str:
+        return self.path("reports", dataset, f"{run_id}.json")

@@ -1,0 +1,217 @@
+"""The policy file: parsed into typed objects and checked when it is loaded.
+
+Everything a policy leaves undeclared takes the safe default: a column not listed is
+dropped, a state without a rule drops the column, unknown keys are an error.
+Importing this module must stay cheap (no pyspark): Airflow parses DAGs with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import yaml
+
+from transforms.errors import PolicyError
+from transforms.rules import ColumnRule, RuleSyntaxError, parse_rule
+
+
+class CheckConsentAt(StrEnum):
+    RUN = "run"
+    EVENT_AND_RUN = "event_and_run"
+
+
+class OnNoConsent(StrEnum):
+    ANONYMIZE = "anonymize"
+    DROP = "drop"
+
+
+class OnRetentionExpired(StrEnum):
+    DROP = "drop"
+    ANONYMIZE = "anonymize"
+
+
+class SubjectKeyNormalization(StrEnum):
+    LOWER = "lower"
+
+
+RECORD_STATES = ("consented", "anonymized")
+_DATASET_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_PURPOSE = re.compile(r"[a-z][a-z0-9_]*(:[a-z0-9][a-z0-9_.-]*)?")
+
+_REQUIRED_KEYS = ("dataset", "source", "subject_key", "event_time", "purpose", "columns")
+_OPTIONAL_KEYS = (
+    "description",
+    "retention_days",
+    "check_consent_at",
+    "on_no_consent",
+    "on_retention_expired",
+    "subject_key_normalize",
+)
+
+
+@dataclass(frozen=True)
+class ColumnPolicy:
+    """How one declared column is treated in consented rows and in anonymised rows."""
+
+    name: str
+    consented: ColumnRule
+    anonymized: ColumnRule
+
+    def rule_for(self, state: str) -> ColumnRule:
+        return self.consented if state == "consented" else self.anonymized
+
+    @property
+    def dropped_everywhere(self) -> bool:
+        return self.consented.removes_value and self.anonymized.removes_value
+
+
+@dataclass(frozen=True)
+class Policy:
+    path: str
+    sha256: str
+    dataset: str
+    source: str
+    subject_key: str
+    event_time: str
+    purpose: str
+    retention_days: int | None
+    check_consent_at: CheckConsentAt
+    on_no_consent: OnNoConsent
+    on_retention_expired: OnRetentionExpired
+    subject_key_normalize: tuple[SubjectKeyNormalization, ...]
+    columns: tuple[ColumnPolicy, ...]
+    description: str = ""
+
+    @property
+    def output_columns(self) -> tuple[ColumnPolicy, ...]:
+        """Declared columns that appear in the output (those not dropped for every row)."""
+        return tuple(c for c in self.columns if not c.dropped_everywhere)
+
+    @property
+    def needs_key(self) -> bool:
+        return any(c.consented.needs_key or c.anonymized.needs_key for c in self.columns)
+
+    def column(self, name: str) -> ColumnPolicy | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+def _fail(path: str, where: str, problem: str) -> PolicyError:
+    return PolicyError(f"{path}: {where}: {problem}")
+
+
+def _enum(path: str, raw: dict, key: str, enum: type[StrEnum], default: StrEnum) -> StrEnum:
+    value = raw.get(key, default.value)
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = " | ".join(e.value for e in enum)
+        raise _fail(path, key, f"{value!r} is not one of {allowed}") from None
+
+
+def _parse_rule(path: str, where: str, text: object) -> ColumnRule:
+    try:
+        return parse_rule(text)
+    except RuleSyntaxError as err:
+        raise _fail(path, where, str(err)) from None
+
+
+def _parse_column(path: str, name: object, spec: object, subject_key: str) -> ColumnPolicy:
+    if not isinstance(name, str) or not name:
+        raise _fail(path, "columns", f"column name {name!r} is not a string")
+    where = f"columns.{name}"
+    if isinstance(spec, dict):
+        unknown = set(spec) - set(RECORD_STATES)
+        if unknown:
+            raise _fail(path, where, f"unknown key {sorted(unknown)[0]!r} (allowed: consented, anonymized)")
+        # A state the policy does not mention gets the safe rule.
+        consented = _parse_rule(path, f"{where}.consented", spec.get("consented", "drop"))
+        anonymized = _parse_rule(path, f"{where}.anonymized", spec.get("anonymized", "drop"))
+    else:
+        consented = anonymized = _parse_rule(path, where, spec)
+    if anonymized.links_to_subject:
+        raise _fail(
+            path,
+            f"{where}.anonymized" if isinstance(spec, dict) else where,
+            f"{anonymized.text!r} links a row to its subject and may not be used on anonymised rows "
+            "(write {consented: ..., anonymized: drop})",
+        )
+    if name == subject_key and not anonymized.removes_value:
+        raise _fail(path, where, "the subject key must be dropped from anonymised rows (anonymized: drop)")
+    return ColumnPolicy(name=name, consented=consented, anonymized=anonymized)
+
+
+def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{path}: the policy must be a YAML mapping")
+    unknown = set(raw) - set(_REQUIRED_KEYS) - set(_OPTIONAL_KEYS)
+    if unknown:
+        raise _fail(path, sorted(unknown)[0], "unknown key")
+    for key in _REQUIRED_KEYS:
+        if key not in raw or raw[key] in (None, ""):
+            raise _fail(path, key, "missing")
+    for key in ("dataset", "source", "subject_key", "event_time", "purpose"):
+        if not isinstance(raw[key], str):
+            raise _fail(path, key, f"must be a string, got {raw[key]!r}")
+    if not _DATASET_NAME.fullmatch(raw["dataset"]):
+        raise _fail(path, "dataset", f"{raw['dataset']!r} must match [a-z][a-z0-9_]*")
+    if not _PURPOSE.fullmatch(raw["purpose"]):
+        raise _fail(path, "purpose", f"{raw['purpose']!r} is not a purpose name")
+    retention = raw.get("retention_days")
+    if retention is not None and (isinstance(retention, bool) or not isinstance(retention, int) or retention <= 0):
+        raise _fail(path, "retention_days", f"{retention!r} must be a positive whole number of days")
+    normalize = raw.get("subject_key_normalize") or []
+    if not isinstance(normalize, list):
+        raise _fail(path, "subject_key_normalize", "must be a list, e.g. [lower]")
+    try:
+        normalizations = tuple(SubjectKeyNormalization(n) for n in normalize)
+    except ValueError:
+        raise _fail(path, "subject_key_normalize", f"only {SubjectKeyNormalization.LOWER.value!r} is known") from None
+
+    columns_raw = raw["columns"]
+    if not isinstance(columns_raw, dict) or not columns_raw:
+        raise _fail(path, "columns", "must be a non-empty mapping of column name to rule")
+    columns = tuple(
+        _parse_column(path, name, spec, raw["subject_key"]) for name, spec in columns_raw.items()
+    )
+    return Policy(
+        path=path,
+        sha256=sha256,
+        dataset=raw["dataset"],
+        source=raw["source"].strip("/"),
+        subject_key=raw["subject_key"],
+        event_time=raw["event_time"],
+        purpose=raw["purpose"],
+        retention_days=retention,
+        check_consent_at=_enum(path, raw, "check_consent_at", CheckConsentAt, CheckConsentAt.RUN),
+        on_no_consent=_enum(path, raw, "on_no_consent", OnNoConsent, OnNoConsent.ANONYMIZE),
+        on_retention_expired=_enum(
+            path, raw, "on_retention_expired", OnRetentionExpired, OnRetentionExpired.DROP
+        ),
+        subject_key_normalize=normalizations,
+        columns=columns,
+        description=str(raw.get("description", "")),
+    )
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and check one policy file; raises PolicyError naming the file and key."""
+    path = str(path)
+    try:
+        text = Path(path).read_bytes()
+    except OSError as err:
+        raise PolicyError(f"{path}: cannot read the policy ({err.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "YAML"
+        raise PolicyError(f"{path}: {where}: not valid YAML") from None
+    return parse_policy(raw, path, hashlib.sha256(text).hexdigest())
+
+
+def find_policies(folder: str | Path) -> list[Path]:
+    return sorted(p for p in Path(folder).glob("*.y*ml") if p.suffix in (".yml", ".yaml"))

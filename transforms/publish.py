@@ -1,0 +1,92 @@
+"""The publish job: make a validated staged output the current version of
+``clean.<dataset>``.
+
+The staged folder is moved (not rewritten) to ``clean/<dataset>/<version>/``, so what
+analysts read is byte for byte what was validated. The catalog table is then pointed
+at it with ``ALTER TABLE ... SET LOCATION`` and the ``CURRENT`` pointer file (for
+readers without Spark) is replaced last: a reader sees the old version or the new one,
+never a mix. Earlier versions stay in place.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pyspark.sql import SparkSession
+
+from transforms.errors import StepStateError
+from transforms.fs import exists, move
+from transforms.lake import Lake
+from transforms.policy import Policy
+from transforms.steps import load_step, save_step
+from transforms.storage import read_text, write_text
+
+DATABASE = "clean"
+
+
+def table_name(dataset: str) -> str:
+    return f"{DATABASE}.{dataset}"
+
+
+def current_version(lake: Lake, dataset: str) -> str | None:
+    text = read_text(lake.current_pointer(dataset))
+    return text.strip() if text else None
+
+
+def current_path(lake: Lake, dataset: str) -> str | None:
+    version = current_version(lake, dataset)
+    return lake.clean_version(dataset, version) if version else None
+
+
+def _free_version(spark: SparkSession, lake: Lake, dataset: str, run_id: str) -> str:
+    """The run id, or run id + ``.N`` when a rerun of the same run already published."""
+    version, attempt = run_id, 1
+    while exists(spark, lake.clean_version(dataset, version)):
+        attempt += 1
+        version = f"{run_id}.{attempt}"
+    return version
+
+
+def point_table_at(spark: SparkSession, table: str, location: str) -> None:
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
+    quoted = location.replace("'", "\\'")
+    if not spark.catalog.tableExists(table):
+        spark.sql(f"CREATE TABLE {table} USING parquet LOCATION '{quoted}'")
+        return
+    new_schema = spark.read.parquet(location).schema
+    if spark.table(table).schema != new_schema:
+        # The policy changed the output's columns: the table must be defined anew.
+        spark.sql(f"DROP TABLE {table}")
+        spark.sql(f"CREATE TABLE {table} USING parquet LOCATION '{quoted}'")
+        return
+    spark.sql(f"ALTER TABLE {table} SET LOCATION '{quoted}'")
+    spark.sql(f"REFRESH TABLE {table}")
+
+
+def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) -> dict:
+    started = time.monotonic()
+    enforce_state = load_step(lake, policy.dataset, run_id, "enforce")
+    validation = load_step(lake, policy.dataset, run_id, "validate")
+    if not validation.get("success"):
+        raise StepStateError(f"run {run_id} did not pass validation; nothing to publish")
+    staged = enforce_state["staging_path"]
+    if validation.get("validated_path") != staged or not exists(spark, staged):
+        raise StepStateError(f"{staged}: the validated output is not there to publish")
+
+    previous = current_version(lake, policy.dataset)
+    version = _free_version(spark, lake, policy.dataset, run_id)
+    target = lake.clean_version(policy.dataset, version)
+    move(spark, staged, target)
+    point_table_at(spark, table_name(policy.dataset), target)
+    write_text(lake.current_pointer(policy.dataset), version + "\n")
+    state = {
+        "ok": True,
+        "published": True,
+        "version": version,
+        "previous_version": previous,
+        "published_path": target,
+        "table": table_name(policy.dataset),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    save_step(lake, policy.dataset, run_id, "publish", state)
+    return state

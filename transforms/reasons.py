@@ -1,0 +1,88 @@
+"""Reason codes: every input row gets exactly one, and an action follows from it.
+
+Precedence when several apply (the contract): invalid_subject, invalid_event_time,
+erased, retention_expired, the consent at ``t`` (no_consent, withdrawn,
+consent_expired), then, with ``check_consent_at: event_and_run``, the consent at the
+event's own time (not_consented_at_event).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+from transforms.consent import GRANTED, WITHDRAWN, instant, is_valid_at
+from transforms.policy import CheckConsentAt, OnNoConsent, OnRetentionExpired, Policy
+
+
+class Reason(StrEnum):
+    CONSENTED = "consented"
+    NO_CONSENT = "no_consent"
+    WITHDRAWN = "withdrawn"
+    CONSENT_EXPIRED = "consent_expired"
+    NOT_CONSENTED_AT_EVENT = "not_consented_at_event"
+    RETENTION_EXPIRED = "retention_expired"
+    ERASED = "erased"
+    INVALID_SUBJECT = "invalid_subject"
+    INVALID_EVENT_TIME = "invalid_event_time"
+
+
+class Action(StrEnum):
+    KEPT = "kept"
+    ANONYMIZED = "anonymized"
+    DROPPED = "dropped"
+    QUARANTINED = "quarantined"
+
+
+ACTIONS_IN_OUTPUT = (Action.KEPT, Action.ANONYMIZED)
+
+
+def action_for(reason: Reason, policy: Policy) -> Action:
+    no_consent = Action.ANONYMIZED if policy.on_no_consent is OnNoConsent.ANONYMIZE else Action.DROPPED
+    return {
+        Reason.CONSENTED: Action.KEPT,
+        Reason.NO_CONSENT: no_consent,
+        Reason.WITHDRAWN: no_consent,
+        Reason.CONSENT_EXPIRED: no_consent,
+        Reason.NOT_CONSENTED_AT_EVENT: no_consent,
+        Reason.RETENTION_EXPIRED: (
+            Action.ANONYMIZED
+            if policy.on_retention_expired is OnRetentionExpired.ANONYMIZE
+            else Action.DROPPED
+        ),
+        Reason.ERASED: Action.DROPPED,
+        Reason.INVALID_SUBJECT: Action.QUARANTINED,
+        Reason.INVALID_EVENT_TIME: Action.QUARANTINED,
+    }[reason]
+
+
+def reason_code(policy: Policy, t: datetime, subject: Column, is_erased: Column) -> Column:
+    """The row's reason, from the joined consent columns; see the module's precedence."""
+    event_time = F.col(policy.event_time).cast("timestamp")
+    at_t = instant(t)
+    reason = F.when(subject.isNull(), F.lit(Reason.INVALID_SUBJECT.value)).when(
+        event_time.isNull(), F.lit(Reason.INVALID_EVENT_TIME.value)
+    ).when(is_erased, F.lit(Reason.ERASED.value))
+    if policy.retention_days is not None:
+        cutoff = instant(t - timedelta(days=policy.retention_days))
+        reason = reason.when(event_time < cutoff, F.lit(Reason.RETENTION_EXPIRED.value))
+    status = F.col("consent_status")
+    reason = (
+        reason.when(status.isNull(), F.lit(Reason.NO_CONSENT.value))
+        .when(status == WITHDRAWN, F.lit(Reason.WITHDRAWN.value))
+        .when(status != GRANTED, F.lit(Reason.NO_CONSENT.value))
+        .when(~is_valid_at(at_t), F.lit(Reason.CONSENT_EXPIRED.value))
+    )
+    if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
+        reason = reason.when(~F.col("has_consent_at_event"), F.lit(Reason.NOT_CONSENTED_AT_EVENT.value))
+    return reason.otherwise(F.lit(Reason.CONSENTED.value))
+
+
+def action_code(policy: Policy, reason: Column) -> Column:
+    mapping = F.create_map(
+        *[item for r in Reason for item in (F.lit(r.value), F.lit(action_for(r, policy).value))]
+    )
+    return mapping[reason]

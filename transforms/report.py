@@ -1,0 +1,85 @@
+"""The run report: ``reports/<dataset>/<run_id>.json``, assembled from the steps' state.
+
+Counts, hashes, paths and timings only: no value from the data ever reaches it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from transforms import __version__
+from transforms.errors import StepStateError
+from transforms.lake import Lake
+from transforms.steps import load_step
+from transforms.storage import write_json
+
+ACTIONS = ("kept", "anonymized", "dropped", "quarantined")
+
+
+def check_reconciliation(rows_in: int, totals: dict[str, int]) -> None:
+    """rows_in = kept + anonymized + dropped + quarantined, or the run is not trustworthy."""
+    accounted = sum(totals.get(action, 0) for action in ACTIONS)
+    if accounted != rows_in:
+        raise StepStateError(f"counts do not reconcile: rows_in={rows_in}, accounted for={accounted}")
+
+
+def build_report(lake: Lake, dataset: str, run_id: str) -> dict:
+    enforce = load_step(lake, dataset, run_id, "enforce", required=False)
+    validate = load_step(lake, dataset, run_id, "validate", required=False) or {}
+    publish = load_step(lake, dataset, run_id, "publish", required=False) or {}
+    if enforce is None or "rows_in" not in enforce:
+        failed = enforce or {}
+        return {
+            "run_id": run_id,
+            "dataset": dataset,
+            "published": False,
+            "error": failed.get("error", "the enforce step left no result"),
+            "consentgate_version": __version__,
+        }
+    check_reconciliation(enforce["rows_in"], enforce["totals"])
+    validation = {
+        "success": bool(validate.get("success")),
+        "evaluated": validate.get("evaluated", 0),
+        "failed": validate.get("failed", []),
+        "expectations": validate.get("expectations", []),
+    }
+    if "error" in validate and not validate.get("expectations"):
+        validation["error"] = validate["error"]
+    report = {
+        "run_id": run_id,
+        "dataset": dataset,
+        "run_date": enforce["run_date"],
+        "judged_at": enforce["judged_at"],
+        "policy_path": enforce["policy_path"],
+        "policy_sha256": enforce["policy_sha256"],
+        "key_fingerprint": enforce["key_fingerprint"],
+        "key_version": enforce["key_version"],
+        "rows_in": enforce["rows_in"],
+        "rows_out": enforce["rows_out"],
+        "totals": enforce["totals"],
+        "counts": enforce["counts"],
+        "validation": validation,
+        "published": bool(publish.get("published")),
+        "published_path": publish.get("published_path"),
+        "published_version": publish.get("version"),
+        "previous_version": publish.get("previous_version"),
+        "table": publish.get("table"),
+        "quarantine_path": validate.get("moved_to") or enforce.get("quarantine_path"),
+        "timings": {
+            "enforce_seconds": enforce.get("seconds"),
+            "validate_seconds": validate.get("seconds"),
+            "publish_seconds": publish.get("seconds"),
+        },
+        "reported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "consentgate_version": __version__,
+    }
+    if "error" in publish:
+        report["publish_error"] = publish["error"]
+    return report
+
+
+def write_report(lake: Lake, dataset: str, run_id: str) -> tuple[str, dict]:
+    report = build_report(lake, dataset, run_id)
+    path = lake.report_json(dataset, run_id)
+    write_json(path, report)
+    return path, report

@@ -1,0 +1,57 @@
+"""Schema checks at the boundaries: what the consent log, the erasure requests and a
+source must hold before anything is judged. A mismatch stops the run (exit 2) with the
+file and column named."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.utils import AnalysisException
+
+from transforms.errors import SchemaError
+from transforms.rules import TEMPORAL_TYPES, type_family
+
+CONSENT_COLUMNS = {
+    "subject_id": ("string",),
+    "purpose": ("string",),
+    "status": ("string",),
+    "recorded_at": ("timestamp",),
+    "expires_at": ("timestamp",),
+    "source": ("string",),
+}
+ERASURE_COLUMNS = {
+    "subject_id": ("string",),
+    "requested_at": ("timestamp",),
+}
+
+
+def read_parquet(spark: SparkSession, path: str, required: bool = True) -> DataFrame | None:
+    """The Parquet dataset at ``path``; None when it is absent and not required."""
+    try:
+        return spark.read.parquet(path)
+    except AnalysisException as err:
+        condition = err.getCondition() or ""
+        if condition in ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA"):
+            if required:
+                raise SchemaError(f"{path}: no Parquet data found") from None
+            return None
+        raise SchemaError(f"{path}: cannot be read ({condition or type(err).__name__})") from None
+
+
+def require_columns(df: DataFrame, path: str, columns: dict[str, tuple[str, ...]]) -> None:
+    types = {field.name: type_family(field.dataType) for field in df.schema.fields}
+    for name, allowed in columns.items():
+        if name not in types:
+            raise SchemaError(f"{path}: column {name!r} is missing")
+        if types[name] not in allowed:
+            raise SchemaError(f"{path}: column {name!r} is {types[name]}, expected {' or '.join(allowed)}")
+
+
+CONSENT_SCHEMA = (
+    "subject_id string, purpose string, status string, recorded_at timestamp, "
+    "expires_at timestamp, source string"
+)
+
+
+def check_event_time_type(dtype, path: str, column: str) -> None:
+    if type_family(dtype) not in TEMPORAL_TYPES:
+        raise SchemaError(f"{path}: event time column {column!r} is {dtype.simpleString()}, expected a date or timestamp")

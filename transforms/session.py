@@ -1,0 +1,59 @@
+"""The SparkSession every consentgate job runs in.
+
+Judgements are made in UTC whatever the machine's zone, so the session zone is pinned.
+On the embedded set-up the catalog is a Hive metastore on Derby under ``<lake>/_catalog``;
+set ``CONSENTGATE_CATALOG=external`` to use the cluster's metastore instead (then
+``spark.hadoop.hive.metastore.uris`` comes from the cluster's configuration).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from transforms.lake import Lake, local_path
+
+
+def session_conf(lake: Lake) -> dict[str, str]:
+    conf = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.sources.partitionOverwriteMode": "static",
+        "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
+    }
+    if os.environ.get("CONSENTGATE_CATALOG", "embedded") == "embedded":
+        conf.update(embedded_catalog_conf(lake))
+    return conf
+
+
+def embedded_catalog_conf(lake: Lake) -> dict[str, str]:
+    catalog = local_path(lake.catalog)
+    return {
+        "spark.sql.warehouse.dir": lake.path("_catalog", "warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": (
+            f"jdbc:derby:;databaseName={catalog}/metastore_db;create=true"
+        ),
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={catalog}",
+    }
+
+
+def get_session(lake: Lake, app_name: str = "consentgate") -> SparkSession:
+    """The active session (spark-submit, tests) or a new local one configured for ``lake``."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.appName(app_name)
+    # Under spark-submit the JVM already exists (it set PYSPARK_GATEWAY_PORT) and its
+    # master comes from the submit; only a job started from plain Python picks one here.
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        builder = builder.master(os.environ.get("CONSENTGATE_SPARK_MASTER", "local[*]"))
+    for key, value in session_conf(lake).items():
+        builder = builder.config(key, value)
+    spark = builder.enableHiveSupport().getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("CONSENTGATE_SPARK_LOG_LEVEL", "WARN"))
+    return spark

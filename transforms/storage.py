@@ -1,0 +1,57 @@
+"""Small text files (step state, reports, the CURRENT pointer) on a local or remote lake.
+
+Local paths use the file system directly, with write-then-rename so a reader never
+sees half a file; other URIs go through fsspec (install the matching filesystem,
+e.g. s3fs, on a cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from transforms.lake import is_local, local_path
+
+
+def write_text(path: str, text: str, private: bool = False) -> None:
+    if is_local(path):
+        target = local_path(path)
+        folder = os.path.dirname(target)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o600 if private else 0o644)
+        os.replace(tmp, target)
+        return
+    import fsspec
+
+    with fsspec.open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def read_text(path: str) -> str | None:
+    """The file's text, or None when it does not exist."""
+    if is_local(path):
+        try:
+            with open(local_path(path), encoding="utf-8") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+    import fsspec
+
+    fs, _, (target,) = fsspec.get_fs_token_paths(path)
+    if not fs.exists(target):
+        return None
+    with fs.open(target, "r", encoding="utf-8") as handle:
+        return handle.read()
+
+
+def write_json(path: str, payload: dict) -> None:
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str) -> dict | None:
+    text = read_text(path)
+    return None if text is None else json.loads(text)

@@ -1,0 +1,28 @@
+"""Subject keys, normalised the same way in every dataset and in the consent log, so
+one customer is matched, and pseudonymised, identically everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+# Unicode White_Space at either end, as Java's (?U)\s sees it.
+_EDGE_WHITESPACE = r"(?U)^\s+|\s+$"
+
+
+def normalize_subject(value: Column, steps: Iterable[str] = ()) -> Column:
+    """Trimmed, NFC-normalised (and lower-cased when the policy says so) subject key.
+
+    Null, and keys blank after trimming, become null: such rows are ``invalid_subject``.
+    """
+    trimmed = F.regexp_replace(value, _EDGE_WHITESPACE, "")
+    # ICU ships with Spark; reflect() keeps NFC inside the JVM (no Python UDF).
+    nfc = F.when(
+        trimmed.isNotNull(), F.call_function("reflect", F.lit("com.ibm.icu.text.Normalizer"), F.lit("compose"), trimmed, F.lit(False))
+    )
+    for step in steps:
+        if step == "lower":
+            nfc = F.lower(nfc)
+    return F.when(F.length(nfc) > 0, nfc)

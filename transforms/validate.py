@@ -1,0 +1,118 @@
+"""The validate job: run the policy's Great Expectations suite over one run's staged
+output (never "the latest batch") and record the results without any data values.
+
+On failure the staged output moves to ``quarantine/<dataset>/<run_id>/failed_output``
+and nothing is published (exit 3).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from transforms.errors import ValidationFailed
+from transforms.fs import move
+from transforms.lake import Lake, judgement_instant, parse_run_date
+from transforms.policy import Policy
+from transforms.steps import load_step, save_step
+
+# Great Expectations sends usage analytics unless told not to; this lake is offline.
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+# Only these result fields are kept: counts and table-level observations, never the
+# unexpected values themselves (they would be personal data).
+_KEPT_RESULT_FIELDS = ("element_count", "unexpected_count", "unexpected_percent", "missing_count")
+_TABLE_LEVEL = ("expect_table_row_count_to_equal", "expect_table_columns_to_match_ordered_list")
+
+
+def _summarise(slice_name: str, result) -> dict:
+    config = result.expectation_config
+    kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "result_format")}
+    summary = {
+        "slice": slice_name,
+        "expectation": config.type,
+        "kwargs": kwargs,
+        "success": bool(result.success),
+    }
+    details = result.result or {}
+    for field in _KEPT_RESULT_FIELDS:
+        if field in details:
+            summary[field] = details[field]
+    if config.type in _TABLE_LEVEL and "observed_value" in details:
+        summary["observed_value"] = details["observed_value"]
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        summary["error"] = "the expectation could not be evaluated"
+    return summary
+
+
+def expectation_label(summary: dict) -> str:
+    column = summary["kwargs"].get("column")
+    where = f"{summary['slice']}.{column}" if column else summary["slice"]
+    return f"{summary['expectation']}({where})"
+
+
+def validate_output(spark: SparkSession, policy: Policy, output: DataFrame, enforce_state: dict) -> list[dict]:
+    """Every expectation's summarised result for ``output``."""
+    import great_expectations as gx
+
+    from expectations.suite import STATE_COLUMN, build_suite
+
+    judged_at = judgement_instant(parse_run_date(enforce_state["run_date"]))
+    string_columns = {f.name for f in output.schema.fields if f.dataType.simpleString() == "string"}
+    slices = build_suite(policy, output.columns, string_columns, enforce_state["totals"], judged_at)
+
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    # Progress bars would fill the task logs with carriage-return noise.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_spark(name="consentgate")
+    asset = source.add_dataframe_asset(name=policy.dataset)
+    batch_definition = asset.add_batch_definition_whole_dataframe("staged_output")
+    frames = {
+        "all": output,
+        "consented": output.filter(F.col(STATE_COLUMN) == "consented"),
+        "anonymized": output.filter(F.col(STATE_COLUMN) == "anonymized"),
+    }
+    results = []
+    result_format = {"result_format": "SUMMARY", "partial_unexpected_count": 0, "include_unexpected_rows": False}
+    for group in slices:
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{policy.dataset}.{group.slice_name}"))
+        for expectation in group.expectations:
+            suite.add_expectation(expectation)
+        batch = batch_definition.get_batch(batch_parameters={"dataframe": frames[group.slice_name]})
+        validation = batch.validate(suite, result_format=result_format)
+        results.extend(_summarise(group.slice_name, r) for r in validation.results)
+    return results
+
+
+def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) -> dict:
+    started = time.monotonic()
+    enforce_state = load_step(lake, policy.dataset, run_id, "enforce")
+    staging_path = enforce_state["staging_path"]
+    output = spark.read.parquet(staging_path).cache()
+    try:
+        results = validate_output(spark, policy, output, enforce_state)
+    finally:
+        output.unpersist()
+    failed = [expectation_label(r) for r in results if not r["success"]]
+    state = {
+        "ok": not failed,
+        "success": not failed,
+        "evaluated": len(results),
+        "failed": failed,
+        "expectations": results,
+        "validated_path": staging_path,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    if failed:
+        state["error"] = "validation failed: " + ", ".join(failed)
+        state["moved_to"] = lake.path("quarantine", policy.dataset, run_id, "failed_output")
+        move(spark, staging_path, state["moved_to"])
+    save_step(lake, policy.dataset, run_id, "validate", state)
+    if failed:
+        raise ValidationFailed(failed)
+    return state
