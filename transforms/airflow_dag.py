@@ -1,0 +1,178 @@
+"""Builds the Airflow DAG of one policy: ``privacy_<dataset>``,
+``enforce -> validate -> publish -> report``.
+
+Each Spark step is a SparkSubmitOperator on the ``spark_default`` connection that runs
+``transforms/spark_entry.py`` (the ``consentgate`` command line). Tasks pass nothing but
+the run's coordinates: every step reads and writes paths keyed by the run id under the
+lake, and judges time from the run date, never from the clock.
+
+Only cheap imports here: DAG files are parsed often, and Spark is only needed inside
+the tasks' own processes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, TriggerRule
+
+from transforms import spark_entry
+from transforms.keys import KEY_CONNECTION_ID, KEY_ENV
+from transforms.lake import Lake
+from transforms.policy import Policy, load_policy
+
+# The run date is the day whose end (t) closes the data interval: clearing and rerunning
+# a DAG run judges at the same instant.
+RUN_DATE = "{{ macros.ds_add(data_interval_end | ds, -1) }}"
+RUN_ID = "{{ run_id | consentgate_run_id }}"
+
+
+def consentgate_run_id(airflow_run_id: str) -> str:
+    """Airflow's run id as a folder name: ``manual__2026-11-28T00:00:00+00:00`` -> ``manual__2026-11-28T000000Z``."""
+    text = airflow_run_id.replace("+00:00", "Z")
+    return re.sub(r"[^A-Za-z0-9_.=-]", "", text)[:200]
+
+
+def _asset_uri(lake: Lake, dataset: str) -> str:
+    clean = lake.clean(dataset)
+    return f"file://{clean}" if lake.is_local else clean
+
+
+def asset_for(lake: Lake, dataset: str) -> Asset:
+    """The published table, for analysts' DAGs to be scheduled on."""
+    return Asset(name=f"clean.{dataset}", uri=_asset_uri(lake, dataset), group="consentgate")
+
+
+class ConsentgateSparkSubmitOperator(SparkSubmitOperator):
+    """A consentgate step under spark-submit, whose failure names the reason the step recorded."""
+
+    template_fields = (*SparkSubmitOperator.template_fields, "consentgate_run_id")
+
+    def __init__(self, *, step: str, lake_root: str, dataset: str, consentgate_run_id: str, **kwargs):
+        super().__init__(**kwargs)
+        self.step = step
+        self.lake_root = lake_root
+        self.dataset = dataset
+        self.consentgate_run_id = consentgate_run_id
+
+    def _key_from_connection(self) -> None:
+        if os.environ.get(KEY_ENV):
+            return
+        from airflow.sdk import BaseHook
+
+        try:
+            secret = BaseHook.get_connection(KEY_CONNECTION_ID).password
+        except Exception:  # no connection: the job itself stops with exit 2
+            return
+        if secret:
+            # Through the environment of spark-submit, never its command line.
+            self.env_vars = {**(self.env_vars or {}), KEY_ENV: secret}
+
+    def execute(self, context):
+        if self.step == "enforce":
+            self._key_from_connection()
+        try:
+            return super().execute(context)
+        except Exception as err:
+            from airflow.sdk.exceptions import AirflowException
+
+            from transforms.steps import load_step
+
+            state = load_step(Lake.at(self.lake_root), self.dataset, self.consentgate_run_id, self.step, required=False)
+            if state and state.get("error"):
+                raise AirflowException(f"consentgate {self.step} failed: {state['error']}") from err
+            raise
+
+
+def write_report_task(lake_root: str, dataset: str, run_id: str) -> str:
+    """Writes the run report whatever happened upstream; fails the run if nothing was published."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from transforms.report import write_report
+
+    path, report = write_report(Lake.at(lake_root), dataset, run_id)
+    if not report["published"]:
+        reason = report.get("error") or "; ".join(report.get("validation", {}).get("failed", [])) or "see the report"
+        raise AirflowFailException(f"{dataset}: nothing published ({reason}); report at {path}")
+    return path  # a path through XCom, never data
+
+
+def doc_for(policy: Policy) -> str:
+    lines = [
+        f"# privacy_{policy.dataset}",
+        policy.description or "",
+        "",
+        f"Enforces `{policy.path}` (purpose `{policy.purpose}`, retention "
+        f"{policy.retention_days or 'unlimited'} days, consent checked at `{policy.check_consent_at.value}`), "
+        f"validates the result and publishes `clean.{policy.dataset}`.",
+        "",
+        "| column | consented rows | anonymised rows |",
+        "| --- | --- | --- |",
+        *(f"| `{c.name}` | {c.consented.text} | {c.anonymized.text} |" for c in policy.columns),
+    ]
+    return "\n".join(lines)
+
+
+def spark_conf(lake: Lake, python: str) -> dict[str, str]:
+    conf = {
+        "spark.pyspark.python": python,
+        "spark.pyspark.driver.python": python,
+        "spark.ui.showConsoleProgress": "false",
+    }
+    if lake.is_local:
+        conf["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={lake.catalog}"
+    return conf
+
+
+def build_dag(policy_path: str | Path, lake_root: str, start_date: datetime | None = None) -> DAG:
+    policy = load_policy(policy_path)
+    lake = Lake.at(lake_root)
+    python = os.environ.get("CONSENTGATE_PYSPARK_PYTHON", sys.executable)
+    common_args = ["--policy", str(Path(policy_path).resolve()), "--lake", lake.root, "--run-id", RUN_ID]
+    dag = DAG(
+        dag_id=f"privacy_{policy.dataset}",
+        description=f"Consent enforcement for {policy.dataset} ({policy.purpose})",
+        doc_md=doc_for(policy),
+        schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+        start_date=start_date or datetime(2026, 1, 1, tzinfo=timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        tags=["consentgate", "privacy", policy.purpose],
+        default_args={"owner": "data-engineering", "retries": 0, "retry_delay": timedelta(minutes=5)},
+        user_defined_filters={"consentgate_run_id": consentgate_run_id},
+    )
+    with dag:
+        steps = []
+        for step in ("enforce", "validate", "publish"):
+            run_date_args = ["--run-date", RUN_DATE]
+            steps.append(
+                ConsentgateSparkSubmitOperator(
+                    task_id=step,
+                    step=step,
+                    lake_root=lake.root,
+                    dataset=policy.dataset,
+                    consentgate_run_id=RUN_ID,
+                    application=spark_entry.__file__,
+                    application_args=[step, *common_args, *run_date_args],
+                    conn_id="spark_default",
+                    name=f"consentgate-{step}-{policy.dataset}",
+                    conf=spark_conf(lake, python),
+                    driver_memory=os.environ.get("CONSENTGATE_DRIVER_MEMORY", "2g"),
+                    env_vars={"PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python},
+                    outlets=[asset_for(lake, policy.dataset)] if step == "publish" else [],
+                )
+            )
+        report = PythonOperator(
+            task_id="report",
+            python_callable=write_report_task,
+            op_kwargs={"lake_root": lake.root, "dataset": policy.dataset, "run_id": RUN_ID},
+            trigger_rule=TriggerRule.ALL_DONE,
+        )
+        steps[0] >> steps[1] >> steps[2] >> report
+    return dag
