@@ -39,14 +39,13 @@ def consentgate_run_id(airflow_run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]", "", text)[:200]
 
 
-def _asset_uri(lake: Lake, dataset: str) -> str:
-    clean = lake.clean(dataset)
-    return f"file://{clean}" if lake.is_local else clean
+def asset_for(dataset: str) -> Asset:
+    """The published table, for analysts' DAGs to be scheduled on: ``Asset("clean.<dataset>")``.
 
-
-def asset_for(lake: Lake, dataset: str) -> Asset:
-    """The published table, for analysts' DAGs to be scheduled on."""
-    return Asset(name=f"clean.{dataset}", uri=_asset_uri(lake, dataset), group="consentgate")
+    Named after the catalog table, not the lake folder, so that pointing the DAGs at
+    another lake does not leave two assets claiming one name.
+    """
+    return Asset(name=f"clean.{dataset}")
 
 
 class ConsentgateSparkSubmitOperator(SparkSubmitOperator):
@@ -165,7 +164,7 @@ def build_dag(policy_path: str | Path, lake_root: str, start_date: datetime | No
                     conf=spark_conf(lake, python),
                     driver_memory=os.environ.get("CONSENTGATE_DRIVER_MEMORY", "2g"),
                     env_vars={"PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python},
-                    outlets=[asset_for(lake, policy.dataset)] if step == "publish" else [],
+                    outlets=[asset_for(policy.dataset)] if step == "publish" else [],
                 )
             )
         report = PythonOperator(

@@ -41,7 +41,7 @@ def embedded_catalog_conf(lake: Lake) -> dict[str, str]:
     }
 
 
-def get_session(lake: Lake, app_name: str = "consentgate") -> SparkSession:
+def get_session(lake: Lake, app_name: str = "consentgate", extra_conf: dict[str, str] | None = None) -> SparkSession:
     """The active session (spark-submit, tests) or a new local one configured for ``lake``."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     active = SparkSession.getActiveSession()
@@ -52,7 +52,7 @@ def get_session(lake: Lake, app_name: str = "consentgate") -> SparkSession:
     # master comes from the submit; only a job started from plain Python picks one here.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(os.environ.get("CONSENTGATE_SPARK_MASTER", "local[*]"))
-    for key, value in session_conf(lake).items():
+    for key, value in {**session_conf(lake), **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("CONSENTGATE_SPARK_LOG_LEVEL", "WARN"))

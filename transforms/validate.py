@@ -7,6 +7,7 @@ and nothing is published (exit 3).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -21,6 +22,9 @@ from transforms.steps import load_step, save_step
 
 # Great Expectations sends usage analytics unless told not to; this lake is offline.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+# Its INFO messages are internal chatter, not results.
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 # Only these result fields are kept: counts and table-level observations, never the
 # unexpected values themselves (they would be personal data).

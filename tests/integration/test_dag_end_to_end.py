@@ -1,0 +1,100 @@
+"""The privacy_orders DAG under `airflow dags test` (SQLite, spark-submit in local mode)
+on a small generated lake: the published rows and the report are checked against the
+pure-Python reference model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, TEST_KEY
+from tests.lakecheck import counts_by_reason, current_version_dir, expected_reasons, read_rows
+from tests.reference import ACTIONS
+from transforms.generate import generate_lake
+from transforms.lake import Lake
+
+pytestmark = pytest.mark.integration
+RUN_DATE = date(2026, 11, 28)
+LOGICAL_DATE = "2026-11-29"  # its data interval ends at RUN_DATE + 1 day, 00:00 UTC
+
+
+def airflow_env(tmp_path: Path, lake: Lake, key: str | None) -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        "CONSENTGATE_LAKE": lake.root,
+        "CONSENTGATE_DRIVER_MEMORY": "1g",
+    }
+    env.pop("CONSENTGATE_HMAC_KEY", None)
+    if key:
+        env["CONSENTGATE_HMAC_KEY"] = key
+    return env
+
+
+def airflow(env, *args, log: Path) -> int:
+    with log.open("a") as out:
+        return subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=env, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=900).returncode
+
+
+@pytest.fixture(scope="module")
+def dag_lake(spark, tmp_path_factory):
+    lake = Lake.at(str(tmp_path_factory.mktemp("dag_lake")))
+    generate_lake(spark, lake, customers=300, orders=3000, seed=5, run_date=RUN_DATE)
+    return lake
+
+
+def test_dag_publishes_what_the_reference_model_expects(dag_lake, tmp_path):
+    env = airflow_env(tmp_path, dag_lake, TEST_KEY)
+    log = tmp_path / "airflow.log"
+    assert airflow(env, "db", "migrate", log=log) == 0
+    assert airflow(env, "dags", "test", "privacy_orders", LOGICAL_DATE, log=log) == 0, log.read_text()[-3000:]
+
+    reports = list(Path(dag_lake.root, "reports", "orders").glob("*.json"))
+    assert len(reports) == 1
+    report = json.loads(reports[0].read_text())
+    assert report["run_date"] == RUN_DATE.isoformat()
+    assert report["published"] is True
+    expected = expected_reasons(dag_lake.root, RUN_DATE)
+    got = {reason: sum(n.values()) for reason, n in report["counts"].items() if sum(n.values())}
+    assert got == counts_by_reason(expected)
+
+    state_of = {"kept": "consented", "anonymized": "anonymized"}
+    want = {o: state_of[ACTIONS[r]] for o, r in expected.items() if ACTIONS[r] in state_of}
+    published = read_rows(current_version_dir(dag_lake.root, "orders"))
+    assert {r["order_id"]: r["record_state"] for r in published} == want
+
+    # The task logs carry no personal data from the input.
+    logs = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "airflow").rglob("*.log")) + log.read_text()
+    for order in read_rows(Path(dag_lake.root) / "raw" / "orders")[:300]:
+        for column in ("email", "full_name", "phone"):
+            if order[column]:
+                assert order[column] not in logs
+    assert TEST_KEY not in logs
+
+
+def test_dag_without_a_key_fails_and_publishes_nothing(dag_lake, tmp_path):
+    before = (Path(dag_lake.root) / "clean" / "orders" / "CURRENT").read_text()
+    reports_before = set(Path(dag_lake.root, "reports", "orders").glob("*.json"))
+    env = airflow_env(tmp_path, dag_lake, key=None)
+    log = tmp_path / "airflow.log"
+    assert airflow(env, "db", "migrate", log=log) == 0
+    assert airflow(env, "dags", "test", "privacy_orders", "2026-11-30", log=log) != 0
+    assert "no pseudonymisation key" in log.read_text()
+    assert (Path(dag_lake.root) / "clean" / "orders" / "CURRENT").read_text() == before
+    (new_report,) = set(Path(dag_lake.root, "reports", "orders").glob("*.json")) - reports_before
+    report = json.loads(new_report.read_text())
+    assert report["published"] is False and "no pseudonymisation key" in report["error"]

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ORDERS_POLICY
+from transforms.errors import PolicyError
+from transforms.policy import CheckConsentAt, OnNoConsent, load_policy
+
+BASE = """\
+dataset: orders
+source: raw/orders
+subject_key: customer_id
+event_time: ordered_at
+purpose: analytics
+columns:
+  customer_id: {consented: pseudonymize, anonymized: drop}
+  ordered_at: keep
+"""
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "policy.yml"
+    path.write_text(text)
+    return path
+
+
+def test_orders_policy_loads_with_declared_rules():
+    policy = load_policy(ORDERS_POLICY)
+    assert policy.dataset == "orders"
+    assert policy.check_consent_at is CheckConsentAt.RUN
+    assert policy.on_no_consent is OnNoConsent.ANONYMIZE
+    rules = {c.name: (c.consented.text, c.anonymized.text) for c in policy.columns}
+    assert rules["customer_id"] == ("pseudonymize", "drop")
+    assert rules["birth_date"] == ("generalize:year", "drop")
+    assert rules["zip_code"] == ("keep", "generalize:prefix3")
+    assert "full_name" not in {c.name for c in policy.output_columns}
+    assert len(policy.sha256) == 64
+
+
+def test_state_left_out_of_a_column_mapping_is_dropped(tmp_path):
+    policy = load_policy(write(tmp_path, BASE + "  email: {consented: pseudonymize}\n"))
+    assert policy.column("email").anonymized.text == "drop"
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ("colour: blue\n", "colour: unknown key"),
+        ("on_no_consent: keep\n", "on_no_consent: 'keep' is not one of anonymize | drop"),
+        ("retention_days: -3\n", "retention_days"),
+        ("check_consent_at: sometimes\n", "check_consent_at"),
+        ("subject_key_normalize: [upper]\n", "subject_key_normalize"),
+    ],
+)
+def test_bad_top_level_values_name_the_key(tmp_path, extra, named):
+    path = write(tmp_path, BASE + extra)
+    with pytest.raises(PolicyError) as err:
+        load_policy(path)
+    assert str(path) in str(err.value)
+    assert named in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("column_line", "named"),
+    [
+        ("  email: scramble\n", "columns.email: unknown rule 'scramble'"),
+        ("  email: {consented: keep, anonymized: pseudonymize}\n", "columns.email.anonymized"),
+        ("  email: {consented: keep, anonymised: drop}\n", "columns.email: unknown key 'anonymised'"),
+        ("  zip: generalize:prefix0\n", "columns.zip"),
+        ("  zip: generalize:week\n", "columns.zip"),
+        ("  phone: mask\n", "columns.phone"),
+    ],
+)
+def test_bad_column_rules_name_the_column(tmp_path, column_line, named):
+    with pytest.raises(PolicyError, match=named.replace("(", r"\(").replace("[", r"\[")):
+        load_policy(write(tmp_path, BASE + column_line))
+
+
+def test_subject_key_must_be_dropped_from_anonymised_rows(tmp_path):
+    text = BASE.replace("customer_id: {consented: pseudonymize, anonymized: drop}", "customer_id: keep")
+    with pytest.raises(PolicyError, match="columns.customer_id: the subject key must be dropped"):
+        load_policy(write(tmp_path, text))
+
+
+def test_missing_required_key_is_named(tmp_path):
+    with pytest.raises(PolicyError, match="purpose: missing"):
+        load_policy(write(tmp_path, BASE.replace("purpose: analytics\n", "")))
+
+
+def test_unreadable_and_invalid_yaml_name_the_file(tmp_path):
+    with pytest.raises(PolicyError, match="cannot read the policy"):
+        load_policy(tmp_path / "absent.yml")
+    with pytest.raises(PolicyError, match="line 2: not valid YAML"):
+        load_policy(write(tmp_path, "dataset: orders\n  source: [\n"))
