@@ -13,9 +13,8 @@ from datetime import datetime, timedelta
 
 import great_expectations.expectations as gxe
 
-from transforms.policy import Policy
+from transforms.policy import STATE_COLUMN, Policy
 
-STATE_COLUMN = "record_state"
 PSEUDONYM_PATTERN = r"^[0-9a-f]{64}$"
 MASK_VISIBLE = 4
 MASK_PATTERN = rf"^(\*+.{{{MASK_VISIBLE}}}|.{{0,{MASK_VISIBLE}}})$"

@@ -39,9 +39,9 @@ if [ "$status" -ne 0 ]; then
   echo "demo: the DAG run failed (exit $status); see $AIRFLOW_HOME/dags-test.log" >&2
   exit "$status"
 fi
-cat <<EOM
-
-Read the published table without Spark:
-  python -c "import duckdb; print(duckdb.sql(\"select record_state, count(*) from read_parquet('$LAKE/clean/orders/'||trim(readfile('$LAKE/clean/orders/CURRENT'))||'/*.parquet') group by 1\"))"
-  or: consentgate status --lake $LAKE --dataset orders   (shows the current version's folder)
-EOM
+CURRENT_DIR="$LAKE/clean/orders/$(tr -d '[:space:]' < "$LAKE/clean/orders/CURRENT")"
+QUERY="select record_state, count(*) as rows from read_parquet('$CURRENT_DIR/*.parquet') group by 1 order by 1"
+echo
+echo "The published table, read with DuckDB (no Spark):"
+echo "  python -c \"import duckdb; print(duckdb.sql(\\\"$QUERY\\\"))\""
+python -c "import duckdb, sys; print(duckdb.sql(sys.argv[1]))" "$QUERY"

@@ -15,4 +15,8 @@ with create_session() as session:
     instances = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id)
     for ti in sorted(instances, key=lambda t: t.start_date or run.start_date):
         elapsed = (ti.end_date - ti.start_date).total_seconds() if ti.start_date and ti.end_date else None
-        print(f"  {ti.task_id:<10} {str(ti.state):<10} {elapsed:7.1f} s" if elapsed is not None else f"  {ti.task_id:<10} {ti.state}")
+        print(
+            f"  {ti.task_id:<10} {str(ti.state):<10} {elapsed:7.1f} s"
+            if elapsed is not None
+            else f"  {ti.task_id:<10} {ti.state}"
+        )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test suite: unit tests on tiny DataFrames, then the Spark-heavy and Airflow
-# end-to-end tests. Extra arguments go to pytest.
+# The test suite: ruff, then pytest (unit tests on tiny DataFrames, the in-process run
+# and the Airflow DAG end to end). Extra arguments go to pytest.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
+ruff check transforms expectations dags tests scripts
 exec python -m pytest "$@"

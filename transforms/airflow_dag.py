@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
@@ -139,7 +139,7 @@ def build_dag(policy_path: str | Path, lake_root: str, start_date: datetime | No
         description=f"Consent enforcement for {policy.dataset} ({policy.purpose})",
         doc_md=doc_for(policy),
         schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-        start_date=start_date or datetime(2026, 1, 1, tzinfo=timezone.utc),
+        start_date=start_date or datetime(2026, 1, 1, tzinfo=UTC),
         catchup=False,
         max_active_runs=1,
         tags=["consentgate", "privacy", policy.purpose],

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from transforms.errors import ConsentgateError, ValidationFailed
 from transforms.lake import Lake, check_run_id, parse_run_date
@@ -36,7 +36,12 @@ def cmd_generate(args) -> int:
     lake = _lake(args)
     spark = get_session(lake, "consentgate-generate")
     summary = generate_lake(
-        spark, lake, customers=args.customers, orders=args.orders, seed=args.seed, run_date=parse_run_date(args.run_date)
+        spark,
+        lake,
+        customers=args.customers,
+        orders=args.orders,
+        seed=args.seed,
+        run_date=parse_run_date(args.run_date),
     )
     _say("generated", lake=lake.root, **summary.__dict__)
     return 0
@@ -61,8 +66,15 @@ def _step_enforce(spark, policy, lake, run_date, run_id, key) -> None:
     from transforms.enforce import run_enforce
 
     result = run_enforce(spark, policy, lake, run_date, run_id, key)
-    _say("enforced", dataset=policy.dataset, run_id=run_id, rows_in=result.rows_in, rows_out=result.rows_out,
-         staging_path=result.staging_path, seconds=result.seconds)
+    _say(
+        "enforced",
+        dataset=policy.dataset,
+        run_id=run_id,
+        rows_in=result.rows_in,
+        rows_out=result.rows_out,
+        staging_path=result.staging_path,
+        seconds=result.seconds,
+    )
 
 
 def _step_validate(spark, policy, lake, run_id) -> None:
@@ -76,16 +88,29 @@ def _step_publish(spark, policy, lake, run_id) -> None:
     from transforms.publish import run_publish
 
     state = run_publish(spark, policy, lake, run_id)
-    _say("published", dataset=policy.dataset, run_id=run_id, table=state["table"],
-         published_path=state["published_path"], seconds=state["seconds"])
+    _say(
+        "published",
+        dataset=policy.dataset,
+        run_id=run_id,
+        table=state["table"],
+        published_path=state["published_path"],
+        seconds=state["seconds"],
+    )
 
 
 def _report(lake, dataset, run_id) -> dict:
     from transforms.report import write_report
 
     path, report = write_report(lake, dataset, run_id)
-    _say("reported", dataset=dataset, run_id=run_id, report=path, published=report["published"],
-         rows_in=report.get("rows_in"), totals=report.get("totals"))
+    _say(
+        "reported",
+        dataset=dataset,
+        run_id=run_id,
+        report=path,
+        published=report["published"],
+        rows_in=report.get("rows_in"),
+        totals=report.get("totals"),
+    )
     return report
 
 
@@ -135,13 +160,16 @@ def cmd_run(args) -> int:
 
     policy, lake, run_id = _load(args)
     run_date = parse_run_date(args.run_date)
-    run_id = run_id or f"{run_date.isoformat()}_{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    run_id = run_id or f"{run_date.isoformat()}_{datetime.now(UTC):%Y%m%dT%H%M%S}"
     key = _key_for(policy)
     spark = get_session(lake, f"consentgate-run-{policy.dataset}")
     try:
-        _recording_failures(lake, policy.dataset, run_id, "enforce",
-                            lambda: _step_enforce(spark, policy, lake, run_date, run_id, key))
-        _recording_failures(lake, policy.dataset, run_id, "validate", lambda: _step_validate(spark, policy, lake, run_id))
+        _recording_failures(
+            lake, policy.dataset, run_id, "enforce", lambda: _step_enforce(spark, policy, lake, run_date, run_id, key)
+        )
+        _recording_failures(
+            lake, policy.dataset, run_id, "validate", lambda: _step_validate(spark, policy, lake, run_id)
+        )
         _recording_failures(lake, policy.dataset, run_id, "publish", lambda: _step_publish(spark, policy, lake, run_id))
     finally:
         from transforms.steps import load_step
@@ -160,9 +188,11 @@ def cmd_status(args) -> int:
     report_path = args.report
     if report_path is None:
         folder = lake.path("reports", args.dataset)
-        reports = sorted(
-            (os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".json")), key=os.path.getmtime
-        ) if os.path.isdir(folder) else []
+        reports = (
+            sorted((os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".json")), key=os.path.getmtime)
+            if os.path.isdir(folder)
+            else []
+        )
         if not reports:
             raise ConsentgateError(f"{folder}: no run report yet")
         report_path = reports[-1]
@@ -175,8 +205,9 @@ def cmd_status(args) -> int:
                 if n:
                     print(f"    {reason:<24} {action:<12} {n:>10}")
         validation = report["validation"]
-        print(f"  validation: {'passed' if validation['success'] else 'FAILED'} "
-              f"({validation['evaluated']} expectations{', failed: ' + ', '.join(validation['failed']) if validation['failed'] else ''})")
+        failed = f", failed: {', '.join(validation['failed'])}" if validation["failed"] else ""
+        outcome = "passed" if validation["success"] else "FAILED"
+        print(f"  validation: {outcome} ({validation['evaluated']} expectations{failed})")
     print(f"  published: {report['published']}  table: {report.get('table')}")
     print(f"  clean data:  {current_path(lake, report['dataset'])}")
     print(f"  report:      {report_path}")

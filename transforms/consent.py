@@ -80,9 +80,7 @@ def _decision_key() -> Column:
 def consent_at(events: DataFrame, t: datetime) -> DataFrame:
     """One row per subject with the deciding event at ``t``: status, expiry, recorded time."""
     eligible = events.filter((F.col("consent_time") <= instant(t)) | F.col("has_no_time"))
-    deciding = F.max_by(
-        F.struct("consent_status", "consent_expires_at", "consent_time"), _decision_key()
-    )
+    deciding = F.max_by(F.struct("consent_status", "consent_expires_at", "consent_time"), _decision_key())
     return (
         eligible.groupBy(SUBJECT)
         .agg(deciding.alias("d"))

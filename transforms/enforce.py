@@ -20,10 +20,10 @@ from pyspark.sql.types import StructType
 
 from transforms import schemas
 from transforms.consent import SUBJECT, consent_at, consent_events, instant, with_consent_at_event
-from transforms.errors import PolicyError, SchemaError
+from transforms.errors import SchemaError
 from transforms.keys import SecretKey
 from transforms.lake import Lake, judgement_instant
-from transforms.policy import CheckConsentAt, Policy
+from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.reasons import Action, Reason, action_code, action_for, reason_code
 from transforms.rules import RuleContext
@@ -32,7 +32,6 @@ from transforms.subjects import normalize_subject
 
 REASON = "_cg_reason"
 ACTION = "_cg_action"
-STATE_COLUMN = "record_state"
 QUARANTINE_REASON = "quarantine_reason"
 
 
@@ -50,8 +49,6 @@ def check_source_schema(schema: StructType, policy: Policy, path: str) -> None:
         if required not in fields:
             raise SchemaError(f"{path}: column {required!r} named by the policy is missing")
     schemas.check_event_time_type(fields[policy.event_time], path, policy.event_time)
-    if STATE_COLUMN in {c.name for c in policy.columns}:
-        raise PolicyError(f"{policy.path}: columns.{STATE_COLUMN}: the name is reserved for the output")
     for column in policy.columns:
         if column.name not in fields:
             raise SchemaError(f"{path}: declared column {column.name!r} is missing")
@@ -165,7 +162,7 @@ def _restrict_local(path: str) -> None:
 
     if not is_local(path):
         return
-    for folder, dirs, files in os.walk(local_path(path)):
+    for folder, _, files in os.walk(local_path(path)):
         os.chmod(folder, 0o700)
         for name in files:
             os.chmod(os.path.join(folder, name), 0o600)

@@ -10,7 +10,7 @@ contract; each customer's case is ``scenario_of`` (exposed for tests and demos).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 from faker import Faker
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -88,7 +88,7 @@ def scenario_of(seed: int, customer: Column) -> Column:
     upper = 0
     for name, share in SCENARIOS:
         upper += share
-        expr = (F.when(bucket < upper, F.lit(name)) if expr is None else expr.when(bucket < upper, F.lit(name)))
+        expr = F.when(bucket < upper, F.lit(name)) if expr is None else expr.when(bucket < upper, F.lit(name))
     return expr
 
 
@@ -133,15 +133,24 @@ def build_orders(
     span_micros = 3 * 365 * MICROS_PER_DAY
     age = F.pmod(_hash(seed, "age", idx), F.lit(span_micros))
     after_t = _pick(seed, "late", 100, idx) == 0
-    ordered_at = F.when(fault == 11, F.lit(None).cast("timestamp")).when(
-        after_t, F.timestamp_micros(F.unix_micros(instant(t)) + F.pmod(_hash(seed, "ahead", idx), F.lit(30 * MICROS_PER_DAY)))
-    ).otherwise(F.timestamp_micros(F.unix_micros(instant(t)) - F.lit(1) - age))
+    ordered_at = (
+        F.when(fault == 11, F.lit(None).cast("timestamp"))
+        .when(
+            after_t,
+            F.timestamp_micros(
+                F.unix_micros(instant(t)) + F.pmod(_hash(seed, "ahead", idx), F.lit(30 * MICROS_PER_DAY))
+            ),
+        )
+        .otherwise(F.timestamp_micros(F.unix_micros(instant(t)) - F.lit(1) - age))
+    )
     orders = rows.select(
         F.format_string("O%010d", idx).alias("order_id"),
         buyer.alias("_buyer"),
         customer_col.alias("customer_id"),
         ordered_at.alias("ordered_at"),
-        F.element_at(F.array(F.lit("web"), F.lit("app"), F.lit("store")), _pick(seed, "channel", 3, idx) + 1).alias("channel"),
+        F.element_at(F.array(F.lit("web"), F.lit("app"), F.lit("store")), _pick(seed, "channel", 3, idx) + 1).alias(
+            "channel"
+        ),
         _from_pool(pools["category"], _pick(seed, "category", len(pools["category"]), idx)).alias("product_category"),
         (_pick(seed, "amount", 50_000, idx) / 100 + 1).cast("decimal(10,2)").alias("amount"),
         (_pick(seed, "items", 5, idx) + 1).cast("int").alias("quantity"),
@@ -149,9 +158,24 @@ def build_orders(
     personal = customers.select(
         F.col("customer_id").alias("_buyer"), "email", "phone", "full_name", "birth_date", "zip_code", "street_address"
     )
-    return orders.join(F.broadcast(personal), on="_buyer", how="left").drop("_buyer").select(
-        "order_id", "customer_id", "email", "phone", "full_name", "birth_date", "zip_code",
-        "street_address", "ordered_at", "channel", "product_category", "quantity", "amount",
+    return (
+        orders.join(F.broadcast(personal), on="_buyer", how="left")
+        .drop("_buyer")
+        .select(
+            "order_id",
+            "customer_id",
+            "email",
+            "phone",
+            "full_name",
+            "birth_date",
+            "zip_code",
+            "street_address",
+            "ordered_at",
+            "channel",
+            "product_category",
+            "quantity",
+            "amount",
+        )
     )
 
 
@@ -215,7 +239,9 @@ def build_consent(spark: SparkSession, seed: int, customers: DataFrame, t: datet
     scenario = scenario_of(seed, cid)
     events = None
     # An empty array of the event type (a typed literal empty array is not expressible).
-    no_events = F.filter(F.array(_event("none", "none", F.lit(None).cast("timestamp"), None, "none")), lambda e: F.lit(False))
+    no_events = F.filter(
+        F.array(_event("none", "none", F.lit(None).cast("timestamp"), None, "none")), lambda e: F.lit(False)
+    )
     for name, history in histories.items():
         value = F.array(*history) if history else no_events
         events = F.when(scenario == name, value) if events is None else events.when(scenario == name, value)
@@ -247,7 +273,9 @@ def build_erasure_requests(seed: int, customers: DataFrame, t: datetime) -> Data
     requested_at = F.when(bucket == 0, F.timestamp_micros(t_micros - F.lit(1) - when)).otherwise(
         F.timestamp_micros(t_micros + when)  # after t: not yet effective for this run
     )
-    return customers.filter(bucket <= 1).select(F.col("customer_id").alias("subject_id"), requested_at.alias("requested_at"))
+    return customers.filter(bucket <= 1).select(
+        F.col("customer_id").alias("subject_id"), requested_at.alias("requested_at")
+    )
 
 
 def generate_lake(
@@ -267,7 +295,9 @@ def generate_lake(
     pools = _pools(seed)
     customer_rows = build_customers(spark, seed, customers, pools).cache()
     customer_rows.write.mode("overwrite").parquet(lake.raw("customers"))
-    build_orders(spark, seed, orders, customer_rows, customers, t, pools).write.mode("overwrite").parquet(lake.raw("orders"))
+    build_orders(spark, seed, orders, customer_rows, customers, t, pools).write.mode("overwrite").parquet(
+        lake.raw("orders")
+    )
     consent = build_consent(spark, seed, customer_rows, t)
     consent.write.mode("overwrite").parquet(lake.consent)
     erasures = build_erasure_requests(seed, customer_rows, t)

@@ -56,9 +56,7 @@ def load_hmac_key(environ: dict[str, str] | None = None, use_airflow: bool = Fal
         value = _from_airflow_connection()
         source = f"Airflow connection {KEY_CONNECTION_ID}"
     if not value:
-        raise MissingKeyError(
-            f"no pseudonymisation key: set {KEY_ENV} (or the Airflow connection {KEY_CONNECTION_ID})"
-        )
+        raise MissingKeyError(f"no pseudonymisation key: set {KEY_ENV} (or the Airflow connection {KEY_CONNECTION_ID})")
     material = value.encode("utf-8")
     if len(material) < MIN_KEY_BYTES:
         raise MissingKeyError(f"{source} is too short: at least {MIN_KEY_BYTES} bytes are required")

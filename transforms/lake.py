@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]{0,199}")
@@ -20,7 +20,7 @@ def is_local(root: str) -> bool:
 
 
 def local_path(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
+    return path[len("file://") :] if path.startswith("file://") else path
 
 
 def check_run_id(run_id: str) -> str:
@@ -43,7 +43,7 @@ def parse_run_date(text: str) -> date:
 
 def judgement_instant(run_date: date) -> datetime:
     """The instant ``t`` a run judges at: the end of the run date, 00:00 UTC of the next day."""
-    return datetime.combine(run_date + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+    return datetime.combine(run_date + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ class SubjectKeyNormalization(StrEnum):
 
 
 RECORD_STATES = ("consented", "anonymized")
+# The output column that tells an analyst which rules a row went through.
+STATE_COLUMN = "record_state"
 _DATASET_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _PURPOSE = re.compile(r"[a-z][a-z0-9_]*(:[a-z0-9][a-z0-9_.-]*)?")
 
@@ -123,6 +125,8 @@ def _parse_column(path: str, name: object, spec: object, subject_key: str) -> Co
     if not isinstance(name, str) or not name:
         raise _fail(path, "columns", f"column name {name!r} is not a string")
     where = f"columns.{name}"
+    if name == STATE_COLUMN:
+        raise _fail(path, where, "the name is reserved for the output's record state")
     if isinstance(spec, dict):
         unknown = set(spec) - set(RECORD_STATES)
         if unknown:
@@ -174,9 +178,7 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
     columns_raw = raw["columns"]
     if not isinstance(columns_raw, dict) or not columns_raw:
         raise _fail(path, "columns", "must be a non-empty mapping of column name to rule")
-    columns = tuple(
-        _parse_column(path, name, spec, raw["subject_key"]) for name, spec in columns_raw.items()
-    )
+    columns = tuple(_parse_column(path, name, spec, raw["subject_key"]) for name, spec in columns_raw.items())
     return Policy(
         path=path,
         sha256=sha256,
@@ -188,9 +190,7 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
         retention_days=retention,
         check_consent_at=_enum(path, raw, "check_consent_at", CheckConsentAt, CheckConsentAt.RUN),
         on_no_consent=_enum(path, raw, "on_no_consent", OnNoConsent, OnNoConsent.ANONYMIZE),
-        on_retention_expired=_enum(
-            path, raw, "on_retention_expired", OnRetentionExpired, OnRetentionExpired.DROP
-        ),
+        on_retention_expired=_enum(path, raw, "on_retention_expired", OnRetentionExpired, OnRetentionExpired.DROP),
         subject_key_normalize=normalizations,
         columns=columns,
         description=str(raw.get("description", "")),

@@ -49,9 +49,7 @@ def action_for(reason: Reason, policy: Policy) -> Action:
         Reason.CONSENT_EXPIRED: no_consent,
         Reason.NOT_CONSENTED_AT_EVENT: no_consent,
         Reason.RETENTION_EXPIRED: (
-            Action.ANONYMIZED
-            if policy.on_retention_expired is OnRetentionExpired.ANONYMIZE
-            else Action.DROPPED
+            Action.ANONYMIZED if policy.on_retention_expired is OnRetentionExpired.ANONYMIZE else Action.DROPPED
         ),
         Reason.ERASED: Action.DROPPED,
         Reason.INVALID_SUBJECT: Action.QUARANTINED,
@@ -63,9 +61,11 @@ def reason_code(policy: Policy, t: datetime, subject: Column, is_erased: Column)
     """The row's reason, from the joined consent columns; see the module's precedence."""
     event_time = F.col(policy.event_time).cast("timestamp")
     at_t = instant(t)
-    reason = F.when(subject.isNull(), F.lit(Reason.INVALID_SUBJECT.value)).when(
-        event_time.isNull(), F.lit(Reason.INVALID_EVENT_TIME.value)
-    ).when(is_erased, F.lit(Reason.ERASED.value))
+    reason = (
+        F.when(subject.isNull(), F.lit(Reason.INVALID_SUBJECT.value))
+        .when(event_time.isNull(), F.lit(Reason.INVALID_EVENT_TIME.value))
+        .when(is_erased, F.lit(Reason.ERASED.value))
+    )
     if policy.retention_days is not None:
         cutoff = instant(t - timedelta(days=policy.retention_days))
         reason = reason.when(event_time < cutoff, F.lit(Reason.RETENTION_EXPIRED.value))
@@ -82,7 +82,5 @@ def reason_code(policy: Policy, t: datetime, subject: Column, is_erased: Column)
 
 
 def action_code(policy: Policy, reason: Column) -> Column:
-    mapping = F.create_map(
-        *[item for r in Reason for item in (F.lit(r.value), F.lit(action_for(r, policy).value))]
-    )
+    mapping = F.create_map(*[item for r in Reason for item in (F.lit(r.value), F.lit(action_for(r, policy).value))])
     return mapping[reason]

@@ -5,13 +5,14 @@ Counts, hashes, paths and timings only: no value from the data ever reaches it.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from transforms import __version__
 from transforms.errors import StepStateError
 from transforms.lake import Lake
 from transforms.steps import load_step
-from transforms.storage import write_json
+from transforms.report_html import render_report
+from transforms.storage import write_json, write_text
 
 ACTIONS = ("kept", "anonymized", "dropped", "quarantined")
 
@@ -70,7 +71,7 @@ def build_report(lake: Lake, dataset: str, run_id: str) -> dict:
             "validate_seconds": validate.get("seconds"),
             "publish_seconds": publish.get("seconds"),
         },
-        "reported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "reported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "consentgate_version": __version__,
     }
     if "error" in publish:
@@ -79,7 +80,9 @@ def build_report(lake: Lake, dataset: str, run_id: str) -> dict:
 
 
 def write_report(lake: Lake, dataset: str, run_id: str) -> tuple[str, dict]:
+    """Writes ``<run_id>.json`` and its readable twin ``<run_id>.html``; returns the JSON path."""
     report = build_report(lake, dataset, run_id)
     path = lake.report_json(dataset, run_id)
     write_json(path, report)
+    write_text(path[: -len(".json")] + ".html", render_report(report))
     return path, report

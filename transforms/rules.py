@@ -11,8 +11,9 @@ not installed or must not be imported (Airflow parses DAG files with this module
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pyspark.sql import Column
@@ -174,7 +175,9 @@ RULES: dict[str, RuleSpec] = {
             links_to_subject=True,
             needs_key=True,
         ),
-        RuleSpec("mask", _apply_mask, fits=lambda argument: STRING_TYPES, parse_argument=_no_argument, links_to_subject=True),
+        RuleSpec(
+            "mask", _apply_mask, fits=lambda argument: STRING_TYPES, parse_argument=_no_argument, links_to_subject=True
+        ),
         RuleSpec(
             "generalize",
             _apply_generalize,

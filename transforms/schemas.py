@@ -47,11 +47,12 @@ def require_columns(df: DataFrame, path: str, columns: dict[str, tuple[str, ...]
 
 
 CONSENT_SCHEMA = (
-    "subject_id string, purpose string, status string, recorded_at timestamp, "
-    "expires_at timestamp, source string"
+    "subject_id string, purpose string, status string, recorded_at timestamp, expires_at timestamp, source string"
 )
 
 
 def check_event_time_type(dtype, path: str, column: str) -> None:
     if type_family(dtype) not in TEMPORAL_TYPES:
-        raise SchemaError(f"{path}: event time column {column!r} is {dtype.simpleString()}, expected a date or timestamp")
+        raise SchemaError(
+            f"{path}: event time column {column!r} is {dtype.simpleString()}, expected a date or timestamp"
+        )

@@ -34,9 +34,7 @@ def embedded_catalog_conf(lake: Lake) -> dict[str, str]:
     catalog = local_path(lake.catalog)
     return {
         "spark.sql.warehouse.dir": lake.path("_catalog", "warehouse"),
-        "spark.hadoop.javax.jdo.option.ConnectionURL": (
-            f"jdbc:derby:;databaseName={catalog}/metastore_db;create=true"
-        ),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": (f"jdbc:derby:;databaseName={catalog}/metastore_db;create=true"),
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={catalog}",
     }
 

@@ -20,7 +20,8 @@ def normalize_subject(value: Column, steps: Iterable[str] = ()) -> Column:
     trimmed = F.regexp_replace(value, _EDGE_WHITESPACE, "")
     # ICU ships with Spark; reflect() keeps NFC inside the JVM (no Python UDF).
     nfc = F.when(
-        trimmed.isNotNull(), F.call_function("reflect", F.lit("com.ibm.icu.text.Normalizer"), F.lit("compose"), trimmed, F.lit(False))
+        trimmed.isNotNull(),
+        F.call_function("reflect", F.lit("com.ibm.icu.text.Normalizer"), F.lit("compose"), trimmed, F.lit(False)),
     )
     for step in steps:
         if step == "lower":

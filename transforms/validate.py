@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from transforms.errors import ValidationFailed
 from transforms.fs import move
 from transforms.lake import Lake, judgement_instant, parse_run_date
-from transforms.policy import Policy
+from transforms.policy import STATE_COLUMN, Policy
 from transforms.steps import load_step, save_step
 
 # Great Expectations sends usage analytics unless told not to; this lake is offline.
@@ -62,7 +62,7 @@ def validate_output(spark: SparkSession, policy: Policy, output: DataFrame, enfo
     """Every expectation's summarised result for ``output``."""
     import great_expectations as gx
 
-    from expectations.suite import STATE_COLUMN, build_suite
+    from expectations.suite import build_suite
 
     judged_at = judgement_instant(parse_run_date(enforce_state["run_date"]))
     string_columns = {f.name for f in output.schema.fields if f.dataType.simpleString() == "string"}

@@ -46,8 +46,13 @@ def airflow_env(tmp_path: Path, lake: Lake, key: str | None) -> dict[str, str]:
 
 def airflow(env, *args, log: Path) -> int:
     with log.open("a") as out:
-        return subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=env, stdout=out,
-                              stderr=subprocess.STDOUT, timeout=900).returncode
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "airflow"), *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=900,
+        ).returncode
 
 
 @pytest.fixture(scope="module")

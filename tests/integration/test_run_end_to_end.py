@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import shutil
 from datetime import date
 from pathlib import Path
 from urllib.parse import urlparse
@@ -37,8 +36,20 @@ def table_folder(spark) -> Path:
 
 
 def run(lake, run_id, *extra, policy=ORDERS_POLICY):
-    return main(["run", "--policy", str(policy), "--lake", lake.root, "--run-date", RUN_DATE.isoformat(),
-                 "--run-id", run_id, *extra])
+    return main(
+        [
+            "run",
+            "--policy",
+            str(policy),
+            "--lake",
+            lake.root,
+            "--run-date",
+            RUN_DATE.isoformat(),
+            "--run-id",
+            run_id,
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +74,16 @@ def test_every_row_has_the_reason_the_reference_model_gives(first_run):
     for reason, by_action in report["counts"].items():
         assert list(by_action) == [ACTIONS[reason]]
     # The generator's histories cover every case of the contract at run time.
-    assert set(got) == {"consented", "no_consent", "withdrawn", "consent_expired", "retention_expired",
-                        "erased", "invalid_subject", "invalid_event_time"}
+    assert set(got) == {
+        "consented",
+        "no_consent",
+        "withdrawn",
+        "consent_expired",
+        "retention_expired",
+        "erased",
+        "invalid_subject",
+        "invalid_event_time",
+    }
 
 
 def test_counts_reconcile_and_the_report_holds_no_personal_data(first_run):
@@ -74,7 +93,9 @@ def test_counts_reconcile_and_the_report_holds_no_personal_data(first_run):
     assert report["rows_out"] == totals["kept"] + totals["anonymized"]
     assert report["published"] is True and report["validation"]["success"] is True
     assert report["policy_sha256"] == hashlib.sha256(ORDERS_POLICY.read_bytes()).hexdigest()
-    text = json.dumps(report)
+    html = Path(generated_html := lake.report_json("orders", "first")[: -len(".json")] + ".html").read_text()
+    assert f"<td class='n'>{totals['kept']}</td>" in html, generated_html
+    text = json.dumps(report) + html
     for order in read_rows(Path(lake.root) / "raw" / "orders")[:200]:
         for column in ("email", "phone", "full_name"):
             if order[column]:
@@ -94,7 +115,9 @@ def test_published_rows_are_exactly_the_kept_and_anonymised_ones(first_run):
     for row in published:
         source = raw[row["order_id"]]
         if row["record_state"] == "consented":
-            assert row["customer_id"] == hmac.new(key, source["customer_id"].strip().encode(), hashlib.sha256).hexdigest()
+            assert (
+                row["customer_id"] == hmac.new(key, source["customer_id"].strip().encode(), hashlib.sha256).hexdigest()
+            )
             assert row["email"] == hmac.new(key, source["email"].encode(), hashlib.sha256).hexdigest()
             assert row["phone"] == "*" * (len(source["phone"]) - 4) + source["phone"][-4:]
             assert row["birth_date"] == source["birth_date"].replace(month=1, day=1)
@@ -149,8 +172,22 @@ def test_bad_policy_and_missing_column_stop_with_exit_2(generated, tmp_path, hma
 def test_failed_validation_exits_3_quarantines_output_and_leaves_clean_untouched(spark, first_run, hmac_key):
     lake, _ = first_run
     before = current_version_dir(lake.root, "orders")
-    assert main(["enforce", "--policy", str(ORDERS_POLICY), "--lake", lake.root, "--run-date", "2026-11-28",
-                 "--run-id", "tampered"]) == 0
+    assert (
+        main(
+            [
+                "enforce",
+                "--policy",
+                str(ORDERS_POLICY),
+                "--lake",
+                lake.root,
+                "--run-date",
+                "2026-11-28",
+                "--run-id",
+                "tampered",
+            ]
+        )
+        == 0
+    )
     # Make the recorded counts disagree with the staged rows: the row-count expectation must catch it.
     state_path = Path(lake.step_state("orders", "tampered", "enforce"))
     state = json.loads(state_path.read_text())
@@ -163,7 +200,10 @@ def test_failed_validation_exits_3_quarantines_output_and_leaves_clean_untouched
     assert table_folder(spark) == before
     assert Path(lake.root, "quarantine", "orders", "tampered", "failed_output").is_dir()
     validation = json.loads(Path(lake.step_state("orders", "tampered", "validate")).read_text())
-    assert validation["failed"] == ["expect_table_row_count_to_equal(all)", "expect_table_row_count_to_equal(consented)"]
+    assert validation["failed"] == [
+        "expect_table_row_count_to_equal(all)",
+        "expect_table_row_count_to_equal(consented)",
+    ]
 
 
 def test_rerun_publishes_a_new_version_with_identical_rows(spark, first_run, hmac_key):

@@ -45,6 +45,9 @@ def test_parsing_the_dags_imports_neither_pyspark_nor_great_expectations():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run(
         [sys.executable, "-c", probe, str(REPO / "dags" / "privacy_dags.py")],
-        capture_output=True, text=True, check=True, env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from pyspark.sql import functions as F
@@ -18,7 +18,7 @@ from transforms.pseudonym import Pseudonymizer
 from transforms.rules import RuleContext
 
 KEY = b"unit-test-key-0123456789"
-UTC = timezone.utc
+UTC = UTC
 
 
 def h(value: str) -> str:
@@ -34,24 +34,74 @@ def test_consented_and_anonymised_rows_get_their_own_rules(spark):
     )
     at = datetime(2026, 10, 17, 8, 30, tzinfo=UTC)
     rows = [
-        ("o1", " C1 ", "ann@example.com", "+1-555-555-0100", "Ann Lee", date(1980, 5, 17), "12345", "1 Main St",
-         at, "web", "books", 1, Decimal("10.50"), "C1", "kept"),
-        ("o2", "C2", "bob@example.com", "+1-555-555-0101", "Bob Roe", date(1990, 2, 1), "54321", "2 Side St",
-         at, "app", "games", 2, Decimal("11.00"), "C2", "anonymized"),
+        (
+            "o1",
+            " C1 ",
+            "ann@example.com",
+            "+1-555-555-0100",
+            "Ann Lee",
+            date(1980, 5, 17),
+            "12345",
+            "1 Main St",
+            at,
+            "web",
+            "books",
+            1,
+            Decimal("10.50"),
+            "C1",
+            "kept",
+        ),
+        (
+            "o2",
+            "C2",
+            "bob@example.com",
+            "+1-555-555-0101",
+            "Bob Roe",
+            date(1990, 2, 1),
+            "54321",
+            "2 Side St",
+            at,
+            "app",
+            "games",
+            2,
+            Decimal("11.00"),
+            "C2",
+            "anonymized",
+        ),
         ("o3", "C3", None, None, None, None, None, None, at, None, None, None, None, "C3", "kept"),
     ]
     judged = spark.createDataFrame(rows, ddl)
     pseudonymizer = Pseudonymizer(spark, SecretKey(KEY, "1", "test"))
     out = with_column_rules(pseudonymizer.attach(judged), policy, RuleContext(pseudonymizer))
     assert out.columns == [
-        "order_id", "customer_id", "email", "phone", "birth_date", "zip_code", "ordered_at",
-        "channel", "product_category", "amount", "record_state",
+        "order_id",
+        "customer_id",
+        "email",
+        "phone",
+        "birth_date",
+        "zip_code",
+        "ordered_at",
+        "channel",
+        "product_category",
+        "amount",
+        "record_state",
     ]  # full_name dropped everywhere; street_address and quantity never declared
     got = sorted(tuple(r) for r in out.collect())
     naive = datetime(2026, 10, 17, 8, 30)
     assert got == [
-        ("o1", h("C1"), h("ann@example.com"), "***********0100", date(1980, 1, 1), "12345", naive,
-         "web", "books", Decimal("10.50"), "consented"),
+        (
+            "o1",
+            h("C1"),
+            h("ann@example.com"),
+            "***********0100",
+            date(1980, 1, 1),
+            "12345",
+            naive,
+            "web",
+            "books",
+            Decimal("10.50"),
+            "consented",
+        ),
         ("o2", None, None, None, None, "543", datetime(2026, 10, 1), "app", "games", Decimal("11.00"), "anonymized"),
         ("o3", h("C3"), None, None, None, None, naive, None, None, None, "consented"),
     ]
@@ -60,11 +110,23 @@ def test_consented_and_anonymised_rows_get_their_own_rules(spark):
 def test_subject_key_is_pseudonymised_in_its_normalised_form(spark):
     policy = load_policy(ORDERS_POLICY)
     judged = spark.createDataFrame([(" C1 ", "C1", "kept")], f"customer_id string, {SUBJECT} string, {ACTION} string")
-    for name in ("order_id", "email", "phone", "birth_date", "zip_code", "ordered_at", "channel",
-                 "product_category", "amount"):
+    for name in (
+        "order_id",
+        "email",
+        "phone",
+        "birth_date",
+        "zip_code",
+        "ordered_at",
+        "channel",
+        "product_category",
+        "amount",
+    ):
         judged = judged.withColumn(name, F.lit(None).cast("string"))
-    judged = judged.withColumn("birth_date", F.lit(None).cast("date")).withColumn(
-        "ordered_at", F.lit(None).cast("timestamp")).withColumn("amount", F.lit(None).cast("decimal(10,2)"))
+    judged = (
+        judged.withColumn("birth_date", F.lit(None).cast("date"))
+        .withColumn("ordered_at", F.lit(None).cast("timestamp"))
+        .withColumn("amount", F.lit(None).cast("decimal(10,2)"))
+    )
     pseudonymizer = Pseudonymizer(spark, SecretKey(KEY, "1", "test"))
     out = with_column_rules(pseudonymizer.attach(judged), policy, RuleContext(pseudonymizer))
     assert [r.customer_id for r in out.collect()] == [h("C1")]

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -10,7 +10,7 @@ from transforms.lake import Lake, check_run_id, judgement_instant, parse_run_dat
 
 
 def test_run_judges_at_the_end_of_its_run_date_in_utc():
-    assert judgement_instant(date(2026, 11, 28)) == datetime(2026, 11, 29, tzinfo=timezone.utc)
+    assert judgement_instant(date(2026, 11, 28)) == datetime(2026, 11, 29, tzinfo=UTC)
 
 
 def test_bad_run_date_and_run_id_are_refused():

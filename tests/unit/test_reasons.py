@@ -3,7 +3,7 @@ written by hand (and with the pure-Python reference model)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from pyspark.sql import functions as F
@@ -13,7 +13,7 @@ from tests.conftest import ORDERS_POLICY
 from transforms.enforce import ACTION, REASON, judge
 from transforms.policy import CheckConsentAt, load_policy
 
-UTC = timezone.utc
+UTC = UTC
 RUN_DATE = date(2026, 11, 28)
 T = datetime(2026, 11, 29, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -153,4 +153,5 @@ def test_event_and_run_needs_consent_at_the_event_too(spark):
     assert got == {o: reason for o, _, _, reason in orders}
     ref_events = [reference.Event(*e) for e in events]
     for order_id, subject, at, expected in orders:
-        assert reference.reason_for(subject, at, T, ref_events, [], "analytics", 730, event_and_run=True) == expected
+        got = reference.reason_for(subject, at, T, ref_events, [], "analytics", 730, event_and_run=True)
+        assert (order_id, got) == (order_id, expected)
