@@ -16,8 +16,7 @@ from datetime import UTC, datetime
 
 from transforms.errors import ConsentgateError, ValidationFailed
 from transforms.lake import Lake, check_run_id, parse_run_date
-
-STEPS = ("enforce", "validate", "publish")
+from transforms.steps import STEPS
 
 
 def _lake(args) -> Lake:
@@ -59,12 +58,20 @@ def _key_for(policy):
     from transforms.keys import load_hmac_key
 
     # Checked before Spark starts: a run without a key stops at once and writes nothing.
-    return load_hmac_key(use_airflow=True) if policy.needs_key else None
+    return load_hmac_key() if policy.needs_key else None
 
 
-def _step_enforce(spark, policy, lake, run_date, run_id, key) -> None:
+def _spark(lake, step, dataset):
+    from transforms.session import get_session
+
+    return get_session(lake, f"consentgate-{step}-{dataset}")
+
+
+def _step_enforce(policy, lake, run_date, run_id) -> None:
     from transforms.enforce import run_enforce
 
+    key = _key_for(policy)  # before Spark starts: a run without a key stops at once
+    spark = _spark(lake, "enforce", policy.dataset)
     result = run_enforce(spark, policy, lake, run_date, run_id, key)
     _say(
         "enforced",
@@ -77,17 +84,17 @@ def _step_enforce(spark, policy, lake, run_date, run_id, key) -> None:
     )
 
 
-def _step_validate(spark, policy, lake, run_id) -> None:
+def _step_validate(policy, lake, run_date, run_id) -> None:
     from transforms.validate import run_validate
 
-    state = run_validate(spark, policy, lake, run_id)
+    state = run_validate(_spark(lake, "validate", policy.dataset), policy, lake, run_id)
     _say("validated", dataset=policy.dataset, run_id=run_id, evaluated=state["evaluated"], seconds=state["seconds"])
 
 
-def _step_publish(spark, policy, lake, run_id) -> None:
+def _step_publish(policy, lake, run_date, run_id) -> None:
     from transforms.publish import run_publish
 
-    state = run_publish(spark, policy, lake, run_id)
+    state = run_publish(_spark(lake, "publish", policy.dataset), policy, lake, run_id)
     _say(
         "published",
         dataset=policy.dataset,
@@ -96,6 +103,9 @@ def _step_publish(spark, policy, lake, run_id) -> None:
         published_path=state["published_path"],
         seconds=state["seconds"],
     )
+
+
+_STEP_ACTIONS = {"enforce": _step_enforce, "validate": _step_validate, "publish": _step_publish}
 
 
 def _report(lake, dataset, run_id) -> dict:
@@ -114,66 +124,41 @@ def _report(lake, dataset, run_id) -> dict:
     return report
 
 
-def _recording_failures(lake, dataset, run_id, step, action) -> None:
-    from transforms.steps import record_failure
+def _run_step(step, policy, lake, run_date, run_id) -> None:
+    """One step, after clearing what earlier attempts of this step and later ones left,
+    recording the one-line reason if it stops on bad input or configuration."""
+    from transforms.steps import record_failure, start_step
 
+    start_step(lake, policy.dataset, run_id, step)
     try:
-        action()
+        _STEP_ACTIONS[step](policy, lake, run_date, run_id)
     except ValidationFailed:
         raise  # the validate step has recorded its own results
     except ConsentgateError as err:
-        record_failure(lake, dataset, run_id, step, str(err))
+        record_failure(lake, policy.dataset, run_id, step, str(err))
         raise
 
 
 def cmd_step(args) -> int:
-    from transforms.session import get_session
-
     policy, lake, run_id = _load(args)
-    step = args.command
-    if step == "report":
-        report = _report(lake, policy.dataset, run_id)
-        return 0 if report["published"] else 1
-    run_date = parse_run_date(args.run_date)
-    key = None
-    if step == "enforce":
-        try:
-            key = _key_for(policy)
-        except ConsentgateError as err:
-            from transforms.steps import record_failure
-
-            record_failure(lake, policy.dataset, run_id, step, str(err))
-            raise
-    spark = get_session(lake, f"consentgate-{step}-{policy.dataset}")
-    actions = {
-        "enforce": lambda: _step_enforce(spark, policy, lake, run_date, run_id, key),
-        "validate": lambda: _step_validate(spark, policy, lake, run_id),
-        "publish": lambda: _step_publish(spark, policy, lake, run_id),
-    }
-    _recording_failures(lake, policy.dataset, run_id, step, actions[step])
+    if args.command == "report":
+        _report(lake, policy.dataset, run_id)
+    else:
+        _run_step(args.command, policy, lake, parse_run_date(args.run_date), run_id)
     return 0
 
 
 def cmd_run(args) -> int:
     """enforce -> validate -> publish -> report in one process, as the DAG does."""
-    from transforms.session import get_session
+    from transforms.steps import load_step
 
     policy, lake, run_id = _load(args)
     run_date = parse_run_date(args.run_date)
     run_id = run_id or f"{run_date.isoformat()}_{datetime.now(UTC):%Y%m%dT%H%M%S}"
-    key = _key_for(policy)
-    spark = get_session(lake, f"consentgate-run-{policy.dataset}")
     try:
-        _recording_failures(
-            lake, policy.dataset, run_id, "enforce", lambda: _step_enforce(spark, policy, lake, run_date, run_id, key)
-        )
-        _recording_failures(
-            lake, policy.dataset, run_id, "validate", lambda: _step_validate(spark, policy, lake, run_id)
-        )
-        _recording_failures(lake, policy.dataset, run_id, "publish", lambda: _step_publish(spark, policy, lake, run_id))
+        for step in STEPS:
+            _run_step(step, policy, lake, run_date, run_id)
     finally:
-        from transforms.steps import load_step
-
         if load_step(lake, policy.dataset, run_id, "enforce", required=False) is not None:
             _report(lake, policy.dataset, run_id)
     return 0

@@ -1,7 +1,8 @@
 """Where the pseudonymisation key comes from, and how it is described without being shown.
 
-The key is read from ``CONSENTGATE_HMAC_KEY`` or, when that is unset, from the password
-of the Airflow connection ``consentgate_hmac``. It is never taken from code or from a
+The jobs read the key from ``CONSENTGATE_HMAC_KEY``; inside Airflow, when that is unset,
+the enforce task takes it from the password of the connection ``consentgate_hmac`` and
+hands it to spark-submit in that same variable. It is never taken from code or from a
 command-line argument (those show up in process listings), never logged and never
 written to a report: reports carry a fingerprint and the key version instead.
 """
@@ -36,25 +37,11 @@ class SecretKey:
         return hmac.new(self.material, b"consentgate key fingerprint", hashlib.sha256).hexdigest()[:16]
 
 
-def _from_airflow_connection() -> str | None:
-    try:
-        from airflow.sdk import BaseHook  # only inside an Airflow task
-    except ImportError:
-        return None
-    try:
-        return BaseHook.get_connection(KEY_CONNECTION_ID).password or None
-    except Exception:  # no such connection, or not inside Airflow: treated as no key
-        return None
-
-
-def load_hmac_key(environ: dict[str, str] | None = None, use_airflow: bool = False) -> SecretKey:
+def load_hmac_key(environ: dict[str, str] | None = None) -> SecretKey:
     """The pseudonymisation key, or MissingKeyError (exit 2) when none or a weak one is set."""
     environ = os.environ if environ is None else environ
     value = environ.get(KEY_ENV)
     source = f"${KEY_ENV}"
-    if not value and use_airflow:
-        value = _from_airflow_connection()
-        source = f"Airflow connection {KEY_CONNECTION_ID}"
     if not value:
         raise MissingKeyError(f"no pseudonymisation key: set {KEY_ENV} (or the Airflow connection {KEY_CONNECTION_ID})")
     material = value.encode("utf-8")

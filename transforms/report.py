@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from transforms import __version__
 from transforms.errors import StepStateError
 from transforms.lake import Lake
-from transforms.steps import load_step
 from transforms.report_html import render_report
+from transforms.steps import load_step
 from transforms.storage import write_json, write_text
 
 ACTIONS = ("kept", "anonymized", "dropped", "quarantined")

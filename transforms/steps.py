@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from transforms.errors import StepStateError
 from transforms.lake import Lake
-from transforms.storage import read_json, write_json
+from transforms.storage import delete, read_json, write_json
+
+STEPS = ("enforce", "validate", "publish")
 
 
 def load_step(lake: Lake, dataset: str, run_id: str, step: str, required: bool = True) -> dict | None:
@@ -18,6 +20,13 @@ def load_step(lake: Lake, dataset: str, run_id: str, step: str, required: bool =
 
 def save_step(lake: Lake, dataset: str, run_id: str, step: str, state: dict) -> None:
     write_json(lake.step_state(dataset, run_id, step), state)
+
+
+def start_step(lake: Lake, dataset: str, run_id: str, step: str) -> None:
+    """Forgets what this step and the later ones left in an earlier attempt of the run,
+    so a retried or cleared run never reports a stale result as its own."""
+    for later in STEPS[STEPS.index(step) :]:
+        delete(lake.step_state(dataset, run_id, later))
 
 
 def record_failure(lake: Lake, dataset: str, run_id: str, step: str, message: str) -> None:

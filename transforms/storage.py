@@ -48,6 +48,21 @@ def read_text(path: str) -> str | None:
         return handle.read()
 
 
+def delete(path: str) -> None:
+    """Removes one small file; absent is fine."""
+    if is_local(path):
+        try:
+            os.remove(local_path(path))
+        except FileNotFoundError:
+            pass
+        return
+    import fsspec
+
+    fs, _, (target,) = fsspec.get_fs_token_paths(path)
+    if fs.exists(target):
+        fs.rm(target)
+
+
 def write_json(path: str, payload: dict) -> None:
     write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 

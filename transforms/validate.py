@@ -14,8 +14,8 @@ import time
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from transforms.errors import ValidationFailed
-from transforms.fs import move
+from transforms.errors import StepStateError, ValidationFailed
+from transforms.fs import exists, move
 from transforms.lake import Lake, judgement_instant, parse_run_date
 from transforms.policy import STATE_COLUMN, Policy
 from transforms.steps import load_step, save_step
@@ -97,6 +97,8 @@ def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) -
     started = time.monotonic()
     enforce_state = load_step(lake, policy.dataset, run_id, "enforce")
     staging_path = enforce_state["staging_path"]
+    if not exists(spark, staging_path):
+        raise StepStateError(f"{staging_path}: no staged output to validate; run the enforce step again")
     output = spark.read.parquet(staging_path).cache()
     try:
         results = validate_output(spark, policy, output, enforce_state)
