@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ ORDERS_POLICY = REPO / "dags" / "policies" / "orders.yml"
 TEST_KEY = "test-only-hmac-key-0123456789abcdef"
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# Tests never read or write the developer's Airflow home (the demo's .airflow).
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="consentgate-airflow-home-")
 # py4j logs at interpreter exit, after pytest has closed its capture streams.
 logging.getLogger("py4j").setLevel(logging.WARNING)
 

@@ -72,7 +72,7 @@ def deciding_event(events: list[Event], subject: str, purpose: str, at: datetime
 
 
 def is_valid(decision, at: datetime) -> bool:
-    return decision is not None and decision[0] == GRANT and (decision[1] is None or decision[1] > at)
+    return decision is not None and decision[0] == GRANT and (decision[1] is None or decision[1] >= at)
 
 
 def consent_reason(decision, at: datetime) -> str:

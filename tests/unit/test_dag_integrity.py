@@ -23,7 +23,7 @@ def test_every_dag_file_imports_without_errors():
 
 
 def test_privacy_dag_runs_enforce_validate_publish_report_on_spark_default():
-    dag = _dagbag().get_dag("privacy_orders")
+    dag = _dagbag().dags["privacy_orders"]
     assert [t.task_id for t in dag.topological_sort()] == ["enforce", "validate", "publish", "report"]
     for task_id in ("enforce", "validate", "publish"):
         task = dag.get_task(task_id)

@@ -1,0 +1,174 @@
+"""Hypothesis-generated consent histories and datasets: the Spark judgement equals the
+pure-Python reference model row by row, whatever the session time zone, the process
+time zone, the row order and the number of partitions.
+
+Histories are drawn on a coarse grid of instants around t so that ties, expiry exactly
+at t, events after t and retention boundaries come up often.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pyspark.sql import functions as F
+
+from tests import reference
+from tests.conftest import ORDERS_POLICY
+from transforms.consent import SUBJECT, instant
+from transforms.enforce import REASON, judge
+from transforms.policy import CheckConsentAt, SubjectKeyNormalization, load_policy
+from transforms.subjects import normalize_subject
+
+pytestmark = pytest.mark.integration
+
+RUN_DATE = date(2026, 11, 28)
+T = datetime(2026, 11, 29, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+SOURCE_DDL = "order_id string, customer_id string, ordered_at timestamp"
+CONSENT_DDL = (
+    "subject_id string, purpose string, status string, recorded_at timestamp, expires_at timestamp, source string"
+)
+
+# Ids that normalise to the same subject (or to nothing) in different ways; "{ns}" keeps
+# the histories of one batch apart without touching their edges.
+SUBJECT_TEMPLATES = ["{ns}a", " {ns}a", "{ns}a\t", "{ns}A", "{ns}b", "{ns}Caf\u00e9", "{ns}Cafe\u0301 ", "\u00a0{ns}b"]
+subject_ids = st.sampled_from([*SUBJECT_TEMPLATES, "", "  ", None])
+# Instants: far in the past (beyond a 2-day retention), around t, exactly t, after t.
+instants = st.sampled_from(
+    [T - 100 * HOUR, T - 49 * HOUR, T - 48 * HOUR, T - 3 * HOUR, T - 2 * HOUR, T - HOUR, T, T + HOUR]
+)
+events = st.tuples(
+    subject_ids,
+    st.sampled_from(["analytics", "marketing"]),
+    st.sampled_from(["granted", "granted", "withdrawn", "denied", "revoked", None]),
+    st.one_of(instants, st.none()),
+    st.one_of(st.none(), instants),
+    st.sampled_from(["web_form", "app", "gpc"]),
+)
+orders = st.tuples(subject_ids, st.one_of(instants, st.none()))
+erasures = st.tuples(subject_ids, st.one_of(instants, st.none()))
+
+# One history: a consent log, erasure requests and a dataset of a few subjects.
+histories = st.fixed_dictionaries(
+    {
+        "events": st.lists(events, max_size=10),
+        "orders": st.lists(orders, min_size=1, max_size=8),
+        "erasures": st.lists(erasures, max_size=2),
+    }
+)
+HISTORIES_PER_BATCH = 10
+# A batch: independent histories judged together in one Spark job (starting a job costs
+# about a second, judging a few rows nothing), under one draw of the policy's options.
+batches = st.fixed_dictionaries(
+    {
+        "histories": st.lists(histories, min_size=HISTORIES_PER_BATCH, max_size=HISTORIES_PER_BATCH),
+        "event_and_run": st.booleans(),
+        "lower": st.booleans(),
+        "retention_days": st.sampled_from([None, 2]),
+        "partitions": st.integers(min_value=1, max_value=3),
+        "shuffle_seed": st.integers(min_value=0, max_value=2**16),
+    }
+)
+
+
+def _in(namespace: str, subject: str | None) -> str | None:
+    return None if subject is None else subject.format(ns=namespace)
+
+
+def flatten(batch) -> dict[str, list]:
+    """The batch's histories as one consent log, one erasure log and one dataset."""
+    events, erasure_rows, rows = [], [], []
+    for k, history in enumerate(batch["histories"]):
+        ns = f"h{k}|"
+        events += [(_in(ns, s), *rest) for s, *rest in history["events"]]
+        erasure_rows += [(_in(ns, s), at) for s, at in history["erasures"]]
+        rows += [(f"h{k}o{i}", _in(ns, s), at) for i, (s, at) in enumerate(history["orders"])]
+    return {"events": events, "erasures": erasure_rows, "rows": rows}
+
+
+def spark_reasons(spark, batch) -> dict[str, str]:
+    policy = load_policy(ORDERS_POLICY)
+    policy = replace(
+        policy,
+        check_consent_at=CheckConsentAt.EVENT_AND_RUN if batch["event_and_run"] else CheckConsentAt.RUN,
+        subject_key_normalize=(SubjectKeyNormalization.LOWER,) if batch["lower"] else (),
+        retention_days=batch["retention_days"],
+    )
+    flat = flatten(batch)
+    source = spark.createDataFrame(flat["rows"], SOURCE_DDL).orderBy(F.rand(batch["shuffle_seed"]))
+    source = source.repartition(batch["partitions"])
+    consent = spark.createDataFrame(flat["events"], CONSENT_DDL).orderBy(F.rand(batch["shuffle_seed"] + 1))
+    requests = spark.createDataFrame(flat["erasures"], "subject_id string, requested_at timestamp")
+    erased = (
+        requests.filter(F.col("requested_at").isNull() | (F.col("requested_at") <= instant(T)))
+        .select(normalize_subject(F.col("subject_id"), policy.subject_key_normalize).alias(SUBJECT))
+        .filter(F.col(SUBJECT).isNotNull())
+        .distinct()
+    )
+    judged = judge(source, consent, erased, policy, RUN_DATE)
+    return {r.order_id: r[REASON] for r in judged.select("order_id", REASON).collect()}
+
+
+def reference_reasons(batch) -> dict[str, str]:
+    """Each history judged on its own by the reference model."""
+    expected = {}
+    for k, history in enumerate(batch["histories"]):
+        ref_events = [reference.Event(s, p, st_, rec, exp) for s, p, st_, rec, exp, _ in history["events"]]
+        erasure_rows = [(_in("", s), at) for s, at in history["erasures"]]
+        ref_events = [replace(e, subject=_in("", e.subject)) for e in ref_events]
+        for i, (subject, at) in enumerate(history["orders"]):
+            if at is not None and at >= T:
+                continue  # a later run's input
+            expected[f"h{k}o{i}"] = reference.reason_for(
+                _in("", subject),
+                at,
+                T,
+                ref_events,
+                erasure_rows,
+                "analytics",
+                batch["retention_days"],
+                event_and_run=batch["event_and_run"],
+                lower=batch["lower"],
+            )
+    return expected
+
+
+@pytest.fixture(params=[("UTC", "UTC"), ("America/Los_Angeles", "Pacific/Kiritimati")], ids=["utc", "far_zones"])
+def time_zones(request, spark):
+    process_zone, session_zone = request.param
+    saved_tz, saved_session = os.environ.get("TZ"), spark.conf.get("spark.sql.session.timeZone")
+    os.environ["TZ"] = process_zone
+    time.tzset()
+    spark.conf.set("spark.sql.session.timeZone", session_zone)
+    yield request.param
+    spark.conf.set("spark.sql.session.timeZone", saved_session)
+    if saved_tz is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = saved_tz
+    time.tzset()
+
+
+BATCHES = int(os.environ.get("CONSENTGATE_PROPERTY_BATCHES", "20"))
+
+
+@settings(
+    max_examples=BATCHES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(batch=batches)
+def test_spark_judgement_equals_the_reference_model(spark, time_zones, batch):
+    """BATCHES x 10 = 200 generated histories under each time-zone setting."""
+    got, expected = spark_reasons(spark, batch), reference_reasons(batch)
+    wrong = sorted(order for order in expected if got.get(order) != expected[order])
+    assert not wrong and set(got) == set(expected), [
+        (order, got.get(order), expected[order], batch["histories"][int(order[1 : order.index("o")])])
+        for order in wrong[:3]
+    ]
