@@ -32,6 +32,7 @@ class Event:
     status: str | None
     recorded_at: datetime | None
     expires_at: datetime | None = None
+    source: str | None = None
 
 
 def _is_faulty(e: Event) -> bool:
@@ -48,9 +49,16 @@ def _effective_status(e: Event) -> str:
     return e.status
 
 
-def deciding_event(events: list[Event], subject: str, purpose: str, at: datetime, lower: bool = False):
+def applies_to(e: Event, purpose: str, sale_or_sharing: bool) -> bool:
+    """An event of the purpose, or, for selling or sharing, a Global Privacy Control refusal."""
+    return e.purpose == purpose or (sale_or_sharing and e.source == "gpc" and e.status == "denied")
+
+
+def deciding_event(
+    events: list[Event], subject: str, purpose: str, at: datetime, lower: bool = False, sale_or_sharing: bool = False
+):
     """The event that decides consent at ``at``, as (status, expires_at), or None."""
-    mine = [e for e in events if e.purpose == purpose and normalize(e.subject, lower) == subject]
+    mine = [e for e in events if applies_to(e, purpose, sale_or_sharing) and normalize(e.subject, lower) == subject]
     # An event that cannot be placed in time is a refusal that always applies (fail closed).
     undated = [e for e in mine if e.recorded_at is None]
     if undated:
@@ -72,7 +80,7 @@ def deciding_event(events: list[Event], subject: str, purpose: str, at: datetime
 
 
 def is_valid(decision, at: datetime) -> bool:
-    return decision is not None and decision[0] == GRANT and (decision[1] is None or decision[1] >= at)
+    return decision is not None and decision[0] == GRANT and (decision[1] is None or decision[1] > at)
 
 
 def consent_reason(decision, at: datetime) -> str:
@@ -96,6 +104,7 @@ def reason_for(
     retention_days: int | None,
     event_and_run: bool = False,
     lower: bool = False,
+    sale_or_sharing: bool = False,
 ) -> str:
     subject = normalize(subject_raw, lower)
     if subject is None:
@@ -106,10 +115,11 @@ def reason_for(
         return "erased"
     if retention_days is not None and event_time < t - timedelta(days=retention_days):
         return "retention_expired"
-    at_t = consent_reason(deciding_event(events, subject, purpose, t, lower), t)
+    at_t = consent_reason(deciding_event(events, subject, purpose, t, lower, sale_or_sharing), t)
     if at_t != "consented":
         return at_t
-    if event_and_run and not is_valid(deciding_event(events, subject, purpose, event_time, lower), event_time):
+    at_event = deciding_event(events, subject, purpose, event_time, lower, sale_or_sharing)
+    if event_and_run and not is_valid(at_event, event_time):
         return "not_consented_at_event"
     return "consented"
 

@@ -58,7 +58,8 @@ def _key_for(policy):
     from transforms.keys import load_hmac_key
 
     # Checked before Spark starts: a run without a key stops at once and writes nothing.
-    return load_hmac_key() if policy.needs_key else None
+    # Every run needs the key: pseudonyms and erasure tombstones are keyed.
+    return load_hmac_key()
 
 
 def _spark(lake, step, dataset):

@@ -31,8 +31,13 @@ def instant(moment: datetime) -> Column:
     return F.timestamp_micros(F.lit(seconds * 1_000_000 + moment.microsecond))
 
 
-def consent_events(consent: DataFrame, purpose: str, normalization: Iterable[str] = ()) -> DataFrame:
+def consent_events(
+    consent: DataFrame, purpose: str, normalization: Iterable[str] = (), sale_or_sharing: bool = False
+) -> DataFrame:
     """The purpose's events, one row each, with a normalised subject and a sort position.
+
+    For a purpose that sells or shares data, a Global Privacy Control signal (``source:
+    gpc``, ``status: denied``) recorded under any purpose is a refusal of this one too.
 
     ``decision_order`` sorts the events of one subject so that the deciding one comes last:
     by time, then grants before refusals (a refusal wins a tie), then, among grants, the
@@ -47,8 +52,11 @@ def consent_events(consent: DataFrame, purpose: str, normalization: Iterable[str
     )
     is_grant = (status == GRANTED) & ~is_faulty
     effective_time = F.coalesce(F.col("recorded_at"), F.timestamp_micros(F.lit(_END_OF_TIME_MICROS)))
+    relevant = F.col("purpose") == F.lit(purpose)
+    if sale_or_sharing:
+        relevant = relevant | ((F.col("source") == "gpc") & (status == DENIED))
     return (
-        consent.filter(F.col("purpose") == F.lit(purpose))
+        consent.filter(relevant)
         .select(
             normalize_subject(F.col("subject_id"), normalization).alias(SUBJECT),
             effective_time.alias("consent_time"),

@@ -20,6 +20,7 @@ from pyspark.sql.types import StructType
 
 from transforms import schemas
 from transforms.consent import SUBJECT, consent_at, consent_events, instant, with_consent_at_event
+from transforms.erasure import SUBJECT_HASH, erasure_state, purge_published, record_tombstones, with_subject_hash
 from transforms.errors import SchemaError
 from transforms.keys import SecretKey
 from transforms.lake import Lake, judgement_instant
@@ -33,6 +34,7 @@ from transforms.subjects import normalize_subject
 REASON = "_cg_reason"
 ACTION = "_cg_action"
 QUARANTINE_REASON = "quarantine_reason"
+ERASED_FLAG = "_cg_is_erased"
 
 
 def read_source(spark: SparkSession, lake: Lake, policy: Policy) -> DataFrame:
@@ -70,41 +72,31 @@ def read_consent(spark: SparkSession, lake: Lake) -> DataFrame:
     return consent
 
 
-def erased_subjects(spark: SparkSession, lake: Lake, policy: Policy, run_date: date) -> DataFrame:
-    """Subjects with an erasure request effective at ``t`` (a request with no time counts)."""
-    requests = schemas.read_parquet(spark, lake.erasure_requests, required=False)
-    if requests is None:
-        return spark.createDataFrame([], f"{SUBJECT} string")
-    schemas.require_columns(requests, lake.erasure_requests, schemas.ERASURE_COLUMNS)
-    t = judgement_instant(run_date)
-    effective = F.col("requested_at").isNull() | (F.col("requested_at") <= instant(t))
-    return (
-        requests.filter(effective)
-        .select(normalize_subject(F.col("subject_id"), policy.subject_key_normalize).alias(SUBJECT))
-        .filter(F.col(SUBJECT).isNotNull())
-        .distinct()
-    )
-
-
 def judge(
     source: DataFrame,
     consent: DataFrame,
     erased: DataFrame,
     policy: Policy,
     run_date: date,
+    pseudonymizer: Pseudonymizer,
 ) -> DataFrame:
-    """The run's input rows, each with its reason code and action (columns _cg_reason, _cg_action)."""
+    """The run's input rows, each with its reason code and action (columns _cg_reason, _cg_action).
+
+    ``erased`` holds the keyed pseudonyms (``_cg_subject_hash``) of erased subjects; the
+    rows come back with the pseudonymiser's pads attached, ready for the column rules.
+    """
     t = judgement_instant(run_date)
     event_time = F.col(policy.event_time).cast("timestamp")
     rows = source.filter(event_time.isNull() | (event_time < instant(t))).withColumn(
         SUBJECT, normalize_subject(F.col(policy.subject_key).cast("string"), policy.subject_key_normalize)
     )
-    events = consent_events(consent, policy.purpose, policy.subject_key_normalize)
-    erased_flag = erased.withColumn("_cg_is_erased", F.lit(True))
-    joined = rows.join(consent_at(events, t), on=SUBJECT, how="left").join(erased_flag, on=SUBJECT, how="left")
+    rows = with_subject_hash(pseudonymizer.attach(rows), pseudonymizer)
+    events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
+    erased_flag = erased.select(SUBJECT_HASH).distinct().withColumn(ERASED_FLAG, F.lit(True))
+    joined = rows.join(consent_at(events, t), on=SUBJECT, how="left").join(erased_flag, on=SUBJECT_HASH, how="left")
     if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
         joined = with_consent_at_event(joined, events, policy.event_time)
-    is_erased = F.coalesce(F.col("_cg_is_erased"), F.lit(False))
+    is_erased = F.coalesce(F.col(ERASED_FLAG), F.lit(False))
     return joined.withColumn(REASON, reason_code(policy, t, F.col(SUBJECT), is_erased)).withColumn(
         ACTION, action_code(policy, F.col(REASON))
     )
@@ -174,29 +166,35 @@ def run_enforce(
     lake: Lake,
     run_date: date,
     run_id: str,
-    key: SecretKey | None,
+    key: SecretKey,
 ) -> EnforceResult:
     started = time.monotonic()
     source = read_source(spark, lake, policy)
-    judged = judge(source, read_consent(spark, lake), erased_subjects(spark, lake, policy, run_date), policy, run_date)
+    pseudonymizer = Pseudonymizer(spark, key)
+    erasure = erasure_state(spark, lake, policy, run_date, pseudonymizer)
+    # Erased subjects leave what was written before this run, then get their tombstones.
+    purge_published(spark, lake, policy, erasure, pseudonymizer)
+    record_tombstones(lake, erasure)
+    judged = judge(source, read_consent(spark, lake), erasure.erased, policy, run_date, pseudonymizer)
     judged = judged.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         counts = count_by_reason(judged, policy)
         totals = totals_by_action(counts)
 
-        pseudonymizer = Pseudonymizer(spark, key) if key is not None else None
-        rows = judged if pseudonymizer is None else pseudonymizer.attach(judged)
-        output = with_column_rules(rows, policy, RuleContext(pseudonymizer=pseudonymizer))
+        output = with_column_rules(judged, policy, RuleContext(pseudonymizer=pseudonymizer))
         staging_path = lake.staging_data(policy.dataset, run_id)
         output.write.mode("overwrite").parquet(staging_path)
 
-        quarantine_path = None
+        quarantine_path, withheld = None, 0
         if totals[Action.QUARANTINED.value]:
             quarantine_path = lake.path("quarantine", policy.dataset, run_id, "rows")
-            quarantined = judged.filter(F.col(ACTION) == Action.QUARANTINED.value).select(
-                *source.columns, F.col(REASON).alias(QUARANTINE_REASON)
-            )
-            quarantined.write.mode("overwrite").parquet(quarantine_path)
+            quarantined = judged.filter(F.col(ACTION) == Action.QUARANTINED.value)
+            # An erased subject's unjudgeable rows (e.g. no event time) are counted but not kept.
+            is_erased = F.coalesce(F.col(ERASED_FLAG), F.lit(False))
+            withheld = quarantined.filter(is_erased).count()
+            quarantined.filter(~is_erased).select(*source.columns, F.col(REASON).alias(QUARANTINE_REASON)).write.mode(
+                "overwrite"
+            ).parquet(quarantine_path)
             _restrict_local(lake.quarantine_run(policy.dataset, run_id))
     finally:
         judged.unpersist()
@@ -219,14 +217,20 @@ def run_enforce(
             "judged_at": judgement_instant(run_date).isoformat(),
             "policy_path": policy.path,
             "policy_sha256": policy.sha256,
-            "key_fingerprint": key.fingerprint if key else None,
-            "key_version": key.version if key else None,
+            "key_fingerprint": key.fingerprint,
+            "key_version": key.version,
+            "erasure": {
+                "new_tombstones": erasure.new_tombstones,
+                "purged_versions": erasure.purged_versions,
+                "purged_quarantine": erasure.purged_quarantine,
+            },
             "rows_in": result.rows_in,
             "rows_out": result.rows_out,
             "totals": totals,
             "counts": counts,
             "staging_path": staging_path,
             "quarantine_path": quarantine_path,
+            "quarantine_rows_withheld_for_erasure": withheld,
             "seconds": result.seconds,
         },
     )

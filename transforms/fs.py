@@ -28,3 +28,16 @@ def move(spark: SparkSession, source: str, target: str) -> None:
     fs.mkdirs(target_path.getParent())
     if not fs.rename(source_path, target_path):
         raise OSError(f"could not move {source} to {target}")
+
+
+def remove(spark: SparkSession, path: str) -> None:
+    hadoop_path, fs = _filesystem(spark, path)
+    fs.delete(hadoop_path, True)
+
+
+def list_dirs(spark: SparkSession, path: str) -> list[str]:
+    """Names of the sub-folders of ``path`` (none when it does not exist), sorted."""
+    hadoop_path, fs = _filesystem(spark, path)
+    if not fs.exists(hadoop_path):
+        return []
+    return sorted(status.getPath().getName() for status in fs.listStatus(hadoop_path) if status.isDirectory())

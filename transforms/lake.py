@@ -76,6 +76,10 @@ class Lake:
         return self.path("raw", name)
 
     @property
+    def tombstones(self) -> str:
+        return self.path("tombstones")
+
+    @property
     def catalog(self) -> str:
         return self.path("_catalog")
 

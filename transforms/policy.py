@@ -52,6 +52,7 @@ _OPTIONAL_KEYS = (
     "on_no_consent",
     "on_retention_expired",
     "subject_key_normalize",
+    "sale_or_sharing",
 )
 
 
@@ -87,15 +88,12 @@ class Policy:
     subject_key_normalize: tuple[SubjectKeyNormalization, ...]
     columns: tuple[ColumnPolicy, ...]
     description: str = ""
+    sale_or_sharing: bool = False
 
     @property
     def output_columns(self) -> tuple[ColumnPolicy, ...]:
         """Declared columns that appear in the output (those not dropped for every row)."""
         return tuple(c for c in self.columns if not c.dropped_everywhere)
-
-    @property
-    def needs_key(self) -> bool:
-        return any(c.consented.needs_key or c.anonymized.needs_key for c in self.columns)
 
     def column(self, name: str) -> ColumnPolicy | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -175,6 +173,10 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
     except ValueError:
         raise _fail(path, "subject_key_normalize", f"only {SubjectKeyNormalization.LOWER.value!r} is known") from None
 
+    # Selling or sharing with third parties: a Global Privacy Control signal refuses it.
+    sale_or_sharing = raw.get("sale_or_sharing", raw["purpose"].startswith("share:"))
+    if not isinstance(sale_or_sharing, bool):
+        raise _fail(path, "sale_or_sharing", f"{sale_or_sharing!r} must be true or false")
     columns_raw = raw["columns"]
     if not isinstance(columns_raw, dict) or not columns_raw:
         raise _fail(path, "columns", "must be a non-empty mapping of column name to rule")
@@ -194,6 +196,7 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
         subject_key_normalize=normalizations,
         columns=columns,
         description=str(raw.get("description", "")),
+        sale_or_sharing=sale_or_sharing,
     )
 
 

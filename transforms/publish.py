@@ -63,6 +63,12 @@ def point_table_at(spark: SparkSession, table: str, location: str) -> None:
     spark.sql(f"REFRESH TABLE {table}")
 
 
+def repoint_current(spark: SparkSession, lake: Lake, dataset: str, version: str) -> None:
+    """Makes ``version`` (already in place) the current one: catalog first, then CURRENT."""
+    point_table_at(spark, table_name(dataset), lake.clean_version(dataset, version))
+    write_text(lake.current_pointer(dataset), version + "\n")
+
+
 def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) -> dict:
     started = time.monotonic()
     enforce_state = load_step(lake, policy.dataset, run_id, "enforce")
@@ -77,8 +83,7 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
     version = _free_version(spark, lake, policy.dataset, run_id)
     target = lake.clean_version(policy.dataset, version)
     move(spark, staged, target)
-    point_table_at(spark, table_name(policy.dataset), target)
-    write_text(lake.current_pointer(policy.dataset), version + "\n")
+    repoint_current(spark, lake, policy.dataset, version)
     state = {
         "ok": True,
         "published": True,

@@ -59,10 +59,6 @@ class ColumnRule:
     def links_to_subject(self) -> bool:
         return self.spec.links_to_subject
 
-    @property
-    def needs_key(self) -> bool:
-        return self.spec.needs_key
-
     def fits(self, dtype: DataType) -> bool:
         families = self.spec.fits(self.argument)
         return families is None or type_family(dtype) in families
@@ -79,7 +75,6 @@ class RuleSpec:
     parse_argument: Callable[[str | None], object] | None = None
     arg_text: Callable[[object], str] = str
     links_to_subject: bool = False  # may not appear in anonymised rows
-    needs_key: bool = False
 
 
 class RuleSyntaxError(ValueError):
@@ -173,7 +168,6 @@ RULES: dict[str, RuleSpec] = {
             fits=lambda argument: STRING_TYPES + INTEGRAL_TYPES,
             parse_argument=_no_argument,
             links_to_subject=True,
-            needs_key=True,
         ),
         RuleSpec(
             "mask", _apply_mask, fits=lambda argument: STRING_TYPES, parse_argument=_no_argument, links_to_subject=True

@@ -20,10 +20,11 @@ from pyspark.sql import functions as F
 
 from tests import reference
 from tests.conftest import ORDERS_POLICY
-from transforms.consent import SUBJECT, instant
 from transforms.enforce import REASON, judge
+from transforms.erasure import request_hashes
+from transforms.keys import SecretKey
 from transforms.policy import CheckConsentAt, SubjectKeyNormalization, load_policy
-from transforms.subjects import normalize_subject
+from transforms.pseudonym import Pseudonymizer
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +72,7 @@ batches = st.fixed_dictionaries(
         "event_and_run": st.booleans(),
         "lower": st.booleans(),
         "retention_days": st.sampled_from([None, 2]),
+        "sale_or_sharing": st.booleans(),
         "partitions": st.integers(min_value=1, max_value=3),
         "shuffle_seed": st.integers(min_value=0, max_value=2**16),
     }
@@ -99,19 +101,16 @@ def spark_reasons(spark, batch) -> dict[str, str]:
         check_consent_at=CheckConsentAt.EVENT_AND_RUN if batch["event_and_run"] else CheckConsentAt.RUN,
         subject_key_normalize=(SubjectKeyNormalization.LOWER,) if batch["lower"] else (),
         retention_days=batch["retention_days"],
+        sale_or_sharing=batch["sale_or_sharing"],
     )
     flat = flatten(batch)
     source = spark.createDataFrame(flat["rows"], SOURCE_DDL).orderBy(F.rand(batch["shuffle_seed"]))
     source = source.repartition(batch["partitions"])
     consent = spark.createDataFrame(flat["events"], CONSENT_DDL).orderBy(F.rand(batch["shuffle_seed"] + 1))
     requests = spark.createDataFrame(flat["erasures"], "subject_id string, requested_at timestamp")
-    erased = (
-        requests.filter(F.col("requested_at").isNull() | (F.col("requested_at") <= instant(T)))
-        .select(normalize_subject(F.col("subject_id"), policy.subject_key_normalize).alias(SUBJECT))
-        .filter(F.col(SUBJECT).isNotNull())
-        .distinct()
-    )
-    judged = judge(source, consent, erased, policy, RUN_DATE)
+    pseudonymizer = Pseudonymizer(spark, SecretKey(b"property-test-key-0123", "1", "test"))
+    erased = request_hashes(requests, policy, RUN_DATE, pseudonymizer)
+    judged = judge(source, consent, erased, policy, RUN_DATE, pseudonymizer)
     return {r.order_id: r[REASON] for r in judged.select("order_id", REASON).collect()}
 
 
@@ -119,7 +118,7 @@ def reference_reasons(batch) -> dict[str, str]:
     """Each history judged on its own by the reference model."""
     expected = {}
     for k, history in enumerate(batch["histories"]):
-        ref_events = [reference.Event(s, p, st_, rec, exp) for s, p, st_, rec, exp, _ in history["events"]]
+        ref_events = [reference.Event(s, p, st_, rec, exp, src) for s, p, st_, rec, exp, src in history["events"]]
         erasure_rows = [(_in("", s), at) for s, at in history["erasures"]]
         ref_events = [replace(e, subject=_in("", e.subject)) for e in ref_events]
         for i, (subject, at) in enumerate(history["orders"]):
@@ -135,6 +134,7 @@ def reference_reasons(batch) -> dict[str, str]:
                 batch["retention_days"],
                 event_and_run=batch["event_and_run"],
                 lower=batch["lower"],
+                sale_or_sharing=batch["sale_or_sharing"],
             )
     return expected
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from pyspark.sql import functions as F
 
 from tests import reference
 from tests.conftest import ORDERS_POLICY
 from transforms.enforce import ACTION, REASON, judge
+from transforms.erasure import request_hashes
+from transforms.keys import SecretKey
 from transforms.policy import CheckConsentAt, load_policy
+from transforms.pseudonym import Pseudonymizer
 
 UTC = UTC
 RUN_DATE = date(2026, 11, 28)
@@ -93,20 +95,11 @@ def inputs(spark):
     return source, consent, erased_raw
 
 
-def _erased(spark, erased_raw, policy):
-    from transforms.consent import SUBJECT, instant
-    from transforms.subjects import normalize_subject
-
-    return (
-        erased_raw.filter(F.col("requested_at") <= instant(T))
-        .select(normalize_subject(F.col("subject_id")).alias(SUBJECT))
-        .distinct()
-    )
-
-
 def judged_reasons(spark, inputs, policy):
-    source, consent, erased_raw = inputs
-    judged = judge(source, consent, _erased(spark, erased_raw, policy), policy, RUN_DATE)
+    source, consent, requests = inputs
+    pseudonymizer = Pseudonymizer(spark, SecretKey(b"reasons-test-key-0123", "1", "test"))
+    erased = request_hashes(requests, policy, RUN_DATE, pseudonymizer)
+    judged = judge(source, consent, erased, policy, RUN_DATE, pseudonymizer)
     return {r.order_id: (r[REASON], r[ACTION]) for r in judged.select("order_id", REASON, ACTION).collect()}
 
 
@@ -147,11 +140,31 @@ def test_event_and_run_needs_consent_at_the_event_too(spark):
     ]
     source = spark.createDataFrame([(o, c, at) for o, c, at, _ in orders], SOURCE_DDL)
     consent = spark.createDataFrame([(*e, "app") for e in events], CONSENT_DDL)
-    erased = spark.createDataFrame([], "_cg_subject string")
-    judged = judge(source, consent, erased, policy, RUN_DATE)
-    got = {r.order_id: r[REASON] for r in judged.select("order_id", REASON).collect()}
+    no_requests = spark.createDataFrame([], "subject_id string, requested_at timestamp")
+    got = {o: reason for o, (reason, _) in judged_reasons(spark, (source, consent, no_requests), policy).items()}
     assert got == {o: reason for o, _, _, reason in orders}
     ref_events = [reference.Event(*e) for e in events]
     for order_id, subject, at, expected in orders:
         got = reference.reason_for(subject, at, T, ref_events, [], "analytics", 730, event_and_run=True)
         assert (order_id, got) == (order_id, expected)
+
+
+def test_gpc_signal_refuses_every_sale_or_sharing_purpose(spark):
+    policy = load_policy(ORDERS_POLICY)
+    sharing = type(policy)(**{**policy.__dict__, "purpose": "share:adnet", "sale_or_sharing": True})
+    events = [
+        ("g1", "share:adnet", "granted", T - 50 * DAY, None),
+        ("g1", "marketing", "denied", T - 10 * DAY, None),  # a GPC signal, recorded under marketing
+        ("g2", "share:adnet", "granted", T - 50 * DAY, None),
+        ("g2", "marketing", "denied", T - 10 * DAY, None),  # an e-mail opt-out of marketing only
+        ("g3", "share:adnet", "granted", T - 5 * DAY, None),  # granted again after the signal
+        ("g3", "analytics", "denied", T - 10 * DAY, None),
+    ]
+    sources = ["app", "gpc", "app", "email", "app", "gpc"]
+    consent = spark.createDataFrame([(*e, src) for e, src in zip(events, sources, strict=True)], CONSENT_DDL)
+    source = spark.createDataFrame([(f"o{i}", f"g{i}", T - 20 * DAY) for i in (1, 2, 3)], SOURCE_DDL)
+    no_requests = spark.createDataFrame([], "subject_id string, requested_at timestamp")
+    got = {o: reason for o, (reason, _) in judged_reasons(spark, (source, consent, no_requests), sharing).items()}
+    assert got == {"o1": "no_consent", "o2": "consented", "o3": "consented"}
+    # Not a sale or sharing purpose: the same signal does not touch analytics grants.
+    assert not policy.sale_or_sharing

@@ -1,0 +1,138 @@
+"""Consent changes reach data that was already published: a withdrawal anonymises a
+subject's rows in the next version; an erasure removes the subject from that version,
+from every retained version and from the quarantine, and its tombstone keeps the
+subject out after the request log is purged and the subject is ingested again."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import shutil
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ORDERS_POLICY, TEST_KEY
+from tests.lakecheck import current_version_dir, read_rows
+from transforms.cli import main
+from transforms.generate import generate_lake
+from transforms.lake import Lake, judgement_instant
+
+pytestmark = pytest.mark.integration
+RUN_DATE = date(2026, 11, 28)
+T = judgement_instant(RUN_DATE)
+ERASED, WITHDRAWING = "C9999001", "C9999002"
+
+
+def pseudonym(subject: str) -> str:
+    return hmac.new(TEST_KEY.encode(), subject.encode(), hashlib.sha256).hexdigest()
+
+
+def append_rows(spark, lake: Lake, folder: str, rows: list[tuple]):
+    schema = spark.read.parquet(lake.path("raw", folder)).schema
+    spark.createDataFrame(rows, schema).write.mode("append").parquet(lake.path("raw", folder))
+
+
+def order(order_id: str, customer: str, at: datetime | None) -> tuple:
+    return (
+        order_id,
+        customer,
+        f"{customer.lower()}@example.org",
+        "+1-555-555-0199",
+        "Test Person",
+        date(1970, 1, 1),
+        "99999",
+        "1 Test St",
+        at,
+        "web",
+        "test",
+        1,
+        None,
+    )
+
+
+def run(lake: Lake, run_id: str) -> dict:
+    code = main(
+        ["run", "--policy", str(ORDERS_POLICY), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", run_id]
+    )
+    assert code == 0
+    return json.loads(Path(lake.report_json("orders", run_id)).read_text())
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory, monkeypatch_module):
+    lake = Lake.at(str(tmp_path_factory.mktemp("erasure_lake")))
+    generate_lake(spark, lake, customers=200, orders=1500, seed=23, run_date=RUN_DATE)
+    append_rows(
+        spark,
+        lake,
+        "orders",
+        [
+            order("X1", ERASED, T - timedelta(days=3)),
+            order("X2", f" {ERASED} ", T - timedelta(days=40)),
+            order("X3", ERASED, None),  # quarantined: no event time
+            order("Y1", WITHDRAWING, T - timedelta(days=5)),
+        ],
+    )
+    grants = [(s, "analytics", "granted", T - timedelta(days=90), None, "web_form") for s in (ERASED, WITHDRAWING)]
+    append_rows(spark, lake, "consent", grants)
+    return lake
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CONSENTGATE_HMAC_KEY", TEST_KEY)
+        yield patch
+
+
+def published_by_id(lake: Lake) -> dict:
+    return {r["order_id"]: r for r in read_rows(current_version_dir(lake.root, "orders"))}
+
+
+def test_withdrawal_and_erasure_reach_published_data(spark, lake):
+    first = run(lake, "r1")
+    rows = published_by_id(lake)
+    assert rows["X1"]["customer_id"] == rows["X2"]["customer_id"] == pseudonym(ERASED)
+    assert rows["Y1"]["record_state"] == "consented"
+    quarantine_r1 = Path(first["quarantine_path"])
+    assert "X3" in {r["order_id"] for r in read_rows(quarantine_r1)}
+    first_version = current_version_dir(lake.root, "orders")
+    first_count = len(rows)
+
+    # The customer withdraws, the other asks for erasure; both before t.
+    append_rows(spark, lake, "consent", [(WITHDRAWING, "analytics", "withdrawn", T - timedelta(hours=1), None, "app")])
+    append_rows(spark, lake, "erasure_requests", [(ERASED, T - timedelta(days=1))])
+    second = run(lake, "r2")
+    rows = published_by_id(lake)
+    assert rows["Y1"]["record_state"] == "anonymized" and rows["Y1"]["customer_id"] is None
+    assert not {"X1", "X2"} & set(rows)
+    assert second["counts"]["erased"]["dropped"] >= 2
+    assert second["erasure"]["new_tombstones"] == 1
+    # r1 was the current version: it was replaced by a purged copy (catalog and CURRENT
+    # moved to it atomically) before r2 was published.
+    assert second["erasure"]["purged_versions"] == ["r1.erased"]
+    assert second["erasure"]["purged_quarantine"] == ["r1/rows"]
+    assert not first_version.exists()
+
+    # The retained version lost exactly the erased subject's rows, and nothing else.
+    retained = read_rows(first_version.with_name("r1.erased"))
+    assert len(retained) == first_count - 2
+    assert pseudonym(ERASED) not in {r["customer_id"] for r in retained}
+    assert {r["order_id"] for r in read_rows(quarantine_r1)}.isdisjoint({"X3"})
+    assert second["quarantine_rows_withheld_for_erasure"] == 1
+    assert "X3" not in {r["order_id"] for r in read_rows(second["quarantine_path"])}
+
+    # The tombstone is a keyed pseudonym, not the id.
+    tombstones = read_rows(Path(lake.tombstones))
+    assert [t["_cg_subject_hash"] for t in tombstones] == [pseudonym(ERASED)]
+
+    # The request log is purged and the subject arrives again: still erased.
+    shutil.rmtree(lake.erasure_requests)
+    append_rows(spark, lake, "orders", [order("X4", ERASED, T - timedelta(days=2))])
+    third = run(lake, "r3")
+    assert not {"X1", "X2", "X4"} & set(published_by_id(lake))
+    assert third["counts"]["erased"]["dropped"] == 3
+    assert third["erasure"]["new_tombstones"] == 0
