@@ -27,7 +27,7 @@ from transforms.lake import Lake, judgement_instant
 from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.reasons import Action, Reason, action_code, action_for, reason_code
-from transforms.rules import RuleContext
+from transforms.rules import RuleContext, type_family
 from transforms.storage import write_json
 from transforms.subjects import normalize_subject
 
@@ -51,6 +51,11 @@ def check_source_schema(schema: StructType, policy: Policy, path: str) -> None:
         if required not in fields:
             raise SchemaError(f"{path}: column {required!r} named by the policy is missing")
     schemas.check_event_time_type(fields[policy.event_time], path, policy.event_time)
+    if policy.tcf is not None:
+        if policy.tcf.column not in fields:
+            raise SchemaError(f"{path}: TC string column {policy.tcf.column!r} named by the policy is missing")
+        if type_family(fields[policy.tcf.column]) != "string":
+            raise SchemaError(f"{path}: TC string column {policy.tcf.column!r} must be a string")
     for column in policy.columns:
         if column.name not in fields:
             raise SchemaError(f"{path}: declared column {column.name!r} is missing")

@@ -53,6 +53,7 @@ _OPTIONAL_KEYS = (
     "on_retention_expired",
     "subject_key_normalize",
     "sale_or_sharing",
+    "tcf",
 )
 
 
@@ -73,6 +74,14 @@ class ColumnPolicy:
 
 
 @dataclass(frozen=True)
+class TcfMapping:
+    """A column of IAB TCF v2 consent strings, and the TCF purposes this policy's purpose needs."""
+
+    column: str
+    purposes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Policy:
     path: str
     sha256: str
@@ -89,6 +98,7 @@ class Policy:
     columns: tuple[ColumnPolicy, ...]
     description: str = ""
     sale_or_sharing: bool = False
+    tcf: TcfMapping | None = None
 
     @property
     def output_columns(self) -> tuple[ColumnPolicy, ...]:
@@ -146,6 +156,22 @@ def _parse_column(path: str, name: object, spec: object, subject_key: str) -> Co
     return ColumnPolicy(name=name, consented=consented, anonymized=anonymized)
 
 
+def _parse_tcf(path: str, raw: object) -> TcfMapping | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"column", "purposes"}:
+        raise _fail(path, "tcf", "must be {column: <TC string column>, purposes: [TCF purpose ids]}")
+    purposes = raw["purposes"]
+    if (
+        not isinstance(raw["column"], str)
+        or not isinstance(purposes, list)
+        or not purposes
+        or not all(isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 24 for p in purposes)
+    ):
+        raise _fail(path, "tcf.purposes", f"{purposes!r} must be a non-empty list of TCF purpose ids 1-24")
+    return TcfMapping(column=raw["column"], purposes=tuple(purposes))
+
+
 def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
     if not isinstance(raw, dict):
         raise PolicyError(f"{path}: the policy must be a YAML mapping")
@@ -177,6 +203,7 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
     sale_or_sharing = raw.get("sale_or_sharing", raw["purpose"].startswith("share:"))
     if not isinstance(sale_or_sharing, bool):
         raise _fail(path, "sale_or_sharing", f"{sale_or_sharing!r} must be true or false")
+    tcf = _parse_tcf(path, raw.get("tcf"))
     columns_raw = raw["columns"]
     if not isinstance(columns_raw, dict) or not columns_raw:
         raise _fail(path, "columns", "must be a non-empty mapping of column name to rule")
@@ -197,6 +224,7 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
         columns=columns,
         description=str(raw.get("description", "")),
         sale_or_sharing=sale_or_sharing,
+        tcf=tcf,
     )
 
 

@@ -76,6 +76,12 @@ def reason_code(policy: Policy, t: datetime, subject: Column, is_erased: Column)
         .when(status != GRANTED, F.lit(Reason.NO_CONSENT.value))
         .when(~is_valid_at(at_t), F.lit(Reason.CONSENT_EXPIRED.value))
     )
+    if policy.tcf is not None:
+        # The TC string captured with the event must consent to every mapped TCF purpose.
+        from transforms.tcf import has_purposes
+
+        tcf_ok = has_purposes(F.col(policy.tcf.column), policy.tcf.purposes)
+        reason = reason.when(~tcf_ok, F.lit(Reason.NO_CONSENT.value))
     if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
         reason = reason.when(~F.col("has_consent_at_event"), F.lit(Reason.NOT_CONSENTED_AT_EVENT.value))
     return reason.otherwise(F.lit(Reason.CONSENTED.value))
