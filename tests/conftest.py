@@ -5,11 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Hand-written inputs share one run date, its instant t, and the raw schemas.
+RUN_DATE = date(2026, 11, 28)
+T = datetime(2026, 11, 29, tzinfo=UTC)
+SOURCE_DDL = "order_id string, customer_id string, ordered_at timestamp"
+CONSENT_DDL = (
+    "subject_id string, purpose string, status string, recorded_at timestamp, expires_at timestamp, source string"
+)
 ORDERS_POLICY = REPO / "dags" / "policies" / "orders.yml"
 TEST_KEY = "test-only-hmac-key-0123456789abcdef"
 

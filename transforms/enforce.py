@@ -23,7 +23,7 @@ from transforms.consent import SUBJECT, consent_at, consent_events, instant, wit
 from transforms.erasure import SUBJECT_HASH, erasure_state, purge_published, record_tombstones, with_subject_hash
 from transforms.errors import SchemaError
 from transforms.keys import SecretKey
-from transforms.lake import Lake, judgement_instant
+from transforms.lake import Lake, is_local, judgement_instant, local_path
 from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.reasons import Action, Reason, action_code, action_for, reason_code
@@ -155,8 +155,6 @@ def totals_by_action(counts: dict[str, dict[str, int]]) -> dict[str, int]:
 
 def _restrict_local(path: str) -> None:
     """Quarantine holds raw personal data: owner-only on a local lake."""
-    from transforms.lake import is_local, local_path
-
     if not is_local(path):
         return
     for folder, _, files in os.walk(local_path(path)):
@@ -192,7 +190,7 @@ def run_enforce(
 
         quarantine_path, withheld = None, 0
         if totals[Action.QUARANTINED.value]:
-            quarantine_path = lake.path("quarantine", policy.dataset, run_id, "rows")
+            quarantine_path = lake.quarantine_rows(policy.dataset, run_id)
             quarantined = judged.filter(F.col(ACTION) == Action.QUARANTINED.value)
             # An erased subject's unjudgeable rows (e.g. no event time) are counted but not kept.
             is_erased = F.coalesce(F.col(ERASED_FLAG), F.lit(False))

@@ -139,14 +139,15 @@ def purge_published(
                 continue
             state.purged_versions.append(f"{version}.erased")
 
-    quarantine = lake.path("quarantine", policy.dataset)
-    for run in list_dirs(spark, quarantine):
-        for part, keep in (("rows", keep_raw), ("failed_output", keep_published)):
-            folder = lake.path("quarantine", policy.dataset, run, part)
+    for run in list_dirs(spark, lake.quarantine(policy.dataset)):
+        for folder, keep in (
+            (lake.quarantine_rows(policy.dataset, run), keep_raw),
+            (lake.failed_output(policy.dataset, run), keep_published),
+        ):
             if exists(spark, folder) and _rewrite_without(spark, folder, keep, f"{folder}.erased"):
                 remove(spark, folder)
                 move(spark, f"{folder}.erased", folder)
-                state.purged_quarantine.append(f"{run}/{part}")
+                state.purged_quarantine.append(f"{run}/{folder.rsplit('/', 1)[-1]}")
 
 
 def record_tombstones(lake: Lake, state: ErasureState) -> None:

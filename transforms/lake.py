@@ -101,8 +101,19 @@ class Lake:
     def current_pointer(self, dataset: str) -> str:
         return self.path("clean", dataset, "CURRENT")
 
+    def quarantine(self, dataset: str) -> str:
+        return self.path("quarantine", dataset)
+
     def quarantine_run(self, dataset: str, run_id: str) -> str:
         return self.path("quarantine", dataset, run_id)
+
+    def quarantine_rows(self, dataset: str, run_id: str) -> str:
+        """Rows that could not be judged, as they arrived (raw personal data: restricted)."""
+        return self.path("quarantine", dataset, run_id, "rows")
+
+    def failed_output(self, dataset: str, run_id: str) -> str:
+        """A staged output that failed validation."""
+        return self.path("quarantine", dataset, run_id, "failed_output")
 
     def report_json(self, dataset: str, run_id: str) -> str:
         return self.path("reports", dataset, f"{run_id}.json")

@@ -116,7 +116,7 @@ def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) -
     }
     if failed:
         state["error"] = "validation failed: " + ", ".join(failed)
-        state["moved_to"] = lake.path("quarantine", policy.dataset, run_id, "failed_output")
+        state["moved_to"] = lake.failed_output(policy.dataset, run_id)
         move(spark, staging_path, state["moved_to"])
     save_step(lake, policy.dataset, run_id, "validate", state)
     if failed:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
 from tests import reference
-from tests.conftest import ORDERS_POLICY
+from tests.conftest import CONSENT_DDL, ORDERS_POLICY, RUN_DATE, SOURCE_DDL, T
 from transforms.enforce import REASON, judge
 from transforms.erasure import request_hashes
 from transforms.keys import SecretKey
@@ -28,13 +28,7 @@ from transforms.pseudonym import Pseudonymizer
 
 pytestmark = pytest.mark.integration
 
-RUN_DATE = date(2026, 11, 28)
-T = datetime(2026, 11, 29, tzinfo=UTC)
 HOUR = timedelta(hours=1)
-SOURCE_DDL = "order_id string, customer_id string, ordered_at timestamp"
-CONSENT_DDL = (
-    "subject_id string, purpose string, status string, recorded_at timestamp, expires_at timestamp, source string"
-)
 
 # Ids that normalise to the same subject (or to nothing) in different ways; "{ns}" keeps
 # the histories of one batch apart without touching their edges.

@@ -3,26 +3,19 @@ written by hand (and with the pure-Python reference model)."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from tests import reference
-from tests.conftest import ORDERS_POLICY
+from tests.conftest import CONSENT_DDL, ORDERS_POLICY, RUN_DATE, SOURCE_DDL, T
 from transforms.enforce import ACTION, REASON, judge
 from transforms.erasure import request_hashes
 from transforms.keys import SecretKey
 from transforms.policy import CheckConsentAt, load_policy
 from transforms.pseudonym import Pseudonymizer
 
-UTC = UTC
-RUN_DATE = date(2026, 11, 28)
-T = datetime(2026, 11, 29, tzinfo=UTC)
 DAY = timedelta(days=1)
-SOURCE_DDL = "order_id string, customer_id string, ordered_at timestamp"
-CONSENT_DDL = (
-    "subject_id string, purpose string, status string, recorded_at timestamp, expires_at timestamp, source string"
-)
 
 # (subject, purpose, status, recorded_at, expires_at)
 EVENTS = [
