@@ -16,10 +16,17 @@ from datetime import datetime, timedelta
 GRANT, REFUSALS = "granted", ("withdrawn", "denied")
 
 
+# The Unicode White_Space property (what the contract trims), not str.isspace(), which
+# also counts the separators U+001C..U+001F.
+WHITE_SPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+)
+
+
 def normalize(subject: str | None, lower: bool = False) -> str | None:
     if subject is None:
         return None
-    value = unicodedata.normalize("NFC", subject.strip())
+    value = unicodedata.normalize("NFC", subject.strip(WHITE_SPACE))
     if lower:
         value = value.lower()
     return value or None

@@ -8,7 +8,6 @@ full recomputation at ``t``.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -21,14 +20,14 @@ from pyspark.sql.types import StructType
 from transforms import schemas
 from transforms.consent import SUBJECT, consent_at, consent_events, instant, with_consent_at_event
 from transforms.erasure import SUBJECT_HASH, erasure_state, purge_published, record_tombstones, with_subject_hash
-from transforms.errors import SchemaError
+from transforms.errors import SchemaError, StepStateError
 from transforms.keys import SecretKey
-from transforms.lake import Lake, is_local, judgement_instant, local_path
+from transforms.lake import Lake, judged_at_marker, judgement_instant
 from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.reasons import Action, Reason, action_code, action_for, reason_code
 from transforms.rules import RuleContext, type_family
-from transforms.storage import write_json
+from transforms.storage import restrict_to_owner, write_json, write_text
 from transforms.subjects import normalize_subject
 
 REASON = "_cg_reason"
@@ -77,6 +76,12 @@ def read_consent(spark: SparkSession, lake: Lake) -> DataFrame:
     return consent
 
 
+def run_input(source: DataFrame, policy: Policy, run_date: date) -> DataFrame:
+    """The run's input: rows before ``t``, and rows with no event time (to be quarantined)."""
+    event_time = F.col(policy.event_time).cast("timestamp")
+    return source.filter(event_time.isNull() | (event_time < instant(judgement_instant(run_date))))
+
+
 def judge(
     source: DataFrame,
     consent: DataFrame,
@@ -91,8 +96,7 @@ def judge(
     rows come back with the pseudonymiser's pads attached, ready for the column rules.
     """
     t = judgement_instant(run_date)
-    event_time = F.col(policy.event_time).cast("timestamp")
-    rows = source.filter(event_time.isNull() | (event_time < instant(t))).withColumn(
+    rows = run_input(source, policy, run_date).withColumn(
         SUBJECT, normalize_subject(F.col(policy.subject_key).cast("string"), policy.subject_key_normalize)
     )
     rows = with_subject_hash(pseudonymizer.attach(rows), pseudonymizer)
@@ -123,6 +127,9 @@ def with_column_rules(judged: DataFrame, policy: Policy, context: RuleContext) -
         value = source_value.get(column.name, F.col(column.name))
         consented = column.consented.apply(value, dtype, context)
         anonymized = column.anonymized.apply(value, dtype, context)
+        if "pseudonymize" in (column.consented.name, column.anonymized.name):
+            # A pseudonym is text whatever the column held: both states publish strings.
+            consented, anonymized = consented.cast("string"), anonymized.cast("string")
         selected.append(F.when(state == "consented", consented).otherwise(anonymized).alias(column.name))
     return published.select(*selected, state.alias(STATE_COLUMN))
 
@@ -153,16 +160,6 @@ def totals_by_action(counts: dict[str, dict[str, int]]) -> dict[str, int]:
     return totals
 
 
-def _restrict_local(path: str) -> None:
-    """Quarantine holds raw personal data: owner-only on a local lake."""
-    if not is_local(path):
-        return
-    for folder, _, files in os.walk(local_path(path)):
-        os.chmod(folder, 0o700)
-        for name in files:
-            os.chmod(os.path.join(folder, name), 0o600)
-
-
 def run_enforce(
     spark: SparkSession,
     policy: Policy,
@@ -177,16 +174,23 @@ def run_enforce(
     erasure = erasure_state(spark, lake, policy, run_date, pseudonymizer)
     # Erased subjects leave what was written before this run, then get their tombstones.
     purge_published(spark, lake, policy, erasure, pseudonymizer)
-    record_tombstones(lake, erasure)
+    record_tombstones(lake, policy.dataset, erasure)
     judged = judge(source, read_consent(spark, lake), erasure.erased, policy, run_date, pseudonymizer)
     judged = judged.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         counts = count_by_reason(judged, policy)
         totals = totals_by_action(counts)
+        # Counted apart from the judgement: a row lost or doubled by a join shows up here.
+        rows_in = run_input(source, policy, run_date).count()
+        if rows_in != sum(totals.values()):
+            raise StepStateError(
+                f"counts do not reconcile: {rows_in} input rows, {sum(totals.values())} judged; nothing is staged"
+            )
 
         output = with_column_rules(judged, policy, RuleContext(pseudonymizer=pseudonymizer))
         staging_path = lake.staging_data(policy.dataset, run_id)
         output.write.mode("overwrite").parquet(staging_path)
+        write_text(judged_at_marker(staging_path), judgement_instant(run_date).isoformat() + "\n")
 
         quarantine_path, withheld = None, 0
         if totals[Action.QUARANTINED.value]:
@@ -198,11 +202,10 @@ def run_enforce(
             quarantined.filter(~is_erased).select(*source.columns, F.col(REASON).alias(QUARANTINE_REASON)).write.mode(
                 "overwrite"
             ).parquet(quarantine_path)
-            _restrict_local(lake.quarantine_run(policy.dataset, run_id))
+            restrict_to_owner(lake.quarantine_run(policy.dataset, run_id))
     finally:
         judged.unpersist()
 
-    rows_in = sum(totals.values())
     result = EnforceResult(
         rows_in=rows_in,
         rows_out=totals[Action.KEPT.value] + totals[Action.ANONYMIZED.value],
@@ -226,6 +229,7 @@ def run_enforce(
                 "new_tombstones": erasure.new_tombstones,
                 "purged_versions": erasure.purged_versions,
                 "purged_quarantine": erasure.purged_quarantine,
+                "purged_staging": erasure.purged_staging,
             },
             "rows_in": result.rows_in,
             "rows_out": result.rows_out,

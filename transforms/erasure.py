@@ -2,14 +2,15 @@
 
 An erasure request (``raw/erasure_requests``) is effective when ``requested_at <= t``.
 Each effective request becomes a *tombstone*: the keyed pseudonym (HMAC) of the
-normalised subject key, kept under ``tombstones/`` so that the subject stays erased
-after the request log is purged and when the same subject is ingested again. A
-tombstone holds no raw id. Tombstones apply to every later run, whatever its run date:
-an erased subject is never published again.
+normalised subject key, kept under ``tombstones/<dataset>/`` so that the subject stays
+erased after the request log is purged and when the same subject is ingested again. A
+tombstone holds no raw id. The tombstones of every dataset apply to every dataset and to
+every later run, whatever its run date: an erased subject is never published again.
 
-When a run finds subjects that are not tombstoned yet, it first purges them from every
-retained published version of the dataset, from failed outputs and from the quarantine,
-then writes their tombstones (so a purge that stops half way is repeated by the next run).
+When a run finds erased subjects that its dataset has no tombstone for yet, it first
+purges them from every retained published version of the dataset, from staged outputs,
+failed outputs and the quarantine, then writes the dataset's tombstones (so a purge that
+stops half way is repeated by the next run).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from pyspark.sql import functions as F
 from transforms import schemas
 from transforms.consent import SUBJECT, instant
 from transforms.fs import exists, list_dirs, move, remove
-from transforms.lake import Lake, judgement_instant
+from transforms.lake import Lake, judged_at_marker, judgement_instant
 from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
+from transforms.storage import read_text, write_text
 from transforms.subjects import normalize_subject
 
 SUBJECT_HASH = "_cg_subject_hash"
@@ -49,9 +51,25 @@ def request_hashes(requests: DataFrame, policy: Policy, run_date: date, pseudony
     return hashed.groupBy(SUBJECT_HASH).agg(F.min("erased_at").alias("erased_at"))
 
 
-def read_tombstones(spark: SparkSession, lake: Lake) -> DataFrame:
-    tombstones = schemas.read_parquet(spark, lake.tombstones, required=False)
-    return tombstones if tombstones is not None else spark.createDataFrame([], TOMBSTONE_COLUMNS)
+def _read_fail_closed(spark: SparkSession, path: str) -> DataFrame | None:
+    """Absent is fine; present but unreadable stops the run (it would un-erase subjects)."""
+    return schemas.read_parquet(spark, path, required=False, empty_is_absent=False)
+
+
+def read_tombstones(spark: SparkSession, lake: Lake, dataset: str | None = None) -> DataFrame:
+    """One dataset's tombstones, or (``dataset=None``) those of every dataset."""
+    empty = spark.createDataFrame([], TOMBSTONE_COLUMNS)
+    if dataset is not None:
+        found = _read_fail_closed(spark, lake.tombstones_of(dataset))
+        return empty if found is None else found.select(SUBJECT_HASH, "erased_at")
+    from transforms.fs import list_dirs
+
+    every = empty
+    for name in list_dirs(spark, lake.tombstones):
+        found = _read_fail_closed(spark, lake.tombstones_of(name))
+        if found is not None:
+            every = every.unionByName(found.select(SUBJECT_HASH, "erased_at"))
+    return every
 
 
 @dataclass
@@ -62,32 +80,39 @@ class ErasureState:
     new: DataFrame
     purged_versions: list[str] = field(default_factory=list)
     purged_quarantine: list[str] = field(default_factory=list)
+    purged_staging: list[str] = field(default_factory=list)
     new_tombstones: int = 0
 
 
 def erasure_state(
     spark: SparkSession, lake: Lake, policy: Policy, run_date: date, pseudonymizer: Pseudonymizer
 ) -> ErasureState:
-    requests = schemas.read_parquet(spark, lake.erasure_requests, required=False)
-    tombstones = read_tombstones(spark, lake)
-    if requests is None:
-        return ErasureState(erased=tombstones, new=spark.createDataFrame([], TOMBSTONE_COLUMNS))
-    schemas.require_columns(requests, lake.erasure_requests, schemas.ERASURE_COLUMNS)
-    requested = request_hashes(requests, policy, run_date, pseudonymizer).cache()
+    requests = _read_fail_closed(spark, lake.erasure_requests)
+    erased = read_tombstones(spark, lake)
+    if requests is not None:
+        schemas.require_columns(requests, lake.erasure_requests, schemas.ERASURE_COLUMNS)
+        erased = erased.unionByName(request_hashes(requests, policy, run_date, pseudonymizer))
+    erased = erased.groupBy(SUBJECT_HASH).agg(F.min("erased_at").alias("erased_at")).cache()
+    own = read_tombstones(spark, lake, policy.dataset)
     # Materialised now: the tombstones this run appends must not change what it calls new.
-    new = requested.join(tombstones.select(SUBJECT_HASH), on=SUBJECT_HASH, how="left_anti").cache()
+    new = erased.join(own.select(SUBJECT_HASH), on=SUBJECT_HASH, how="left_anti").cache()
     new.count()
-    erased = requested.unionByName(tombstones).groupBy(SUBJECT_HASH).agg(F.min("erased_at").alias("erased_at"))
     return ErasureState(erased=erased, new=new)
 
 
 def _rewrite_without(spark: SparkSession, folder: str, keep, replacement: str) -> bool:
-    """Writes ``folder`` minus the rows ``keep`` rejects to ``replacement``; False if none matched."""
+    """Writes ``folder`` minus the rows ``keep`` rejects to ``replacement``; False if none matched.
+
+    The folder's judgement instant marker goes along, so a purged version keeps its ``t``.
+    """
     rows = spark.read.parquet(folder)
     remaining = keep(rows)
     if remaining.count() == rows.count():
         return False
     remaining.write.mode("overwrite").parquet(replacement)
+    marker = read_text(judged_at_marker(folder))
+    if marker is not None:
+        write_text(judged_at_marker(replacement), marker)
     return True
 
 
@@ -124,20 +149,34 @@ def purge_published(
     from transforms.publish import current_version, repoint_current
 
     current = current_version(lake, policy.dataset)
-    for version in list_dirs(spark, lake.clean(policy.dataset)):
+    versions = list_dirs(spark, lake.clean(policy.dataset))
+    for version in versions:
         folder = lake.clean_version(policy.dataset, version)
-        replacement = f"{folder}.erased"
-        if _rewrite_without(spark, folder, keep_published, replacement):
-            if version == current:
-                # Readers move to the purged copy atomically, then the old one goes.
-                repoint_current(spark, lake, policy.dataset, f"{version}.erased")
-                remove(spark, folder)
-            else:
-                remove(spark, folder)
-                move(spark, replacement, folder)
-                state.purged_versions.append(version)
-                continue
-            state.purged_versions.append(f"{version}.erased")
+        # A name no folder has: a purge repeated after a crash never overwrites a live one.
+        purged = next(
+            f"{version}.erased{n or ''}"
+            for n in range(len(versions) + 1)
+            if f"{version}.erased{n or ''}" not in versions
+        )
+        replacement = lake.clean_version(policy.dataset, purged)
+        if not _rewrite_without(spark, folder, keep_published, replacement):
+            continue
+        if version == current:
+            # Readers move to the purged copy atomically, then the old one goes.
+            repoint_current(spark, lake, policy.dataset, purged)
+            remove(spark, folder)
+            state.purged_versions.append(purged)
+        else:
+            remove(spark, folder)
+            move(spark, replacement, folder)
+            state.purged_versions.append(version)
+
+    for run in list_dirs(spark, lake.path("staging", policy.dataset)):
+        folder = lake.staging_data(policy.dataset, run)
+        if exists(spark, folder) and _rewrite_without(spark, folder, keep_published, f"{folder}.erased"):
+            remove(spark, folder)
+            move(spark, f"{folder}.erased", folder)
+            state.purged_staging.append(run)
 
     for run in list_dirs(spark, lake.quarantine(policy.dataset)):
         for folder, keep in (
@@ -150,8 +189,8 @@ def purge_published(
                 state.purged_quarantine.append(f"{run}/{folder.rsplit('/', 1)[-1]}")
 
 
-def record_tombstones(lake: Lake, state: ErasureState) -> None:
+def record_tombstones(lake: Lake, dataset: str, state: ErasureState) -> None:
     new = state.new.select(SUBJECT_HASH, "erased_at")
     state.new_tombstones = new.count()
     if state.new_tombstones:
-        new.write.mode("append").parquet(lake.tombstones)
+        new.write.mode("append").parquet(lake.tombstones_of(dataset))

@@ -46,6 +46,12 @@ def judgement_instant(run_date: date) -> datetime:
     return datetime.combine(run_date + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
 
 
+def judged_at_marker(output_folder: str) -> str:
+    """The file inside a staged or published folder that records the instant ``t`` it was
+    judged at; readers skip files whose names start with ``_``."""
+    return f"{output_folder}/_judged_at"
+
+
 @dataclass(frozen=True)
 class Lake:
     root: str
@@ -78,6 +84,9 @@ class Lake:
     @property
     def tombstones(self) -> str:
         return self.path("tombstones")
+
+    def tombstones_of(self, dataset: str) -> str:
+        return self.path("tombstones", dataset)
 
     @property
     def catalog(self) -> str:

@@ -153,6 +153,9 @@ def _parse_column(path: str, name: object, spec: object, subject_key: str) -> Co
         )
     if name == subject_key and not anonymized.removes_value:
         raise _fail(path, where, "the subject key must be dropped from anonymised rows (anonymized: drop)")
+    if name == subject_key and consented.name not in ("keep", "pseudonymize", "drop"):
+        # Erasure finds a subject's published rows by this column: it must stay matchable.
+        raise _fail(path, where, f"the subject key may only be kept, pseudonymised or dropped, not {consented.text!r}")
     return ColumnPolicy(name=name, consented=consented, anonymized=anonymized)
 
 

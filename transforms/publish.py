@@ -16,7 +16,7 @@ from pyspark.sql import SparkSession
 
 from transforms.errors import StepStateError
 from transforms.fs import exists, move
-from transforms.lake import Lake
+from transforms.lake import Lake, judged_at_marker
 from transforms.policy import Policy
 from transforms.steps import load_step, save_step
 from transforms.storage import read_text, write_text
@@ -80,6 +80,14 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
         raise StepStateError(f"{staged}: the validated output is not there to publish")
 
     previous = current_version(lake, policy.dataset)
+    if previous is not None:
+        # An older judgement would bring back rows whose consent was withdrawn since.
+        current_t = read_text(judged_at_marker(lake.clean_version(policy.dataset, previous)))
+        if current_t is not None and current_t.strip() > enforce_state["judged_at"]:
+            raise StepStateError(
+                f"run {run_id} was judged at {enforce_state['judged_at']}, before the current version "
+                f"{previous} ({current_t.strip()}): an older judgement is not published"
+            )
     version = _free_version(spark, lake, policy.dataset, run_id)
     target = lake.clean_version(policy.dataset, version)
     move(spark, staged, target)

@@ -24,16 +24,23 @@ ERASURE_COLUMNS = {
 }
 
 
-def read_parquet(spark: SparkSession, path: str, required: bool = True) -> DataFrame | None:
-    """The Parquet dataset at ``path``; None when it is absent and not required."""
+def read_parquet(
+    spark: SparkSession, path: str, required: bool = True, empty_is_absent: bool = True
+) -> DataFrame | None:
+    """The Parquet dataset at ``path``; None when it is absent and not required.
+
+    With ``empty_is_absent=False`` a folder that exists but holds no readable Parquet
+    (e.g. what a crashed append leaves) is an error, not "nothing there".
+    """
     try:
         return spark.read.parquet(path)
     except AnalysisException as err:
         condition = err.getCondition() or ""
-        if condition in ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA"):
-            if required:
-                raise SchemaError(f"{path}: no Parquet data found") from None
+        absent = condition == "PATH_NOT_FOUND" or (empty_is_absent and condition == "UNABLE_TO_INFER_SCHEMA")
+        if absent and not required:
             return None
+        if condition in ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA"):
+            raise SchemaError(f"{path}: no Parquet data found") from None
         raise SchemaError(f"{path}: cannot be read ({condition or type(err).__name__})") from None
 
 

@@ -70,3 +70,14 @@ def write_json(path: str, payload: dict) -> None:
 def read_json(path: str) -> dict | None:
     text = read_text(path)
     return None if text is None else json.loads(text)
+
+
+def restrict_to_owner(path: str) -> None:
+    """Quarantined data holds raw personal data: owner-only on a local lake (0700/0600);
+    on a remote lake access is the store's own policy."""
+    if not is_local(path):
+        return
+    for folder, _, files in os.walk(local_path(path)):
+        os.chmod(folder, 0o700)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o600)

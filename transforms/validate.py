@@ -19,6 +19,7 @@ from transforms.fs import exists, move
 from transforms.lake import Lake, judgement_instant, parse_run_date
 from transforms.policy import STATE_COLUMN, Policy
 from transforms.steps import load_step, save_step
+from transforms.storage import restrict_to_owner
 
 # Great Expectations sends usage analytics unless told not to; this lake is offline.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -118,6 +119,7 @@ def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) -
         state["error"] = "validation failed: " + ", ".join(failed)
         state["moved_to"] = lake.failed_output(policy.dataset, run_id)
         move(spark, staging_path, state["moved_to"])
+        restrict_to_owner(lake.quarantine_run(policy.dataset, run_id))
     save_step(lake, policy.dataset, run_id, "validate", state)
     if failed:
         raise ValidationFailed(failed)

@@ -32,7 +32,10 @@ HOUR = timedelta(hours=1)
 
 # Ids that normalise to the same subject (or to nothing) in different ways; "{ns}" keeps
 # the histories of one batch apart without touching their edges.
-SUBJECT_TEMPLATES = ["{ns}a", " {ns}a", "{ns}a\t", "{ns}A", "{ns}b", "{ns}Caf\u00e9", "{ns}Cafe\u0301 ", "\u00a0{ns}b"]
+SUBJECT_TEMPLATES = [
+    "{ns}a", " {ns}a", "{ns}a\t", "{ns}A", "{ns}b", "{ns}Caf\u00e9", "{ns}Cafe\u0301 ", "\u00a0{ns}b",
+    "\u2003{ns}b\u3000", "\x1f{ns}b",  # an em space and an ideographic space trim; U+001F does not
+]  # fmt: skip
 subject_ids = st.sampled_from([*SUBJECT_TEMPLATES, "", "  ", None])
 # Instants: far in the past (beyond a 2-day retention), around t, exactly t, after t.
 INSTANTS = [T - 100 * HOUR, T - 49 * HOUR, T - 48 * HOUR, T - 3 * HOUR, T - 2 * HOUR, T - HOUR, T, T + HOUR]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ORDERS_POLICY, TEST_KEY
+from tests.conftest import ORDERS_POLICY, REPO, TEST_KEY
 from tests.lakecheck import current_version_dir, read_rows
 from transforms.cli import main
 from transforms.generate import generate_lake
@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 28)
 T = judgement_instant(RUN_DATE)
 ERASED, WITHDRAWING = "C9999001", "C9999002"
+CUSTOMERS_POLICY = REPO / "dags" / "policies" / "customers.yml"
 
 
 def pseudonym(subject: str) -> str:
@@ -53,12 +54,10 @@ def order(order_id: str, customer: str, at: datetime | None) -> tuple:
     )
 
 
-def run(lake: Lake, run_id: str) -> dict:
-    code = main(
-        ["run", "--policy", str(ORDERS_POLICY), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", run_id]
-    )
+def run(lake: Lake, run_id: str, policy=ORDERS_POLICY) -> dict:
+    code = main(["run", "--policy", str(policy), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", run_id])
     assert code == 0
-    return json.loads(Path(lake.report_json("orders", run_id)).read_text())
+    return json.loads(Path(lake.report_json(Path(policy).stem, run_id)).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +76,25 @@ def lake(spark, tmp_path_factory, monkeypatch_module):
         ],
     )
     grants = [(s, "analytics", "granted", T - timedelta(days=90), None, "web_form") for s in (ERASED, WITHDRAWING)]
+    grants.append((ERASED, "marketing", "granted", T - timedelta(days=90), None, "email"))
     append_rows(spark, lake, "consent", grants)
+    append_rows(
+        spark,
+        lake,
+        "customers",
+        [
+            (
+                ERASED,
+                "Test Person",
+                "x@example.org",
+                "+1-555-555-0199",
+                date(1970, 1, 1),
+                "99999",
+                "1 Test St",
+                date(2020, 1, 1),
+            ),
+        ],
+    )
     return lake
 
 
@@ -93,6 +110,8 @@ def published_by_id(lake: Lake) -> dict:
 
 
 def test_withdrawal_and_erasure_reach_published_data(spark, lake):
+    assert run(lake, "c1", policy=CUSTOMERS_POLICY)["published"]
+    assert pseudonym(ERASED) in {r["customer_id"] for r in read_rows(current_version_dir(lake.root, "customers"))}
     first = run(lake, "r1")
     rows = published_by_id(lake)
     assert rows["X1"]["customer_id"] == rows["X2"]["customer_id"] == pseudonym(ERASED)
@@ -126,8 +145,16 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
     assert "X3" not in {r["order_id"] for r in read_rows(second["quarantine_path"])}
 
     # The tombstone is a keyed pseudonym, not the id.
-    tombstones = read_rows(Path(lake.tombstones))
+    tombstones = read_rows(Path(lake.tombstones_of("orders")))
     assert [t["_cg_subject_hash"] for t in tombstones] == [pseudonym(ERASED)]
+
+    # Another dataset judged from the same lake purges its own versions too.
+    customers = run(lake, "c2", policy=CUSTOMERS_POLICY)
+    assert customers["erasure"]["new_tombstones"] == 1
+    assert customers["erasure"]["purged_versions"] == ["c1.erased"]
+    for version in (Path(lake.root) / "clean" / "customers").iterdir():
+        if version.is_dir():
+            assert pseudonym(ERASED) not in {r["customer_id"] for r in read_rows(version)}
 
     # The request log is purged and the subject arrives again: still erased.
     shutil.rmtree(lake.erasure_requests)

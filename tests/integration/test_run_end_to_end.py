@@ -215,3 +215,11 @@ def test_rerun_publishes_a_new_version_with_identical_rows(spark, first_run, hma
     key = lambda r: r["order_id"]  # noqa: E731
     assert sorted(read_rows(first), key=key) == sorted(read_rows(second), key=key)
     assert table_folder(spark) == second
+
+
+def test_an_older_judgement_is_not_published_over_a_newer_one(generated, hmac_key, capsys):
+    before = current_version_dir(generated.root, "orders")
+    args = ["run", "--policy", str(ORDERS_POLICY), "--lake", generated.root, "--run-date", "2026-11-27"]
+    assert main([*args, "--run-id", "older"]) == 2
+    assert "an older judgement is not published" in capsys.readouterr().err
+    assert current_version_dir(generated.root, "orders") == before

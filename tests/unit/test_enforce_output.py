@@ -112,3 +112,20 @@ def test_subject_key_is_pseudonymised_in_its_normalised_form(spark):
     pseudonymizer = Pseudonymizer(spark, SecretKey(KEY, "1", "test"))
     out = with_column_rules(pseudonymizer.attach(judged), policy, RuleContext(pseudonymizer))
     assert [r.customer_id for r in out.collect()] == [h("C1")]
+
+
+def test_pseudonymised_integer_column_publishes_text(spark):
+    from dataclasses import replace
+
+    from transforms.policy import ColumnPolicy
+    from transforms.rules import parse_rule
+
+    policy = load_policy(ORDERS_POLICY)
+    loyalty = ColumnPolicy("loyalty_id", parse_rule("pseudonymize"), parse_rule("drop"))
+    policy = replace(policy, columns=(policy.column("order_id"), loyalty))
+    judged = spark.createDataFrame(
+        [("o1", 4711, "kept"), ("o2", 4712, "anonymized")], f"order_id string, loyalty_id bigint, {ACTION} string"
+    )
+    pseudonymizer = Pseudonymizer(spark, SecretKey(KEY, "1", "test"))
+    out = with_column_rules(pseudonymizer.attach(judged), policy, RuleContext(pseudonymizer))
+    assert sorted(tuple(r) for r in out.collect()) == [("o1", h("4711"), "consented"), ("o2", None, "anonymized")]

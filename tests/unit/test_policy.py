@@ -93,3 +93,9 @@ def test_unreadable_and_invalid_yaml_name_the_file(tmp_path):
         load_policy(tmp_path / "absent.yml")
     with pytest.raises(PolicyError, match="line 2: not valid YAML"):
         load_policy(write(tmp_path, "dataset: orders\n  source: [\n"))
+
+
+def test_subject_key_must_stay_matchable_for_erasure(tmp_path):
+    text = BASE.replace("customer_id: {consented: pseudonymize, anonymized: drop}", "customer_id: {consented: mask}")
+    with pytest.raises(PolicyError, match="columns.customer_id: the subject key may only be kept, pseudonymised"):
+        load_policy(write(tmp_path, text))
