@@ -57,7 +57,6 @@ def _load(args):
 def _key_for(policy):
     from transforms.keys import load_hmac_key
 
-    # Checked before Spark starts: a run without a key stops at once and writes nothing.
     # Every run needs the key: pseudonyms and erasure tombstones are keyed.
     return load_hmac_key()
 
@@ -71,7 +70,7 @@ def _spark(lake, step, dataset):
 def _step_enforce(policy, lake, run_date, run_id) -> None:
     from transforms.enforce import run_enforce
 
-    key = _key_for(policy)  # before Spark starts: a run without a key stops at once
+    key = _key_for(policy)  # before Spark starts: a run without a key stops at once and writes nothing
     spark = _spark(lake, "enforce", policy.dataset)
     result = run_enforce(spark, policy, lake, run_date, run_id, key)
     _say(

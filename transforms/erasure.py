@@ -62,8 +62,6 @@ def read_tombstones(spark: SparkSession, lake: Lake, dataset: str | None = None)
     if dataset is not None:
         found = _read_fail_closed(spark, lake.tombstones_of(dataset))
         return empty if found is None else found.select(SUBJECT_HASH, "erased_at")
-    from transforms.fs import list_dirs
-
     every = empty
     for name in list_dirs(spark, lake.tombstones):
         found = _read_fail_closed(spark, lake.tombstones_of(name))
@@ -116,6 +114,16 @@ def _rewrite_without(spark: SparkSession, folder: str, keep, replacement: str) -
     return True
 
 
+def _purge_in_place(spark: SparkSession, folder: str, keep, replacement: str) -> bool:
+    """Replaces ``folder`` by its purged copy when ``keep`` rejected rows; for folders no
+    reader holds on to (older versions, staging, quarantine)."""
+    if not exists(spark, folder) or not _rewrite_without(spark, folder, keep, replacement):
+        return False
+    remove(spark, folder)
+    move(spark, replacement, folder)
+    return True
+
+
 def purge_published(
     spark: SparkSession, lake: Lake, policy: Policy, state: ErasureState, pseudonymizer: Pseudonymizer
 ) -> None:
@@ -159,23 +167,18 @@ def purge_published(
             if f"{version}.erased{n or ''}" not in versions
         )
         replacement = lake.clean_version(policy.dataset, purged)
-        if not _rewrite_without(spark, folder, keep_published, replacement):
-            continue
-        if version == current:
+        if version != current:
+            if _purge_in_place(spark, folder, keep_published, replacement):
+                state.purged_versions.append(version)
+        elif _rewrite_without(spark, folder, keep_published, replacement):
             # Readers move to the purged copy atomically, then the old one goes.
             repoint_current(spark, lake, policy.dataset, purged)
             remove(spark, folder)
             state.purged_versions.append(purged)
-        else:
-            remove(spark, folder)
-            move(spark, replacement, folder)
-            state.purged_versions.append(version)
 
     for run in list_dirs(spark, lake.path("staging", policy.dataset)):
         folder = lake.staging_data(policy.dataset, run)
-        if exists(spark, folder) and _rewrite_without(spark, folder, keep_published, f"{folder}.erased"):
-            remove(spark, folder)
-            move(spark, f"{folder}.erased", folder)
+        if _purge_in_place(spark, folder, keep_published, f"{folder}.erased"):
             state.purged_staging.append(run)
 
     for run in list_dirs(spark, lake.quarantine(policy.dataset)):
@@ -183,9 +186,7 @@ def purge_published(
             (lake.quarantine_rows(policy.dataset, run), keep_raw),
             (lake.failed_output(policy.dataset, run), keep_published),
         ):
-            if exists(spark, folder) and _rewrite_without(spark, folder, keep, f"{folder}.erased"):
-                remove(spark, folder)
-                move(spark, f"{folder}.erased", folder)
+            if _purge_in_place(spark, folder, keep, f"{folder}.erased"):
                 state.purged_quarantine.append(f"{run}/{folder.rsplit('/', 1)[-1]}")
 
 
