@@ -14,10 +14,16 @@ from datetime import datetime, timedelta
 import great_expectations.expectations as gxe
 
 from transforms.policy import STATE_COLUMN, Policy
+from transforms.rules import DEFAULT_MASK_VISIBLE, SCRUB_PATTERNS
+
+
+def mask_pattern(visible: int) -> str:
+    """A masked value: stars then at most ``visible`` characters, or a short value whole."""
+    return rf"^(\*+.{{{visible}}}|.{{0,{visible}}})$"
 
 PSEUDONYM_PATTERN = r"^[0-9a-f]{64}$"
-MASK_VISIBLE = 4
-MASK_PATTERN = rf"^(\*+.{{{MASK_VISIBLE}}}|.{{0,{MASK_VISIBLE}}})$"
+# base64 of a 12-byte nonce, the ciphertext and a 16-byte tag: at least 28 bytes.
+CIPHERTEXT_PATTERN = r"^[A-Za-z0-9+/]{36,}={0,2}$"
 EMAIL_PATTERN = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 PHONE_PATTERN = r"\+?[0-9][0-9 ().-]{7,}[0-9]"
 
@@ -56,16 +62,27 @@ def build_suite(
         if column.consented.name == "pseudonymize":
             consented.append(gxe.ExpectColumnValuesToMatchRegex(column=name, regex=PSEUDONYM_PATTERN))
         if column.consented.name == "mask":
-            consented.append(gxe.ExpectColumnValuesToMatchRegex(column=name, regex=MASK_PATTERN))
+            visible = DEFAULT_MASK_VISIBLE if column.consented.argument is None else column.consented.argument
+            consented.append(gxe.ExpectColumnValuesToMatchRegex(column=name, regex=mask_pattern(visible)))
+        if column.consented.name == "encrypt":
+            consented.append(gxe.ExpectColumnValuesToMatchRegex(column=name, regex=CIPHERTEXT_PATTERN))
         if column.consented.removes_value:
             consented.append(gxe.ExpectColumnValuesToBeNull(column=name))
         if column.anonymized.removes_value:
             anonymized.append(gxe.ExpectColumnValuesToBeNull(column=name))
         # Free-text leaks: a string column whose raw value the policy never keeps must
-        # not carry an e-mail address or a phone number (pseudonyms are checked as hex).
-        if name in string_columns and not _rule_names(policy, name) & {"keep", "pseudonymize"}:
+        # not carry an e-mail address or a phone number (pseudonyms and ciphertexts are
+        # checked by their own patterns). Scrubbed text is held to the scrubber's
+        # definition of a phone number, which leaves ISO dates alone.
+        rules = _rule_names(policy, name)
+        if name in string_columns and not rules & {"keep", "pseudonymize", "encrypt"}:
             everything.append(gxe.ExpectColumnValuesToNotMatchRegex(column=name, regex=EMAIL_PATTERN))
-            everything.append(gxe.ExpectColumnValuesToNotMatchRegex(column=name, regex=PHONE_PATTERN))
+            if "scrub_text" in rules:
+                everything.extend(
+                    gxe.ExpectColumnValuesToNotMatchRegex(column=name, regex=pattern) for _, pattern in SCRUB_PATTERNS
+                )
+            else:
+                everything.append(gxe.ExpectColumnValuesToNotMatchRegex(column=name, regex=PHONE_PATTERN))
 
     event_time = policy.column(policy.event_time)
     if policy.retention_days is not None and event_time is not None and event_time.consented.name == "keep":

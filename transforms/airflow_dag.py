@@ -23,7 +23,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, TriggerRule
 
 from transforms import spark_entry
-from transforms.keys import KEY_CONNECTION_ID, KEY_ENV
+from transforms.keys import KEY_CONNECTIONS
 from transforms.lake import Lake
 from transforms.policy import Policy, load_policy
 
@@ -60,22 +60,23 @@ class ConsentgateSparkSubmitOperator(SparkSubmitOperator):
         self.dataset = dataset
         self.consentgate_run_id = consentgate_run_id
 
-    def _key_from_connection(self) -> None:
-        if os.environ.get(KEY_ENV):
-            return
+    def _keys_from_connections(self) -> None:
         from airflow.sdk import BaseHook
 
-        try:
-            secret = BaseHook.get_connection(KEY_CONNECTION_ID).password
-        except Exception:  # no connection: the job itself stops with exit 2
-            return
-        if secret:
-            # Through the environment of spark-submit, never its command line.
-            self.env_vars = {**(self.env_vars or {}), KEY_ENV: secret}
+        for variable, connection_id in KEY_CONNECTIONS.items():
+            if os.environ.get(variable):
+                continue
+            try:
+                secret = BaseHook.get_connection(connection_id).password
+            except Exception:  # no connection: the job itself stops with exit 2 if it needs the key
+                continue
+            if secret:
+                # Through the environment of spark-submit, never its command line.
+                self.env_vars = {**(self.env_vars or {}), variable: secret}
 
     def execute(self, context):
         if self.step == "enforce":
-            self._key_from_connection()
+            self._keys_from_connections()
         try:
             return super().execute(context)
         except Exception as err:

@@ -54,11 +54,12 @@ def _load(args):
     return policy, _lake(args), run_id
 
 
-def _key_for(policy):
-    from transforms.keys import load_hmac_key
+def _keys_for(policy):
+    from transforms.keys import load_run_keys
 
-    # Every run needs the key: pseudonyms and erasure tombstones are keyed.
-    return load_hmac_key()
+    # Every run needs the HMAC key (pseudonyms and erasure tombstones are keyed); the
+    # encryption key only when a rule encrypts.
+    return load_run_keys(needs_encryption=policy.needs_encryption_key)
 
 
 def _spark(lake, step, dataset):
@@ -70,9 +71,9 @@ def _spark(lake, step, dataset):
 def _step_enforce(policy, lake, run_date, run_id) -> None:
     from transforms.enforce import run_enforce
 
-    key = _key_for(policy)  # before Spark starts: a run without a key stops at once and writes nothing
+    keys = _keys_for(policy)  # before Spark starts: a run without a key stops at once and writes nothing
     spark = _spark(lake, "enforce", policy.dataset)
-    result = run_enforce(spark, policy, lake, run_date, run_id, key)
+    result = run_enforce(spark, policy, lake, run_date, run_id, keys)
     _say(
         "enforced",
         dataset=policy.dataset,
@@ -164,6 +165,19 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_decrypt(args) -> int:
+    from transforms.decrypt import run_decrypt
+    from transforms.keys import load_encryption_key
+
+    policy, lake, _ = _load(args)
+    key = load_encryption_key()  # before Spark starts
+    spark = _spark(lake, "decrypt", policy.dataset)
+    out = args.out if "://" in args.out else os.path.abspath(args.out)
+    entry = run_decrypt(spark, policy, lake, key, out, args.reason, args.version)
+    _say("decrypted", **{k: entry[k] for k in ("dataset", "version", "columns", "rows", "out", "key_fingerprint")})
+    return 0
+
+
 def cmd_status(args) -> int:
     """What the last run of a dataset did, and where its outputs are."""
     from transforms.publish import current_path
@@ -226,6 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--run-date", required=step != "report")
         sub.add_argument("--run-id", required=True)
         sub.set_defaults(handler=cmd_step)
+
+    decrypt = commands.add_parser(
+        "decrypt", help="write a decrypted copy of a published version (authorised use; logged)"
+    )
+    decrypt.add_argument("--policy", required=True)
+    decrypt.add_argument("--lake", required=True)
+    decrypt.add_argument("--out", required=True, help="a new folder for the decrypted Parquet copy")
+    decrypt.add_argument("--reason", required=True, help="ticket or request reference, for the decryption log")
+    decrypt.add_argument("--version", help="default: the current version")
+    decrypt.set_defaults(handler=cmd_decrypt)
 
     status = commands.add_parser("status", help="summarise a dataset's last run report")
     status.add_argument("--lake", required=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import date
+from functools import reduce
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -19,19 +20,20 @@ from pyspark.sql.types import StructType
 
 from transforms import schemas
 from transforms.consent import SUBJECT, consent_at, consent_events, instant, with_consent_at_event
+from transforms.encryption import Encryptor
 from transforms.erasure import SUBJECT_HASH, erasure_state, purge_published, record_tombstones, with_subject_hash
 from transforms.errors import SchemaError, StepStateError
-from transforms.keys import SecretKey
+from transforms.kanonymity import quasi_identifier_values, suppress_small_groups
+from transforms.key_continuity import check_key_continuity, write_keys_marker
+from transforms.keys import RunKeys
 from transforms.lake import Lake, judged_at_marker, judgement_instant
 from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
-from transforms.reasons import Action, Reason, action_code, action_for, reason_code
-from transforms.rules import RuleContext, type_family
+from transforms.reasons import ACTION, REASON, Action, Reason, action_code, action_for, reason_code
+from transforms.rules import NESTED_TYPES, TEMPORAL_TYPES, RuleContext, type_family
 from transforms.storage import restrict_to_owner, write_json, write_text
 from transforms.subjects import normalize_subject
 
-REASON = "_cg_reason"
-ACTION = "_cg_action"
 QUARANTINE_REASON = "quarantine_reason"
 ERASED_FLAG = "_cg_is_erased"
 
@@ -57,6 +59,11 @@ def check_source_schema(schema: StructType, policy: Policy, path: str) -> None:
             raise SchemaError(f"{path}: TC string column {policy.tcf.column!r} must be a string")
     for column in policy.columns:
         if column.name not in fields:
+            outer = column.name.split(".", 1)[0]
+            if "." in column.name and outer in fields and type_family(fields[outer]) in NESTED_TYPES:
+                raise SchemaError(
+                    f"{path}: column {column.name!r} is inside the nested column {outer!r}: declare {outer!r} whole"
+                )
             raise SchemaError(f"{path}: declared column {column.name!r} is missing")
         dtype = fields[column.name]
         for state, rule in (("consented", column.consented), ("anonymized", column.anonymized)):
@@ -65,6 +72,11 @@ def check_source_schema(schema: StructType, policy: Policy, path: str) -> None:
                     f"{path}: column {column.name!r} is {dtype.simpleString()}; "
                     f"rule {rule.text!r} ({state}) does not fit it"
                 )
+        if column.anonymized.name == "keep" and type_family(dtype) in TEMPORAL_TYPES:
+            raise SchemaError(
+                f"{path}: column {column.name!r} is {dtype.simpleString()}: anonymised rows may not carry an "
+                "exact date or time (generalize it or drop it)"
+            )
 
 
 def read_consent(spark: SparkSession, lake: Lake) -> DataFrame:
@@ -89,11 +101,13 @@ def judge(
     policy: Policy,
     run_date: date,
     pseudonymizer: Pseudonymizer,
+    retired: list[tuple[Pseudonymizer, DataFrame]] = (),
 ) -> DataFrame:
     """The run's input rows, each with its reason code and action (columns _cg_reason, _cg_action).
 
-    ``erased`` holds the keyed pseudonyms (``_cg_subject_hash``) of erased subjects; the
-    rows come back with the pseudonymiser's pads attached, ready for the column rules.
+    ``erased`` holds the keyed pseudonyms (``_cg_subject_hash``) of erased subjects, and
+    ``retired`` those made with retired keys (with each key's pseudonymiser); the rows
+    come back with the pseudonymiser's pads attached, ready for the column rules.
     """
     t = judgement_instant(run_date)
     rows = run_input(source, policy, run_date).withColumn(
@@ -101,34 +115,66 @@ def judge(
     )
     rows = with_subject_hash(pseudonymizer.attach(rows), pseudonymizer)
     events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
-    erased_flag = erased.select(SUBJECT_HASH).distinct().withColumn(ERASED_FLAG, F.lit(True))
+    flags = [f"{ERASED_FLAG}_0"]
+    erased_flag = erased.select(SUBJECT_HASH).distinct().withColumn(flags[0], F.lit(True))
     joined = rows.join(consent_at(events, t), on=SUBJECT, how="left").join(erased_flag, on=SUBJECT_HASH, how="left")
+    for index, (retired_key, hashes) in enumerate(retired, start=1):
+        retired_hash, flag = f"{SUBJECT_HASH}_{index}", f"{ERASED_FLAG}_{index}"
+        flags.append(flag)
+        hashed = retired_key.attach(joined).withColumn(retired_hash, retired_key.hmac_hex(F.col(SUBJECT)))
+        matches = hashes.select(F.col(SUBJECT_HASH).alias(retired_hash), F.lit(True).alias(flag))
+        joined = retired_key.detach(hashed.join(matches, on=retired_hash, how="left")).drop(retired_hash)
     if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
         joined = with_consent_at_event(joined, events, policy.event_time)
-    is_erased = F.coalesce(F.col(ERASED_FLAG), F.lit(False))
+    is_erased = reduce(lambda a, b: a | b, [F.coalesce(F.col(flag), F.lit(False)) for flag in flags])
+    joined = joined.withColumn(ERASED_FLAG, is_erased).drop(*flags)
+    is_erased = F.col(ERASED_FLAG)
     return joined.withColumn(REASON, reason_code(policy, t, F.col(SUBJECT), is_erased)).withColumn(
         ACTION, action_code(policy, F.col(REASON))
     )
 
 
+def source_values(policy: Policy) -> dict:
+    """Columns whose rules read something other than the raw source column."""
+    # The subject key is published in its normalised form, so a customer has one
+    # pseudonym in every dataset.
+    return {policy.subject_key: F.col(SUBJECT)}
+
+
+def rule_context(spark: SparkSession, policy: Policy, keys: RunKeys, pseudonymizer: Pseudonymizer) -> RuleContext:
+    """The keyed helpers this policy's rules need, each with its own derived key."""
+    uses = {rule.name for rule in policy.rules}
+    shift_key = keys.hmac.derive("date shift")
+    return RuleContext(
+        pseudonymizer=pseudonymizer,
+        date_shifter=Pseudonymizer(spark, shift_key, tag="shift") if "date_shift" in uses else None,
+        encryptor=Encryptor(spark, keys.encryption) if keys.encryption and "encrypt" in uses else None,
+        subject=F.col(SUBJECT),
+    )
+
+
 def with_column_rules(judged: DataFrame, policy: Policy, context: RuleContext) -> DataFrame:
-    """The publishable rows: declared columns only, each through the rule of its row's state."""
+    """The publishable rows: declared columns only, each through the rule of its row's state.
+
+    ``judged`` carries the pseudonymiser's pads (``judge`` attached them); the other keyed
+    helpers of ``context`` are attached here, and no key column is selected into the output.
+    """
     types = {field.name: field.dataType for field in judged.schema.fields}
     state = F.when(F.col(ACTION) == Action.KEPT.value, F.lit("consented")).otherwise(F.lit("anonymized"))
     published = judged.filter(F.col(ACTION).isin(Action.KEPT.value, Action.ANONYMIZED.value))
-    source_value = {
-        # The subject key is published in its normalised form, so a customer has one
-        # pseudonym in every dataset.
-        policy.subject_key: F.col(SUBJECT),
-    }
+    for helper in (context.date_shifter, context.encryptor):
+        if helper is not None:
+            published = helper.attach(published)
+    sources = source_values(policy)
     selected = []
     for column in policy.output_columns:
         dtype = types[column.name]
-        value = source_value.get(column.name, F.col(column.name))
-        consented = column.consented.apply(value, dtype, context)
-        anonymized = column.anonymized.apply(value, dtype, context)
-        if "pseudonymize" in (column.consented.name, column.anonymized.name):
-            # A pseudonym is text whatever the column held: both states publish strings.
+        value = sources.get(column.name, F.col(column.name))
+        column_context = context.for_column(column.name)
+        consented = column.consented.apply(value, dtype, column_context)
+        anonymized = column.anonymized.apply(value, dtype, column_context)
+        if column.consented.publishes_text or column.anonymized.publishes_text:
+            # A pseudonym or a ciphertext is text whatever the column held: both states publish strings.
             consented, anonymized = consented.cast("string"), anonymized.cast("string")
         selected.append(F.when(state == "consented", consented).otherwise(anonymized).alias(column.name))
     return published.select(*selected, state.alias(STATE_COLUMN))
@@ -166,18 +212,26 @@ def run_enforce(
     lake: Lake,
     run_date: date,
     run_id: str,
-    key: SecretKey,
+    keys: RunKeys,
 ) -> EnforceResult:
     started = time.monotonic()
     source = read_source(spark, lake, policy)
-    pseudonymizer = Pseudonymizer(spark, key)
-    erasure = erasure_state(spark, lake, policy, run_date, pseudonymizer)
+    from transforms.publish import current_version
+
+    rotations = check_key_continuity(lake, policy.dataset, current_version(lake, policy.dataset), keys)
+    pseudonymizer = Pseudonymizer(spark, keys.hmac)
+    ring = keys.hmac_ring()
+    erasure = erasure_state(spark, lake, policy, run_date, pseudonymizer, ring)
     # Erased subjects leave what was written before this run, then get their tombstones.
-    purge_published(spark, lake, policy, erasure, pseudonymizer)
-    record_tombstones(lake, policy.dataset, erasure)
-    judged = judge(source, read_consent(spark, lake), erasure.erased, policy, run_date, pseudonymizer)
-    judged = judged.persist(StorageLevel.MEMORY_AND_DISK)
+    purge_published(spark, lake, policy, erasure, pseudonymizer, ring)
+    record_tombstones(lake, policy.dataset, erasure, keys.hmac.fingerprint)
+    context = rule_context(spark, policy, keys, pseudonymizer)
+    judged = judge(source, read_consent(spark, lake), erasure.erased, policy, run_date, pseudonymizer, erasure.retired)
+    if policy.quasi_identifiers:
+        judged = quasi_identifier_values(judged, policy, context, source_values(policy))
+    judged_rows = judged.persist(StorageLevel.MEMORY_AND_DISK)
     try:
+        judged = suppress_small_groups(judged_rows, policy) if policy.quasi_identifiers else judged_rows
         counts = count_by_reason(judged, policy)
         totals = totals_by_action(counts)
         # Counted apart from the judgement: a row lost or doubled by a join shows up here.
@@ -187,24 +241,25 @@ def run_enforce(
                 f"counts do not reconcile: {rows_in} input rows, {sum(totals.values())} judged; nothing is staged"
             )
 
-        output = with_column_rules(judged, policy, RuleContext(pseudonymizer=pseudonymizer))
+        output = with_column_rules(judged, policy, context)
         staging_path = lake.staging_data(policy.dataset, run_id)
         output.write.mode("overwrite").parquet(staging_path)
         write_text(judged_at_marker(staging_path), judgement_instant(run_date).isoformat() + "\n")
+        write_keys_marker(staging_path, keys)
 
         quarantine_path, withheld = None, 0
         if totals[Action.QUARANTINED.value]:
             quarantine_path = lake.quarantine_rows(policy.dataset, run_id)
             quarantined = judged.filter(F.col(ACTION) == Action.QUARANTINED.value)
             # An erased subject's unjudgeable rows (e.g. no event time) are counted but not kept.
-            is_erased = F.coalesce(F.col(ERASED_FLAG), F.lit(False))
+            is_erased = F.col(ERASED_FLAG)
             withheld = quarantined.filter(is_erased).count()
             quarantined.filter(~is_erased).select(*source.columns, F.col(REASON).alias(QUARANTINE_REASON)).write.mode(
                 "overwrite"
             ).parquet(quarantine_path)
             restrict_to_owner(lake.quarantine_run(policy.dataset, run_id))
     finally:
-        judged.unpersist()
+        judged_rows.unpersist()
 
     result = EnforceResult(
         rows_in=rows_in,
@@ -223,13 +278,25 @@ def run_enforce(
             "judged_at": judgement_instant(run_date).isoformat(),
             "policy_path": policy.path,
             "policy_sha256": policy.sha256,
-            "key_fingerprint": key.fingerprint,
-            "key_version": key.version,
+            "key_fingerprint": keys.hmac.fingerprint,
+            "key_version": keys.hmac.version,
+            "keys": keys.describe(),
+            "key_rotation": rotations,
+            "k_anonymity": (
+                {
+                    "quasi_identifiers": list(policy.quasi_identifiers),
+                    "k_min": policy.k_min,
+                    "suppressed": counts[Reason.K_ANONYMITY_SUPPRESSED.value].get(Action.DROPPED.value, 0),
+                }
+                if policy.quasi_identifiers
+                else None
+            ),
             "erasure": {
                 "new_tombstones": erasure.new_tombstones,
                 "purged_versions": erasure.purged_versions,
                 "purged_quarantine": erasure.purged_quarantine,
                 "purged_staging": erasure.purged_staging,
+                "removed_versions_of_unknown_keys": erasure.retired_versions,
             },
             "rows_in": result.rows_in,
             "rows_out": result.rows_out,

@@ -11,10 +11,17 @@ When a run finds erased subjects that its dataset has no tombstone for yet, it f
 purges them from every retained published version of the dataset, from staged outputs,
 failed outputs and the quarantine, then writes the dataset's tombstones (so a purge that
 stops half way is repeated by the next run).
+
+Each tombstone records the fingerprint of the key it was made with. After a key
+rotation, tombstones made with a retired key still match: the run hashes every row's
+subject with that key too, which is why a retired key stays in
+``CONSENTGATE_HMAC_PREVIOUS_KEYS`` as long as tombstones made with it exist. A tombstone
+whose key the run does not have stops the run (it would un-erase a subject).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -23,15 +30,19 @@ from pyspark.sql import functions as F
 
 from transforms import schemas
 from transforms.consent import SUBJECT, instant
+from transforms.errors import MissingKeyError
 from transforms.fs import exists, list_dirs, move, remove
-from transforms.lake import Lake, judged_at_marker, judgement_instant
+from transforms.key_continuity import read_keys_marker
+from transforms.keys import PREVIOUS_KEYS_ENV, SecretKey
+from transforms.lake import Lake, judgement_instant, output_markers
 from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.storage import read_text, write_text
 from transforms.subjects import normalize_subject
 
 SUBJECT_HASH = "_cg_subject_hash"
-TOMBSTONE_COLUMNS = f"{SUBJECT_HASH} string, erased_at timestamp"
+KEY_FINGERPRINT = "key_fingerprint"
+TOMBSTONE_COLUMNS = f"{SUBJECT_HASH} string, erased_at timestamp, {KEY_FINGERPRINT} string"
 
 
 def with_subject_hash(rows: DataFrame, pseudonymizer: Pseudonymizer, subject: str = SUBJECT) -> DataFrame:
@@ -47,7 +58,7 @@ def request_hashes(requests: DataFrame, policy: Policy, run_date: date, pseudony
         normalize_subject(F.col("subject_id"), policy.subject_key_normalize).alias(SUBJECT),
         F.coalesce(F.col("requested_at"), instant(t)).alias("erased_at"),
     ).filter(F.col(SUBJECT).isNotNull())
-    hashed = Pseudonymizer.detach(with_subject_hash(pseudonymizer.attach(subjects), pseudonymizer))
+    hashed = pseudonymizer.detach(with_subject_hash(pseudonymizer.attach(subjects), pseudonymizer))
     return hashed.groupBy(SUBJECT_HASH).agg(F.min("erased_at").alias("erased_at"))
 
 
@@ -56,17 +67,21 @@ def _read_fail_closed(spark: SparkSession, path: str) -> DataFrame | None:
     return schemas.read_parquet(spark, path, required=False, empty_is_absent=False)
 
 
-def read_tombstones(spark: SparkSession, lake: Lake, dataset: str | None = None) -> DataFrame:
+def _tombstone_rows(found: DataFrame, legacy_fingerprint: str) -> DataFrame:
+    if KEY_FINGERPRINT not in found.columns:
+        # Written before tombstones recorded their key, when a lake only ever had one key.
+        found = found.withColumn(KEY_FINGERPRINT, F.lit(None).cast("string"))
+    fingerprint = F.coalesce(F.col(KEY_FINGERPRINT), F.lit(legacy_fingerprint)).alias(KEY_FINGERPRINT)
+    return found.select(SUBJECT_HASH, "erased_at", fingerprint)
+
+
+def read_tombstones(spark: SparkSession, lake: Lake, legacy_fingerprint: str, dataset: str | None = None) -> DataFrame:
     """One dataset's tombstones, or (``dataset=None``) those of every dataset."""
-    empty = spark.createDataFrame([], TOMBSTONE_COLUMNS)
-    if dataset is not None:
-        found = _read_fail_closed(spark, lake.tombstones_of(dataset))
-        return empty if found is None else found.select(SUBJECT_HASH, "erased_at")
-    every = empty
-    for name in list_dirs(spark, lake.tombstones):
+    every = spark.createDataFrame([], TOMBSTONE_COLUMNS)
+    for name in [dataset] if dataset is not None else list_dirs(spark, lake.tombstones):
         found = _read_fail_closed(spark, lake.tombstones_of(name))
         if found is not None:
-            every = every.unionByName(found.select(SUBJECT_HASH, "erased_at"))
+            every = every.unionByName(_tombstone_rows(found, legacy_fingerprint))
     return every
 
 
@@ -74,43 +89,77 @@ def read_tombstones(spark: SparkSession, lake: Lake, dataset: str | None = None)
 class ErasureState:
     """The run's erased subjects, and those not tombstoned before this run."""
 
-    erased: DataFrame  # SUBJECT_HASH, erased_at
+    erased: DataFrame  # SUBJECT_HASH, erased_at: under the run's key
     new: DataFrame
+    # Subjects erased under a retired key: that key's pseudonymiser and the hashes.
+    retired: list[tuple[Pseudonymizer, DataFrame]] = field(default_factory=list)
+    # Every erased subject's hash under a given key (for versions made with a retired key).
+    erased_under: Callable[[Pseudonymizer], DataFrame] | None = None
     purged_versions: list[str] = field(default_factory=list)
     purged_quarantine: list[str] = field(default_factory=list)
     purged_staging: list[str] = field(default_factory=list)
+    retired_versions: list[str] = field(default_factory=list)
     new_tombstones: int = 0
 
 
 def erasure_state(
-    spark: SparkSession, lake: Lake, policy: Policy, run_date: date, pseudonymizer: Pseudonymizer
+    spark: SparkSession,
+    lake: Lake,
+    policy: Policy,
+    run_date: date,
+    pseudonymizer: Pseudonymizer,
+    ring: dict[str, SecretKey] | None = None,
 ) -> ErasureState:
+    current = pseudonymizer.key.fingerprint
+    ring = ring or {current: pseudonymizer.key}
     requests = _read_fail_closed(spark, lake.erasure_requests)
-    erased = read_tombstones(spark, lake)
     if requests is not None:
         schemas.require_columns(requests, lake.erasure_requests, schemas.ERASURE_COLUMNS)
-        erased = erased.unionByName(request_hashes(requests, policy, run_date, pseudonymizer))
-    erased = erased.groupBy(SUBJECT_HASH).agg(F.min("erased_at").alias("erased_at")).cache()
-    own = read_tombstones(spark, lake, policy.dataset)
+    tombstones = read_tombstones(spark, lake, current).cache()
+    fingerprints = sorted(row[0] for row in tombstones.select(KEY_FINGERPRINT).distinct().collect())
+    for fingerprint in fingerprints:
+        if fingerprint not in ring:
+            raise MissingKeyError(
+                f"{lake.tombstones}: tombstones were made with key fingerprint {fingerprint}; "
+                f"that key must be in {PREVIOUS_KEYS_ENV} for erased subjects to stay erased"
+            )
+
+    def erased_under(key_pseudonymizer: Pseudonymizer) -> DataFrame:
+        fingerprint = key_pseudonymizer.key.fingerprint
+        erased = tombstones.filter(F.col(KEY_FINGERPRINT) == fingerprint).select(SUBJECT_HASH, "erased_at")
+        if requests is not None:
+            erased = erased.unionByName(request_hashes(requests, policy, run_date, key_pseudonymizer))
+        return erased.groupBy(SUBJECT_HASH).agg(F.min("erased_at").alias("erased_at"))
+
+    erased = erased_under(pseudonymizer).cache()
+    own = read_tombstones(spark, lake, current, policy.dataset).filter(F.col(KEY_FINGERPRINT) == current)
     # Materialised now: the tombstones this run appends must not change what it calls new.
     new = erased.join(own.select(SUBJECT_HASH), on=SUBJECT_HASH, how="left_anti").cache()
     new.count()
-    return ErasureState(erased=erased, new=new)
+    retired = [
+        (
+            Pseudonymizer(spark, ring[fingerprint], tag=f"retired{index}"),
+            tombstones.filter(F.col(KEY_FINGERPRINT) == fingerprint).select(SUBJECT_HASH).distinct(),
+        )
+        for index, fingerprint in enumerate(f for f in fingerprints if f != current)
+    ]
+    return ErasureState(erased=erased, new=new, retired=retired, erased_under=erased_under)
 
 
 def _rewrite_without(spark: SparkSession, folder: str, keep, replacement: str) -> bool:
     """Writes ``folder`` minus the rows ``keep`` rejects to ``replacement``; False if none matched.
 
-    The folder's judgement instant marker goes along, so a purged version keeps its ``t``.
+    The folder's markers go along, so a purged version keeps its ``t`` and its key record.
     """
     rows = spark.read.parquet(folder)
     remaining = keep(rows)
     if remaining.count() == rows.count():
         return False
     remaining.write.mode("overwrite").parquet(replacement)
-    marker = read_text(judged_at_marker(folder))
-    if marker is not None:
-        write_text(judged_at_marker(replacement), marker)
+    for marker, copy in zip(output_markers(folder), output_markers(replacement), strict=True):
+        text = read_text(marker)
+        if text is not None:
+            write_text(copy, text)
     return True
 
 
@@ -125,32 +174,46 @@ def _purge_in_place(spark: SparkSession, folder: str, keep, replacement: str) ->
 
 
 def purge_published(
-    spark: SparkSession, lake: Lake, policy: Policy, state: ErasureState, pseudonymizer: Pseudonymizer
+    spark: SparkSession,
+    lake: Lake,
+    policy: Policy,
+    state: ErasureState,
+    pseudonymizer: Pseudonymizer,
+    ring: dict[str, SecretKey] | None = None,
 ) -> None:
-    """Removes newly erased subjects from retained versions, failed outputs and quarantine."""
+    """Removes newly erased subjects from retained versions, failed outputs and quarantine.
+
+    A version made with a retired key (the current one, during a rotation run) is purged
+    of every erased subject hashed with that key; a non-current version made with a key
+    the run does not have is removed, since nothing could purge it later.
+    """
+    current_key = pseudonymizer.key.fingerprint
+    ring = ring or {current_key: pseudonymizer.key}
     new_hashes = state.new.select(SUBJECT_HASH).distinct().cache()
-    if new_hashes.isEmpty():
-        return
+    has_new = not new_hashes.isEmpty()
     subject_column = policy.column(policy.subject_key)
     rule = subject_column.consented.name if subject_column else "drop"
 
-    def keep_published(rows: DataFrame) -> DataFrame:
-        if policy.subject_key not in rows.columns or rule == "drop":
-            return rows  # nothing in these rows links to a subject
-        erased = F.broadcast(new_hashes.withColumnRenamed(SUBJECT_HASH, "_cg_erased"))
-        if rule == "pseudonymize":
-            return rows.join(erased, F.col(policy.subject_key) == F.col("_cg_erased"), "left_anti")
-        # The normalised key is published as it is: compare its pseudonym.
-        hashed = with_subject_hash(pseudonymizer.attach(rows), pseudonymizer, policy.subject_key)
-        kept = hashed.join(erased, F.col(SUBJECT_HASH) == F.col("_cg_erased"), "left_anti")
-        return Pseudonymizer.detach(kept).drop(SUBJECT_HASH)
+    def keep_published(hashes: DataFrame, key_pseudonymizer: Pseudonymizer):
+        def keep(rows: DataFrame) -> DataFrame:
+            if policy.subject_key not in rows.columns or rule == "drop":
+                return rows  # nothing in these rows links to a subject
+            erased = F.broadcast(hashes.withColumnRenamed(SUBJECT_HASH, "_cg_erased"))
+            if rule == "pseudonymize":
+                return rows.join(erased, F.col(policy.subject_key) == F.col("_cg_erased"), "left_anti")
+            # The normalised key is published as it is: compare its pseudonym.
+            hashed = with_subject_hash(key_pseudonymizer.attach(rows), key_pseudonymizer, policy.subject_key)
+            kept = hashed.join(erased, F.col(SUBJECT_HASH) == F.col("_cg_erased"), "left_anti")
+            return key_pseudonymizer.detach(kept).drop(SUBJECT_HASH)
+
+        return keep
 
     def keep_raw(rows: DataFrame) -> DataFrame:
         subjects = rows.withColumn(
             SUBJECT, normalize_subject(F.col(policy.subject_key).cast("string"), policy.subject_key_normalize)
         )
         hashed = with_subject_hash(pseudonymizer.attach(subjects), pseudonymizer)
-        return Pseudonymizer.detach(hashed.join(new_hashes, on=SUBJECT_HASH, how="left_anti")).drop(
+        return pseudonymizer.detach(hashed.join(new_hashes, on=SUBJECT_HASH, how="left_anti")).drop(
             SUBJECT, SUBJECT_HASH
         )
 
@@ -160,6 +223,21 @@ def purge_published(
     versions = list_dirs(spark, lake.clean(policy.dataset))
     for version in versions:
         folder = lake.clean_version(policy.dataset, version)
+        marker = read_keys_marker(folder) or {}
+        version_key = (marker.get("hmac") or {}).get("fingerprint", current_key)
+        if version_key == current_key:
+            if not has_new:
+                continue
+            keep = keep_published(new_hashes, pseudonymizer)
+        elif version_key in ring:
+            retired = Pseudonymizer(spark, ring[version_key], tag="version_key")
+            keep = keep_published(state.erased_under(retired).select(SUBJECT_HASH).cache(), retired)
+        elif version != current:
+            remove(spark, folder)
+            state.retired_versions.append(version)
+            continue
+        else:
+            raise MissingKeyError(f"{folder}: made with key fingerprint {version_key}, which this run does not have")
         # A name no folder has: a purge repeated after a crash never overwrites a live one.
         purged = next(
             f"{version}.erased{n or ''}"
@@ -168,30 +246,33 @@ def purge_published(
         )
         replacement = lake.clean_version(policy.dataset, purged)
         if version != current:
-            if _purge_in_place(spark, folder, keep_published, replacement):
+            if _purge_in_place(spark, folder, keep, replacement):
                 state.purged_versions.append(version)
-        elif _rewrite_without(spark, folder, keep_published, replacement):
+        elif _rewrite_without(spark, folder, keep, replacement):
             # Readers move to the purged copy atomically, then the old one goes.
             repoint_current(spark, lake, policy.dataset, purged)
             remove(spark, folder)
             state.purged_versions.append(purged)
+    if not has_new:
+        return
 
+    keep_new = keep_published(new_hashes, pseudonymizer)
     for run in list_dirs(spark, lake.path("staging", policy.dataset)):
         folder = lake.staging_data(policy.dataset, run)
-        if _purge_in_place(spark, folder, keep_published, f"{folder}.erased"):
+        if _purge_in_place(spark, folder, keep_new, f"{folder}.erased"):
             state.purged_staging.append(run)
 
     for run in list_dirs(spark, lake.quarantine(policy.dataset)):
         for folder, keep in (
             (lake.quarantine_rows(policy.dataset, run), keep_raw),
-            (lake.failed_output(policy.dataset, run), keep_published),
+            (lake.failed_output(policy.dataset, run), keep_new),
         ):
             if _purge_in_place(spark, folder, keep, f"{folder}.erased"):
                 state.purged_quarantine.append(f"{run}/{folder.rsplit('/', 1)[-1]}")
 
 
-def record_tombstones(lake: Lake, dataset: str, state: ErasureState) -> None:
-    new = state.new.select(SUBJECT_HASH, "erased_at")
+def record_tombstones(lake: Lake, dataset: str, state: ErasureState, fingerprint: str) -> None:
+    new = state.new.select(SUBJECT_HASH, "erased_at", F.lit(fingerprint).alias(KEY_FINGERPRINT))
     state.new_tombstones = new.count()
     if state.new_tombstones:
         new.write.mode("append").parquet(lake.tombstones_of(dataset))

@@ -52,6 +52,17 @@ def judged_at_marker(output_folder: str) -> str:
     return f"{output_folder}/_judged_at"
 
 
+def keys_marker(output_folder: str) -> str:
+    """The file inside a staged or published folder that records the version and
+    fingerprint of the keys its pseudonyms and ciphertexts were made with."""
+    return f"{output_folder}/_keys.json"
+
+
+def output_markers(output_folder: str) -> tuple[str, ...]:
+    """Every marker file a staged or published folder carries (copied when it is rewritten)."""
+    return (judged_at_marker(output_folder), keys_marker(output_folder))
+
+
 @dataclass(frozen=True)
 class Lake:
     root: str

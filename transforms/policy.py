@@ -54,7 +54,10 @@ _OPTIONAL_KEYS = (
     "subject_key_normalize",
     "sale_or_sharing",
     "tcf",
+    "quasi_identifiers",
+    "k_min",
 )
+DEFAULT_K_MIN = 5
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class Policy:
     description: str = ""
     sale_or_sharing: bool = False
     tcf: TcfMapping | None = None
+    quasi_identifiers: tuple[str, ...] = ()
+    k_min: int = DEFAULT_K_MIN
 
     @property
     def output_columns(self) -> tuple[ColumnPolicy, ...]:
@@ -107,6 +112,14 @@ class Policy:
 
     def column(self, name: str) -> ColumnPolicy | None:
         return next((c for c in self.columns if c.name == name), None)
+
+    @property
+    def rules(self) -> tuple[ColumnRule, ...]:
+        return tuple(rule for c in self.columns for rule in (c.consented, c.anonymized))
+
+    @property
+    def needs_encryption_key(self) -> bool:
+        return any(rule.spec.needs_encryption_key for rule in self.rules)
 
 
 def _fail(path: str, where: str, problem: str) -> PolicyError:
@@ -175,6 +188,25 @@ def _parse_tcf(path: str, raw: object) -> TcfMapping | None:
     return TcfMapping(column=raw["column"], purposes=tuple(purposes))
 
 
+def _parse_k_anonymity(path: str, raw: dict, declared: set[str]) -> tuple[tuple[str, ...], int]:
+    quasi = raw.get("quasi_identifiers")
+    k_min = raw.get("k_min", DEFAULT_K_MIN)
+    if quasi is None:
+        if "k_min" in raw:
+            raise _fail(path, "k_min", "needs quasi_identifiers, the columns whose values k rows must share")
+        return (), DEFAULT_K_MIN
+    if not isinstance(quasi, list) or not quasi or not all(isinstance(q, str) for q in quasi):
+        raise _fail(path, "quasi_identifiers", "must be a non-empty list of declared column names")
+    for name in quasi:
+        if name not in declared:
+            raise _fail(path, "quasi_identifiers", f"{name!r} is not a declared column")
+    if len(set(quasi)) != len(quasi):
+        raise _fail(path, "quasi_identifiers", "names a column twice")
+    if isinstance(k_min, bool) or not isinstance(k_min, int) or k_min < 2:
+        raise _fail(path, "k_min", f"{k_min!r} must be a whole number of at least 2")
+    return tuple(quasi), k_min
+
+
 def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
     if not isinstance(raw, dict):
         raise PolicyError(f"{path}: the policy must be a YAML mapping")
@@ -211,6 +243,7 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
     if not isinstance(columns_raw, dict) or not columns_raw:
         raise _fail(path, "columns", "must be a non-empty mapping of column name to rule")
     columns = tuple(_parse_column(path, name, spec, raw["subject_key"]) for name, spec in columns_raw.items())
+    quasi_identifiers, k_min = _parse_k_anonymity(path, raw, {c.name for c in columns})
     return Policy(
         path=path,
         sha256=sha256,
@@ -228,6 +261,8 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
         description=str(raw.get("description", "")),
         sale_or_sharing=sale_or_sharing,
         tcf=tcf,
+        quasi_identifiers=quasi_identifiers,
+        k_min=k_min,
     )
 
 

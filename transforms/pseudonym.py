@@ -2,7 +2,9 @@
 
 The key never appears in a query plan as a literal (plans are printed in errors and
 in the Spark UI): its two derived pads ride in a one-row DataFrame that is broadcast
-and joined to the data, and are removed again before anything is written.
+and joined to the data, and are removed again before anything is written. Several
+keys (the pseudonym key, a derived date-shift key, a retired key) can ride side by
+side: each ``Pseudonymizer`` names its pad columns after its ``tag``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from pyspark.sql.types import BinaryType, StructField, StructType
 from transforms.keys import SecretKey
 
 SHA256_BLOCK_BYTES = 64
-_INNER_PAD = "_cg_hmac_ipad"
-_OUTER_PAD = "_cg_hmac_opad"
 
 
 def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
@@ -29,25 +29,41 @@ def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
     return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
 
 
+def attach_secret_columns(spark: SparkSession, df: DataFrame, columns: dict[str, bytes]) -> DataFrame:
+    """Joins one broadcast row of binary columns (key material) to every row of ``df``."""
+    schema = StructType([StructField(name, BinaryType()) for name in columns])
+    row = spark.createDataFrame([tuple(bytearray(value) for value in columns.values())], schema)
+    return df.crossJoin(F.broadcast(row))
+
+
 @dataclass(frozen=True)
 class Pseudonymizer:
     spark: SparkSession
     key: SecretKey
+    tag: str = "hmac"
+
+    @property
+    def _inner_pad(self) -> str:
+        return f"_cg_{self.tag}_ipad"
+
+    @property
+    def _outer_pad(self) -> str:
+        return f"_cg_{self.tag}_opad"
 
     def attach(self, df: DataFrame) -> DataFrame:
         """Adds the pad columns that ``hmac_hex`` reads; call ``detach`` before writing."""
         inner, outer = hmac_pads(self.key.material)
-        schema = StructType([StructField(_INNER_PAD, BinaryType()), StructField(_OUTER_PAD, BinaryType())])
-        pads = self.spark.createDataFrame([(bytearray(inner), bytearray(outer))], schema)
-        return df.crossJoin(F.broadcast(pads))
+        return attach_secret_columns(self.spark, df, {self._inner_pad: inner, self._outer_pad: outer})
 
-    @staticmethod
-    def detach(df: DataFrame) -> DataFrame:
-        return df.drop(_INNER_PAD, _OUTER_PAD)
+    def detach(self, df: DataFrame) -> DataFrame:
+        return df.drop(self._inner_pad, self._outer_pad)
 
-    @staticmethod
-    def hmac_hex(value: Column) -> Column:
+    def hmac_hex(self, value: Column) -> Column:
         """Lower-case hex HMAC-SHA256 of the UTF-8 bytes of ``value``; null stays null."""
         message = F.encode(value, "UTF-8")
-        inner = F.unhex(F.sha2(F.concat(F.col(_INNER_PAD), message), 256))
-        return F.sha2(F.concat(F.col(_OUTER_PAD), inner), 256)
+        inner = F.unhex(F.sha2(F.concat(F.col(self._inner_pad), message), 256))
+        return F.sha2(F.concat(F.col(self._outer_pad), inner), 256)
+
+    def hmac_binary(self, value: Column) -> Column:
+        """The same HMAC as 32 raw bytes."""
+        return F.unhex(self.hmac_hex(value))

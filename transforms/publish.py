@@ -15,7 +15,8 @@ import time
 from pyspark.sql import SparkSession
 
 from transforms.errors import StepStateError
-from transforms.fs import exists, move
+from transforms.fs import exists, move, remove
+from transforms.key_continuity import read_keys_marker, versions_keyed_otherwise
 from transforms.lake import Lake, judged_at_marker
 from transforms.policy import Policy
 from transforms.steps import load_step, save_step
@@ -69,6 +70,18 @@ def repoint_current(spark: SparkSession, lake: Lake, dataset: str, version: str)
     write_text(lake.current_pointer(dataset), version + "\n")
 
 
+def retire_versions_of_other_keys(spark: SparkSession, lake: Lake, dataset: str, version: str) -> list[str]:
+    """After a key rotation is published, the versions made with the old key go: rolling
+    back to one would mix keys, and erasure could not reach it without the old key."""
+    marker = read_keys_marker(lake.clean_version(dataset, version))
+    if marker is None:
+        return []
+    stale = [v for v in versions_keyed_otherwise(spark, lake, dataset, marker) if v != version]
+    for old in stale:
+        remove(spark, lake.clean_version(dataset, old))
+    return stale
+
+
 def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) -> dict:
     started = time.monotonic()
     enforce_state = load_step(lake, policy.dataset, run_id, "enforce")
@@ -92,12 +105,14 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
     target = lake.clean_version(policy.dataset, version)
     move(spark, staged, target)
     repoint_current(spark, lake, policy.dataset, version)
+    retired = retire_versions_of_other_keys(spark, lake, policy.dataset, version)
     state = {
         "ok": True,
         "published": True,
         "version": version,
         "previous_version": previous,
         "published_path": target,
+        "retired_versions": retired,
         "table": table_name(policy.dataset),
         "seconds": round(time.monotonic() - started, 3),
     }

@@ -3,7 +3,9 @@
 Precedence when several apply (the contract): invalid_subject, invalid_event_time,
 erased, retention_expired, the consent at ``t`` (no_consent, withdrawn,
 consent_expired), then, with ``check_consent_at: event_and_run``, the consent at the
-event's own time (not_consented_at_event).
+event's own time (not_consented_at_event). A row that would be anonymised but whose
+quasi-identifiers are shared by fewer than ``k_min`` anonymised rows is then
+``k_anonymity_suppressed`` (see ``kanonymity``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Reason(StrEnum):
     ERASED = "erased"
     INVALID_SUBJECT = "invalid_subject"
     INVALID_EVENT_TIME = "invalid_event_time"
+    K_ANONYMITY_SUPPRESSED = "k_anonymity_suppressed"
 
 
 class Action(StrEnum):
@@ -38,6 +41,9 @@ class Action(StrEnum):
 
 
 ACTIONS_IN_OUTPUT = (Action.KEPT, Action.ANONYMIZED)
+# The judged rows carry their reason and action in these columns until the output is selected.
+REASON = "_cg_reason"
+ACTION = "_cg_action"
 
 
 def action_for(reason: Reason, policy: Policy) -> Action:
@@ -54,6 +60,7 @@ def action_for(reason: Reason, policy: Policy) -> Action:
         Reason.ERASED: Action.DROPPED,
         Reason.INVALID_SUBJECT: Action.QUARANTINED,
         Reason.INVALID_EVENT_TIME: Action.QUARANTINED,
+        Reason.K_ANONYMITY_SUPPRESSED: Action.DROPPED,
     }[reason]
 
 

@@ -19,24 +19,53 @@ if TYPE_CHECKING:
     from pyspark.sql import Column
     from pyspark.sql.types import DataType
 
+    from transforms.encryption import Encryptor
     from transforms.pseudonym import Pseudonymizer
 
 STRING_TYPES = ("string", "varchar", "char")
 INTEGRAL_TYPES = ("tinyint", "smallint", "int", "bigint")
 NUMERIC_TYPES = INTEGRAL_TYPES + ("float", "double", "decimal")
 TEMPORAL_TYPES = ("date", "timestamp", "timestamp_ntz")
+NESTED_TYPES = ("struct", "array", "map")
+REDACTED = "[REDACTED]"
+MASK_CHARACTER = "*"
+DEFAULT_MASK_VISIBLE = 4
+MAX_DATE_SHIFT_DAYS = 3650
+# Java regular expressions (Spark's regexp_replace), applied in this order: an e-mail
+# address can hold digits, and a card number is a longer digit run than a phone number.
+SCRUB_PATTERNS = (
+    ("[email]", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
+    ("[card]", r"(?<![\d+])(?:\d{13,19}|\d{4}(?:[ -]\d{4}){3}(?:[ -]?\d{1,3})?|\d{4}[ -]\d{6}[ -]\d{5})(?!\d)"),
+    # 7 to 15 digits with short separators, an optional extension, but not an ISO date.
+    (
+        "[phone]",
+        r"(?<![\w+])(?!\d{4}-\d{2}-\d{2}(?!\d))(?:\+|\()?\d(?:[ ().-]{0,2}\d){6,14}"
+        r"(?:\s*(?:x|ext\.?)\s*\d{1,6})?(?!\d)",
+    ),
+)
 
 
 def type_family(dtype: DataType) -> str:
-    """The type's simple name without parameters: ``decimal(10,2)`` -> ``decimal``."""
-    return dtype.simpleString().split("(")[0]
+    """The type's simple name without parameters: ``decimal(10,2)`` -> ``decimal``,
+    ``struct<zip:string>`` -> ``struct``."""
+    return re.split(r"[(<]", dtype.simpleString(), maxsplit=1)[0]
 
 
 @dataclass(frozen=True)
 class RuleContext:
-    """What a rule may need beyond its column: the keyed pseudonymiser."""
+    """What a rule may need beyond its column: keyed helpers whose key columns are attached
+    to the rows, the row's normalised subject key, and the column's own name."""
 
     pseudonymizer: Pseudonymizer | None = None
+    date_shifter: Pseudonymizer | None = None
+    encryptor: Encryptor | None = None
+    subject: Column | None = None
+    column_name: str = ""
+
+    def for_column(self, name: str) -> RuleContext:
+        from dataclasses import replace
+
+        return replace(self, column_name=name)
 
 
 @dataclass(frozen=True)
@@ -59,6 +88,10 @@ class ColumnRule:
     def links_to_subject(self) -> bool:
         return self.spec.links_to_subject
 
+    @property
+    def publishes_text(self) -> bool:
+        return self.spec.publishes_text
+
     def fits(self, dtype: DataType) -> bool:
         families = self.spec.fits(self.argument)
         return families is None or type_family(dtype) in families
@@ -75,6 +108,8 @@ class RuleSpec:
     parse_argument: Callable[[str | None], object] | None = None
     arg_text: Callable[[object], str] = str
     links_to_subject: bool = False  # may not appear in anonymised rows
+    publishes_text: bool = False  # the output is a string whatever the column's type
+    needs_encryption_key: bool = False
 
 
 class RuleSyntaxError(ValueError):
@@ -103,13 +138,64 @@ def _apply_pseudonymize(column, dtype, argument, context):
     return context.pseudonymizer.hmac_hex(column.cast("string"))
 
 
+def _parse_count(argument: str | None) -> int | None:
+    if argument is None:
+        return None
+    if not re.fullmatch(r"[0-9]+", argument):
+        raise RuleSyntaxError(f"{argument!r} is not a number of characters")
+    return int(argument)
+
+
 def _apply_mask(column, dtype, argument, context):
     from pyspark.sql import functions as F
 
-    visible = 4
+    visible = DEFAULT_MASK_VISIBLE if argument is None else argument
     hidden = F.greatest(F.length(column) - F.lit(visible), F.lit(0))
     # Values of at most `visible` characters are shown whole, as the contract says.
-    return F.concat(F.repeat(F.lit("*"), hidden), F.substring(column, -visible, visible))
+    shown = F.substring(column, -visible, visible) if visible else F.lit("")
+    return F.when(column.isNotNull(), F.concat(F.repeat(F.lit(MASK_CHARACTER), hidden), shown))
+
+
+def _apply_redact(column, dtype, argument, context):
+    from pyspark.sql import functions as F
+
+    return F.when(column.isNotNull(), F.lit(REDACTED))
+
+
+def _apply_scrub_text(column, dtype, argument, context):
+    from pyspark.sql import functions as F
+
+    for token, pattern in SCRUB_PATTERNS:
+        column = F.regexp_replace(column, pattern, token)
+    return column
+
+
+def _parse_max_days(argument: str | None) -> int:
+    days = _parse_count(argument)
+    if days is None or not 1 <= days <= MAX_DATE_SHIFT_DAYS:
+        raise RuleSyntaxError(f"needs the largest shift in days, 1 to {MAX_DATE_SHIFT_DAYS} (date_shift:30)")
+    return days
+
+
+def _apply_date_shift(column, dtype, argument, context):
+    """Every date of one subject moves by the same offset in [-max, +max] days, so the
+    intervals between a subject's events survive; the offset comes from a key derived
+    for this purpose, so a published pseudonym does not reveal it."""
+    from pyspark.sql import functions as F
+
+    if context.date_shifter is None or context.subject is None:
+        raise RuntimeError("date_shift needs the key and the subject; the enforce job supplies them")
+    digest_head = F.conv(F.substring(context.date_shifter.hmac_hex(context.subject), 1, 12), 16, 10).cast("bigint")
+    offset = (F.pmod(digest_head, F.lit(2 * argument + 1)) - F.lit(argument)).cast("int")
+    if type_family(dtype) == "date":
+        return F.date_add(column, offset)
+    return F.timestamp_add("DAY", offset, column)
+
+
+def _apply_encrypt(column, dtype, argument, context):
+    if context.encryptor is None:
+        raise RuntimeError("encrypt needs the encryption key; the enforce job supplies it")
+    return context.encryptor.encrypt(column, context.column_name)
 
 
 _PERIODS = ("year", "month", "day")
@@ -168,10 +254,12 @@ RULES: dict[str, RuleSpec] = {
             fits=lambda argument: STRING_TYPES + INTEGRAL_TYPES,
             parse_argument=_no_argument,
             links_to_subject=True,
+            publishes_text=True,
         ),
         RuleSpec(
-            "mask", _apply_mask, fits=lambda argument: STRING_TYPES, parse_argument=_no_argument, links_to_subject=True
+            "mask", _apply_mask, fits=lambda argument: STRING_TYPES, parse_argument=_parse_count, links_to_subject=True
         ),
+        RuleSpec("redact", _apply_redact, fits=lambda argument: STRING_TYPES, parse_argument=_no_argument),
         RuleSpec(
             "generalize",
             _apply_generalize,
@@ -179,6 +267,23 @@ RULES: dict[str, RuleSpec] = {
             parse_argument=_parse_generalize,
             arg_text=_generalize_text,
         ),
+        RuleSpec(
+            "date_shift",
+            _apply_date_shift,
+            fits=lambda argument: TEMPORAL_TYPES,
+            parse_argument=_parse_max_days,
+            links_to_subject=True,
+        ),
+        RuleSpec(
+            "encrypt",
+            _apply_encrypt,
+            fits=lambda argument: STRING_TYPES + INTEGRAL_TYPES,
+            parse_argument=_no_argument,
+            links_to_subject=True,
+            publishes_text=True,
+            needs_encryption_key=True,
+        ),
+        RuleSpec("scrub_text", _apply_scrub_text, fits=lambda argument: STRING_TYPES, parse_argument=_no_argument),
     )
 }
 
