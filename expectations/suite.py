@@ -21,6 +21,7 @@ def mask_pattern(visible: int) -> str:
     """A masked value: stars then at most ``visible`` characters, or a short value whole."""
     return rf"^(\*+.{{{visible}}}|.{{0,{visible}}})$"
 
+
 PSEUDONYM_PATTERN = r"^[0-9a-f]{64}$"
 # base64 of a 12-byte nonce, the ciphertext and a 16-byte tag: at least 28 bytes.
 CIPHERTEXT_PATTERN = r"^[A-Za-z0-9+/]{36,}={0,2}$"

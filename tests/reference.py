@@ -141,4 +141,5 @@ ACTIONS = {
     "erased": "dropped",
     "invalid_subject": "quarantined",
     "invalid_event_time": "quarantined",
+    "k_anonymity_suppressed": "dropped",
 }

@@ -35,3 +35,59 @@ def test_pads_reproduce_rfc2104_for_short_and_long_keys(key):
     for message in (b"", b"C0000001", "Zoë".encode()):
         composed = hashlib.sha256(outer + hashlib.sha256(inner + message).digest()).hexdigest()
         assert composed == hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("abababababababababab", "repeated pattern"),
+        ("x" * 40, "repeated pattern"),
+        ("changeme-changeme-1", "placeholder"),
+    ],
+)
+def test_weak_keys_are_refused(value, message):
+    with pytest.raises(MissingKeyError, match=message):
+        load_hmac_key({"CONSENTGATE_HMAC_KEY": value})
+
+
+def test_encryption_key_is_32_bytes_as_hex_or_base64():
+    import base64
+
+    from transforms.keys import load_encryption_key
+
+    material = bytes(range(100, 132))
+    as_hex = load_encryption_key(
+        {"CONSENTGATE_ENCRYPTION_KEY": material.hex(), "CONSENTGATE_ENCRYPTION_KEY_VERSION": "3"}
+    )
+    as_base64 = load_encryption_key({"CONSENTGATE_ENCRYPTION_KEY": base64.b64encode(material).decode()})
+    assert as_hex.material == as_base64.material == material
+    assert (as_hex.version, as_base64.version) == ("3", "1")
+    for bad in ("", material[:16].hex(), "not a key at all", base64.b64encode(material[:24]).decode()):
+        with pytest.raises(MissingKeyError, match="CONSENTGATE_ENCRYPTION_KEY"):
+            load_encryption_key({"CONSENTGATE_ENCRYPTION_KEY": bad})
+
+
+def test_previous_keys_are_a_json_list_and_each_is_checked():
+    from transforms.keys import load_previous_hmac_keys, load_run_keys
+
+    env = {
+        "CONSENTGATE_HMAC_KEY": "current-key-material-42",
+        "CONSENTGATE_HMAC_PREVIOUS_KEYS": '["retired-key-material-41"]',
+    }
+    keys = load_run_keys(needs_encryption=False, environ=env)
+    assert [k.fingerprint for k in keys.hmac_ring().values()] == [
+        keys.hmac.fingerprint,
+        load_hmac_key({"CONSENTGATE_HMAC_KEY": "retired-key-material-41"}).fingerprint,
+    ]
+    assert keys.encryption is None and keys.describe()["encryption"] is None
+    for bad in ("retired-key", '["short"]', '{"a": "retired-key-material-41"}'):
+        with pytest.raises(MissingKeyError, match="CONSENTGATE_HMAC_PREVIOUS_KEYS"):
+            load_previous_hmac_keys({"CONSENTGATE_HMAC_PREVIOUS_KEYS": bad})
+
+
+def test_derived_keys_are_independent_of_the_key_and_of_each_other():
+    key = load_hmac_key({"CONSENTGATE_HMAC_KEY": "a-secret-value-of-some-length"})
+    shift, nonce = key.derive("date shift"), key.derive("aes-gcm nonce")
+    assert len({key.material, shift.material, nonce.material}) == 3
+    assert shift.material == key.derive("date shift").material
+    assert "a-secret" not in repr(shift)

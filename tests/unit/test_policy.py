@@ -99,3 +99,37 @@ def test_subject_key_must_stay_matchable_for_erasure(tmp_path):
     text = BASE.replace("customer_id: {consented: pseudonymize, anonymized: drop}", "customer_id: {consented: mask}")
     with pytest.raises(PolicyError, match="columns.customer_id: the subject key may only be kept, pseudonymised"):
         load_policy(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("quasi_identifiers: [zip]\n", "quasi_identifiers: 'zip' is not a declared column"),
+        ("quasi_identifiers: []\n", "quasi_identifiers: must be a non-empty list"),
+        ("quasi_identifiers: [ordered_at, ordered_at]\n", "names a column twice"),
+        ("quasi_identifiers: [ordered_at]\nk_min: 1\n", "k_min: 1 must be a whole number of at least 2"),
+        ("k_min: 5\n", "k_min: needs quasi_identifiers"),
+    ],
+)
+def test_k_anonymity_settings_are_checked(tmp_path, extra, message):
+    with pytest.raises(PolicyError, match=message):
+        load_policy(write(tmp_path, BASE + extra))
+
+
+def test_k_anonymity_defaults_to_five(tmp_path):
+    policy = load_policy(write(tmp_path, BASE + "quasi_identifiers: [ordered_at]\n"))
+    assert (policy.quasi_identifiers, policy.k_min) == (("ordered_at",), 5)
+    assert load_policy(write(tmp_path, BASE)).quasi_identifiers == ()
+
+
+@pytest.mark.parametrize("rule", ["encrypt", "date_shift:30", "mask:2"])
+def test_rules_that_link_to_a_subject_are_refused_in_anonymised_rows(tmp_path, rule):
+    text = BASE + f"  email: {{consented: {rule}, anonymized: {rule}}}\n"
+    with pytest.raises(PolicyError, match=r"columns.email.anonymized: .* links a row to its subject"):
+        load_policy(write(tmp_path, text))
+
+
+def test_only_a_policy_that_encrypts_needs_the_encryption_key(tmp_path):
+    assert not load_policy(write(tmp_path, BASE)).needs_encryption_key
+    text = BASE + "  email: {consented: encrypt, anonymized: drop}\n"
+    assert load_policy(write(tmp_path, text)).needs_encryption_key

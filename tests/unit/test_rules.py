@@ -66,3 +66,125 @@ def test_rules_declare_the_types_they_fit(spark):
     assert not parse_rule("generalize:year").fits(StringType())
     assert not parse_rule("generalize:bucket10").fits(StringType())
     assert parse_rule("generalize:bucket10").fits(IntegerType())
+
+
+def test_mask_keeps_the_declared_number_of_characters(spark):
+    values = ["+1-555-555-0100", "ab", "", None]
+    assert apply(spark, "mask:2", values, "string") == ["*************00", "ab", "", None]
+    assert apply(spark, "mask:0", values, "string") == ["***************", "**", "", None]
+
+
+def test_redact_replaces_every_value_with_one_token(spark):
+    assert apply(spark, "redact", ["Ann Lee", "", None], "string") == ["[REDACTED]", "[REDACTED]", None]
+
+
+def test_scrub_text_replaces_emails_phones_and_card_numbers_inside_text(spark):
+    values = [
+        "Call +44 20 7946 0958 or (555) 123-4567 x204 about order 12345 of 2026-11-29.",
+        "Mail ann.lee+shop@mail.example.co.uk; card 4111 1111 1111 1111, Amex 3782 822463 10005.",
+        "Paid with 4111111111111111 on 06 56 31 70 66; total 1234.56, 3 items.",
+        "nothing personal here",
+        None,
+    ]
+    assert apply(spark, "scrub_text", values, "string") == [
+        "Call [phone] or [phone] about order 12345 of 2026-11-29.",
+        "Mail [email]; card [card], Amex [card].",
+        "Paid with [card] on [phone]; total 1234.56, 3 items.",
+        "nothing personal here",
+        None,
+    ]
+
+
+def shifted(spark, rows, rule="date_shift:30", ddl="timestamp"):
+    """Applies date_shift to (subject, value) rows; returns (subject, before, after)."""
+    from transforms.keys import SecretKey
+
+    key = SecretKey(b"date-shift-test-key-0123", "1", "test")
+    shifter = Pseudonymizer(spark, key.derive("date shift"), tag="shift")
+    df = shifter.attach(spark.createDataFrame(rows, f"subject string, v {ddl}"))
+    context = RuleContext(date_shifter=shifter, subject=F.col("subject"))
+    dtype = df.schema["v"].dataType
+    out = df.select("subject", "v", parse_rule(rule).apply(F.col("v"), dtype, context).alias("out"))
+    return [(r.subject, r.v, r.out) for r in out.collect()]
+
+
+def test_date_shift_moves_all_of_a_subjects_dates_by_one_offset(spark):
+    base = datetime(2026, 6, 1, 12, 0)
+    rows = [(f"C{n % 40:04d}", base.replace(day=1 + n % 28, hour=n % 24)) for n in range(400)] + [("C0001", None)]
+    result = shifted(spark, rows)
+    offsets: dict[str, set] = {}
+    for subject, before, after in result:
+        if before is None:
+            assert after is None
+            continue
+        offsets.setdefault(subject, set()).add(after - before)
+    # One offset per subject (intervals between a subject's events survive), whole days,
+    # within the declared bound, and not the same offset for everyone.
+    assert all(len(deltas) == 1 for deltas in offsets.values())
+    deltas = [next(iter(d)) for d in offsets.values()]
+    assert all(d.seconds == 0 and -30 <= d.days <= 30 for d in deltas)
+    assert len(set(deltas)) > 10
+
+
+def test_date_shift_on_dates_matches_the_timestamp_offset(spark):
+    moments = shifted(spark, [("C1", datetime(2026, 6, 1, 0, 0)), ("C2", datetime(2026, 6, 1, 0, 0))])
+    days = shifted(spark, [("C1", date(2026, 6, 1)), ("C2", date(2026, 6, 1))], ddl="date")
+    assert [(m[2] - m[1]).days for m in moments] == [(d[2] - d[1]).days for d in days]
+
+
+def test_encrypt_is_aes_gcm_that_python_can_open_and_only_in_its_own_column(spark):
+    import base64
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from transforms.encryption import Encryptor
+    from transforms.keys import SecretKey
+
+    material = bytes(range(32))
+    encryptor = Encryptor(spark, SecretKey(material, "1", "test"))
+    values = ["ann@example.com", "", "Zoë 😀", "ann@example.com", None, "a long value, " * 20]
+    df = encryptor.attach(spark.createDataFrame([(v,) for v in values], "v string"))
+    context = RuleContext(encryptor=encryptor, column_name="email")
+    sealed = df.select("*", parse_rule("encrypt").apply(F.col("v"), df.schema["v"].dataType, context).alias("c"))
+    rows = sealed.select(
+        "v",
+        "c",
+        Encryptor.decrypt(F.col("c"), "email").alias("back"),
+        Encryptor.decrypt(F.col("c"), "phone").alias("elsewhere"),
+    ).collect()
+    assert [r.back for r in rows] == values
+    assert [r.elsewhere for r in rows] == [None] * 6
+    assert rows[0].c == rows[3].c  # deterministic: reruns publish the same bytes
+    assert rows[4].c is None
+    for row in rows[:4] + rows[5:]:
+        assert "\n" not in row.c
+        blob = base64.b64decode(row.c)
+        assert AESGCM(material).decrypt(blob[:12], blob[12:], b"email").decode() == row.v
+        assert row.v == "" or row.v not in row.c
+
+
+def test_unknown_rules_and_bad_arguments_are_refused():
+    from transforms.rules import RuleSyntaxError
+
+    for text, message in [
+        ("hash", "unknown rule 'hash'"),
+        ("mask:x", "not a number"),
+        ("date_shift", "largest shift"),
+        ("date_shift:0", "largest shift"),
+        ("redact:x", "takes no argument"),
+        ("encrypt:aes", "takes no argument"),
+    ]:
+        with pytest.raises(RuleSyntaxError, match=message):
+            parse_rule(text)
+
+
+def test_new_rules_declare_the_types_they_fit():
+    from pyspark.sql.types import ArrayType, DateType, LongType, StringType, StructType, TimestampType
+
+    assert parse_rule("date_shift:10").fits(DateType()) and parse_rule("date_shift:10").fits(TimestampType())
+    assert not parse_rule("date_shift:10").fits(StringType())
+    assert parse_rule("encrypt").fits(LongType()) and not parse_rule("encrypt").fits(DateType())
+    assert not parse_rule("scrub_text").fits(LongType()) and not parse_rule("redact").fits(DateType())
+    nested = [StructType(), ArrayType(StringType())]
+    assert all(parse_rule("keep").fits(t) and parse_rule("drop").fits(t) for t in nested)
+    assert not any(parse_rule(r).fits(t) for r in ("pseudonymize", "mask", "encrypt", "redact") for t in nested)
