@@ -35,11 +35,6 @@ class SliceExpectations:
     expectations: list
 
 
-def _rule_names(policy: Policy, column: str) -> set[str]:
-    declared = policy.column(column)
-    return {declared.consented.name, declared.anonymized.name}
-
-
 def build_suite(
     policy: Policy,
     output_columns: list[str],
@@ -71,19 +66,19 @@ def build_suite(
             consented.append(gxe.ExpectColumnValuesToBeNull(column=name))
         if column.anonymized.removes_value:
             anonymized.append(gxe.ExpectColumnValuesToBeNull(column=name))
-        # Free-text leaks: a string column whose raw value the policy never keeps must
-        # not carry an e-mail address or a phone number (pseudonyms and ciphertexts are
-        # checked by their own patterns). Scrubbed text is held to the scrubber's
-        # definition of a phone number, which leaves ISO dates alone.
-        rules = _rule_names(policy, name)
-        if name in string_columns and not rules & {"keep", "pseudonymize", "encrypt"}:
-            everything.append(gxe.ExpectColumnValuesToNotMatchRegex(column=name, regex=EMAIL_PATTERN))
-            if "scrub_text" in rules:
-                everything.extend(
-                    gxe.ExpectColumnValuesToNotMatchRegex(column=name, regex=pattern) for _, pattern in SCRUB_PATTERNS
+        # Free-text leaks, per slice and its own rule: a string value the policy neither
+        # keeps nor drops must not carry an e-mail address or a phone number
+        # (pseudonyms and ciphertexts are checked by their own patterns). Scrubbed text
+        # is held to the scrubber's definition of a phone number, which leaves ISO dates.
+        if name in string_columns:
+            for rule, slice_expectations in ((column.consented, consented), (column.anonymized, anonymized)):
+                if rule.name in ("keep", "drop", "pseudonymize", "encrypt"):
+                    continue
+                slice_expectations.append(gxe.ExpectColumnValuesToNotMatchRegex(column=name, regex=EMAIL_PATTERN))
+                patterns = [p for _, p in SCRUB_PATTERNS] if rule.name == "scrub_text" else [PHONE_PATTERN]
+                slice_expectations.extend(
+                    gxe.ExpectColumnValuesToNotMatchRegex(column=name, regex=pattern) for pattern in patterns
                 )
-            else:
-                everything.append(gxe.ExpectColumnValuesToNotMatchRegex(column=name, regex=PHONE_PATTERN))
 
     event_time = policy.column(policy.event_time)
     if policy.retention_days is not None and event_time is not None and event_time.consented.name == "keep":

@@ -178,6 +178,15 @@ def cmd_decrypt(args) -> int:
     return 0
 
 
+def cmd_rollback(args) -> int:
+    from transforms.versions import rollback
+
+    lake = _lake(args)
+    entry = rollback(_spark(lake, "rollback", args.dataset), lake, args.dataset, args.to, args.reason)
+    _say("rolled_back", dataset=args.dataset, to=entry["to"], previous=entry["from"], judged_at=entry["judged_at"])
+    return 0
+
+
 def cmd_status(args) -> int:
     """What the last run of a dataset did, and where its outputs are."""
     from transforms.publish import current_path
@@ -250,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     decrypt.add_argument("--reason", required=True, help="ticket or request reference, for the decryption log")
     decrypt.add_argument("--version", help="default: the current version")
     decrypt.set_defaults(handler=cmd_decrypt)
+
+    rollback = commands.add_parser("rollback", help="make a retained version of clean.<dataset> current again")
+    rollback.add_argument("--dataset", required=True)
+    rollback.add_argument("--lake", required=True)
+    rollback.add_argument("--to", required=True, help="the version (a folder under clean/<dataset>/)")
+    rollback.add_argument("--reason", required=True, help="why, for reports/<dataset>/rollbacks.jsonl")
+    rollback.set_defaults(handler=cmd_rollback)
 
     status = commands.add_parser("status", help="summarise a dataset's last run report")
     status.add_argument("--lake", required=True)

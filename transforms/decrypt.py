@@ -23,7 +23,7 @@ from transforms.fs import exists
 from transforms.key_continuity import read_keys_marker
 from transforms.keys import ENCRYPTION_KEY_ENV, SecretKey
 from transforms.lake import Lake
-from transforms.policy import Policy
+from transforms.policy import STATE_COLUMN, Policy
 from transforms.publish import current_version
 from transforms.storage import read_text, restrict_to_owner, write_text
 
@@ -65,9 +65,14 @@ def run_decrypt(
     if not columns:
         raise ConsentgateError(f"{policy.path}: no column of this policy is encrypted")
     encryptor = Encryptor(spark, key)
+    # Only consented rows hold ciphertexts; anonymised rows hold their own rule's value.
+    consented = F.col(STATE_COLUMN) == "consented"
     opened = encryptor.attach(rows).select(
-        *[Encryptor.decrypt(F.col(c), c).alias(c) if c in columns else F.col(c) for c in rows.columns],
-        *[F.col(c).isNotNull().alias(f"_cg_sealed_{c}") for c in columns],
+        *[
+            F.when(consented, Encryptor.decrypt(F.col(c), c)).otherwise(F.col(c)).alias(c) if c in columns else F.col(c)
+            for c in rows.columns
+        ],
+        *[(consented & F.col(c).isNotNull()).alias(f"_cg_sealed_{c}") for c in columns],
     )
     failed = reduce(lambda a, b: a | b, [F.col(f"_cg_sealed_{c}") & F.col(c).isNull() for c in columns])
     not_opened = opened.filter(failed).count()

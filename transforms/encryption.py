@@ -1,10 +1,11 @@
 """The ``encrypt`` rule: reversible AES-256-GCM from Spark's built-in ``aes_encrypt``.
 
 The key rides in a broadcast one-row DataFrame, like the HMAC pads, never as a literal.
-The 12-byte nonce is the HMAC of the value under a key derived from the encryption key
-(a synthetic IV): the same value encrypts to the same text, so reruns publish identical
-bytes and equal values stay joinable, as they are with pseudonyms; two different values
-never share a nonce. The column's name is the GCM additional data, so a ciphertext
+The 12-byte nonce is the HMAC of the column name and the value under a key derived from
+the encryption key (a synthetic IV): the same value in the same column encrypts to the
+same text, so reruns publish identical bytes and equal values stay joinable, as they
+are with pseudonyms; two different values, or one value in two columns, never share a
+nonce. The column's name is the GCM additional data, so a ciphertext
 moved to another column does not decrypt. A cell holds base64(nonce || ciphertext || tag).
 """
 
@@ -39,7 +40,10 @@ class Encryptor:
 
     def encrypt(self, value: Column, column_name: str) -> Column:
         text = value.cast("string")
-        nonce = F.substring(self._nonces.hmac_binary(text), 1, GCM_NONCE_BYTES)
+        # The column's name is in the nonce's input too: one value in two columns must
+        # not give two messages under one key and nonce.
+        nonce_input = F.concat(F.lit(column_name + "\u0000"), text)
+        nonce = F.substring(self._nonces.hmac_binary(nonce_input), 1, GCM_NONCE_BYTES)
         sealed = F.aes_encrypt(text, F.col(_AES_KEY), F.lit("GCM"), F.lit("DEFAULT"), nonce, F.lit(column_name))
         # Spark's base64 may break lines every 76 characters (spark.sql.chunkBase64String.enabled).
         return F.regexp_replace(F.base64(sealed), r"[\r\n]", "")

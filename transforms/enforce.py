@@ -29,6 +29,7 @@ from transforms.keys import RunKeys
 from transforms.lake import Lake, judged_at_marker, judgement_instant
 from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
+from transforms.quarantine import expire_quarantine
 from transforms.reasons import ACTION, REASON, Action, Reason, action_code, action_for, reason_code
 from transforms.rules import NESTED_TYPES, TEMPORAL_TYPES, RuleContext, type_family
 from transforms.storage import restrict_to_owner, write_json, write_text
@@ -219,6 +220,7 @@ def run_enforce(
     from transforms.publish import current_version
 
     rotations = check_key_continuity(lake, policy.dataset, current_version(lake, policy.dataset), keys)
+    expired_quarantine = expire_quarantine(spark, lake, policy)
     pseudonymizer = Pseudonymizer(spark, keys.hmac)
     ring = keys.hmac_ring()
     erasure = erasure_state(spark, lake, policy, run_date, pseudonymizer, ring)
@@ -305,6 +307,7 @@ def run_enforce(
             "staging_path": staging_path,
             "quarantine_path": quarantine_path,
             "quarantine_rows_withheld_for_erasure": withheld,
+            "quarantine_expired": expired_quarantine,
             "seconds": result.seconds,
         },
     )

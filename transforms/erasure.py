@@ -32,7 +32,7 @@ from transforms import schemas
 from transforms.consent import SUBJECT, instant
 from transforms.errors import MissingKeyError
 from transforms.fs import exists, list_dirs, move, remove
-from transforms.key_continuity import read_keys_marker
+from transforms.key_continuity import fingerprint_of, recorded_keys
 from transforms.keys import PREVIOUS_KEYS_ENV, SecretKey
 from transforms.lake import Lake, judgement_instant, output_markers
 from transforms.policy import Policy
@@ -41,6 +41,7 @@ from transforms.storage import read_text, write_text
 from transforms.subjects import normalize_subject
 
 SUBJECT_HASH = "_cg_subject_hash"
+_UNCHANGED = object()  # a folder this run has nothing to purge from
 KEY_FINGERPRINT = "key_fingerprint"
 TOMBSTONE_COLUMNS = f"{SUBJECT_HASH} string, erased_at timestamp, {KEY_FINGERPRINT} string"
 
@@ -62,27 +63,28 @@ def request_hashes(requests: DataFrame, policy: Policy, run_date: date, pseudony
     return hashed.groupBy(SUBJECT_HASH).agg(F.min("erased_at").alias("erased_at"))
 
 
-def _read_fail_closed(spark: SparkSession, path: str) -> DataFrame | None:
+def _read_fail_closed(spark: SparkSession, path: str, schema: str | None = None) -> DataFrame | None:
     """Absent is fine; present but unreadable stops the run (it would un-erase subjects)."""
-    return schemas.read_parquet(spark, path, required=False, empty_is_absent=False)
+    return schemas.read_parquet(spark, path, required=False, empty_is_absent=False, schema=schema)
 
 
-def _tombstone_rows(found: DataFrame, legacy_fingerprint: str) -> DataFrame:
-    if KEY_FINGERPRINT not in found.columns:
-        # Written before tombstones recorded their key, when a lake only ever had one key.
-        found = found.withColumn(KEY_FINGERPRINT, F.lit(None).cast("string"))
-    fingerprint = F.coalesce(F.col(KEY_FINGERPRINT), F.lit(legacy_fingerprint)).alias(KEY_FINGERPRINT)
-    return found.select(SUBJECT_HASH, "erased_at", fingerprint)
-
-
-def read_tombstones(spark: SparkSession, lake: Lake, legacy_fingerprint: str, dataset: str | None = None) -> DataFrame:
-    """One dataset's tombstones, or (``dataset=None``) those of every dataset."""
+def read_tombstones(spark: SparkSession, lake: Lake, dataset: str | None = None) -> DataFrame:
+    """One dataset's tombstones, or (``dataset=None``) those of every dataset. Tombstones
+    written before they recorded their key have a null ``key_fingerprint``."""
     every = spark.createDataFrame([], TOMBSTONE_COLUMNS)
     for name in [dataset] if dataset is not None else list_dirs(spark, lake.tombstones):
-        found = _read_fail_closed(spark, lake.tombstones_of(name))
+        if not exists(spark, lake.tombstones_of(name)):
+            continue
+        found = _read_fail_closed(spark, lake.tombstones_of(name), TOMBSTONE_COLUMNS)
         if found is not None:
-            every = every.unionByName(_tombstone_rows(found, legacy_fingerprint))
+            every = every.unionByName(found.select(SUBJECT_HASH, "erased_at", KEY_FINGERPRINT))
     return every
+
+
+def _made_with(fingerprint: str):
+    """Tombstones made with the key of ``fingerprint``, or with an unrecorded key (which
+    might be any key, so they are matched under every key the run has)."""
+    return (F.col(KEY_FINGERPRINT) == fingerprint) | F.col(KEY_FINGERPRINT).isNull()
 
 
 @dataclass
@@ -115,8 +117,11 @@ def erasure_state(
     requests = _read_fail_closed(spark, lake.erasure_requests)
     if requests is not None:
         schemas.require_columns(requests, lake.erasure_requests, schemas.ERASURE_COLUMNS)
-    tombstones = read_tombstones(spark, lake, current).cache()
-    fingerprints = sorted(row[0] for row in tombstones.select(KEY_FINGERPRINT).distinct().collect())
+    tombstones = read_tombstones(spark, lake).cache()
+    recorded = [row[0] for row in tombstones.select(KEY_FINGERPRINT).distinct().collect()]
+    fingerprints = sorted(f for f in recorded if f is not None)
+    if None in recorded:
+        fingerprints = sorted(set(fingerprints) | set(ring))
     for fingerprint in fingerprints:
         if fingerprint not in ring:
             raise MissingKeyError(
@@ -126,20 +131,20 @@ def erasure_state(
 
     def erased_under(key_pseudonymizer: Pseudonymizer) -> DataFrame:
         fingerprint = key_pseudonymizer.key.fingerprint
-        erased = tombstones.filter(F.col(KEY_FINGERPRINT) == fingerprint).select(SUBJECT_HASH, "erased_at")
+        erased = tombstones.filter(_made_with(fingerprint)).select(SUBJECT_HASH, "erased_at")
         if requests is not None:
             erased = erased.unionByName(request_hashes(requests, policy, run_date, key_pseudonymizer))
         return erased.groupBy(SUBJECT_HASH).agg(F.min("erased_at").alias("erased_at"))
 
     erased = erased_under(pseudonymizer).cache()
-    own = read_tombstones(spark, lake, current, policy.dataset).filter(F.col(KEY_FINGERPRINT) == current)
+    own = read_tombstones(spark, lake, policy.dataset).filter(_made_with(current))
     # Materialised now: the tombstones this run appends must not change what it calls new.
     new = erased.join(own.select(SUBJECT_HASH), on=SUBJECT_HASH, how="left_anti").cache()
     new.count()
     retired = [
         (
             Pseudonymizer(spark, ring[fingerprint], tag=f"retired{index}"),
-            tombstones.filter(F.col(KEY_FINGERPRINT) == fingerprint).select(SUBJECT_HASH).distinct(),
+            tombstones.filter(_made_with(fingerprint)).select(SUBJECT_HASH).distinct(),
         )
         for index, fingerprint in enumerate(f for f in fingerprints if f != current)
     ]
@@ -219,25 +224,30 @@ def purge_published(
 
     from transforms.publish import current_version, repoint_current
 
+    def keep_for(folder: str, version: str):
+        """The filter that purges ``folder`` with the key it was made with; None when the
+        run does not have that key (or nobody recorded it)."""
+        made_with = fingerprint_of(recorded_keys(lake, policy.dataset, folder, version), "hmac")
+        if made_with == current_key:
+            return keep_published(new_hashes, pseudonymizer) if has_new else _UNCHANGED
+        if made_with in ring:
+            retired = Pseudonymizer(spark, ring[made_with], tag="folder_key")
+            return keep_published(state.erased_under(retired).select(SUBJECT_HASH).cache(), retired)
+        return None
+
     current = current_version(lake, policy.dataset)
     versions = list_dirs(spark, lake.clean(policy.dataset))
     for version in versions:
         folder = lake.clean_version(policy.dataset, version)
-        marker = read_keys_marker(folder) or {}
-        version_key = (marker.get("hmac") or {}).get("fingerprint", current_key)
-        if version_key == current_key:
-            if not has_new:
-                continue
-            keep = keep_published(new_hashes, pseudonymizer)
-        elif version_key in ring:
-            retired = Pseudonymizer(spark, ring[version_key], tag="version_key")
-            keep = keep_published(state.erased_under(retired).select(SUBJECT_HASH).cache(), retired)
-        elif version != current:
-            remove(spark, folder)
+        keep = keep_for(folder, version)
+        if keep is _UNCHANGED:
+            continue
+        if keep is None:
+            if version == current:
+                raise MissingKeyError(f"{folder}: made with a key this run does not have; it cannot be purged")
+            remove(spark, folder)  # nothing could ever purge it
             state.retired_versions.append(version)
             continue
-        else:
-            raise MissingKeyError(f"{folder}: made with key fingerprint {version_key}, which this run does not have")
         # A name no folder has: a purge repeated after a crash never overwrites a live one.
         purged = next(
             f"{version}.erased{n or ''}"
@@ -253,22 +263,33 @@ def purge_published(
             repoint_current(spark, lake, policy.dataset, purged)
             remove(spark, folder)
             state.purged_versions.append(purged)
-    if not has_new:
-        return
 
-    keep_new = keep_published(new_hashes, pseudonymizer)
-    for run in list_dirs(spark, lake.path("staging", policy.dataset)):
-        folder = lake.staging_data(policy.dataset, run)
-        if _purge_in_place(spark, folder, keep_new, f"{folder}.erased"):
-            state.purged_staging.append(run)
+    # Unpublished outputs: a staged output or failed output made with a key the run does
+    # not have is removed (it is not published, and nothing could purge it later).
+    unpublished = [
+        (lake.staging_data(policy.dataset, run), run, state.purged_staging, run)
+        for run in list_dirs(spark, lake.path("staging", policy.dataset))
+    ] + [
+        (lake.failed_output(policy.dataset, run), run, state.purged_quarantine, f"{run}/failed_output")
+        for run in list_dirs(spark, lake.quarantine(policy.dataset))
+    ]
+    for folder, run, purged_list, label in unpublished:
+        if not exists(spark, folder):
+            continue
+        keep = keep_for(folder, run)
+        if keep is _UNCHANGED:
+            continue
+        if keep is None:
+            remove(spark, folder)
+            purged_list.append(label)
+        elif _purge_in_place(spark, folder, keep, f"{folder}.erased"):
+            purged_list.append(label)
 
-    for run in list_dirs(spark, lake.quarantine(policy.dataset)):
-        for folder, keep in (
-            (lake.quarantine_rows(policy.dataset, run), keep_raw),
-            (lake.failed_output(policy.dataset, run), keep_new),
-        ):
-            if _purge_in_place(spark, folder, keep, f"{folder}.erased"):
-                state.purged_quarantine.append(f"{run}/{folder.rsplit('/', 1)[-1]}")
+    if has_new:
+        for run in list_dirs(spark, lake.quarantine(policy.dataset)):
+            folder = lake.quarantine_rows(policy.dataset, run)
+            if _purge_in_place(spark, folder, keep_raw, f"{folder}.erased"):
+                state.purged_quarantine.append(f"{run}/rows")
 
 
 def record_tombstones(lake: Lake, dataset: str, state: ErasureState, fingerprint: str) -> None:

@@ -41,3 +41,9 @@ def list_dirs(spark: SparkSession, path: str) -> list[str]:
     if not fs.exists(hadoop_path):
         return []
     return sorted(status.getPath().getName() for status in fs.listStatus(hadoop_path) if status.isDirectory())
+
+
+def modified_at(spark: SparkSession, path: str) -> float:
+    """The path's modification time, in seconds since the epoch."""
+    hadoop_path, fs = _filesystem(spark, path)
+    return fs.getFileStatus(hadoop_path).getModificationTime() / 1000.0

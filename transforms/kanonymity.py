@@ -2,9 +2,10 @@
 
 An anonymised row is published with the ``anonymized`` rules of the policy's
 ``quasi_identifiers`` applied (e.g. a zip prefix, a birth year, a month). Every
-combination of those published values must be shared by at least ``k_min`` anonymised
-rows of the run; the rows of a smaller group are suppressed (dropped) with reason
-``k_anonymity_suppressed``, so no anonymised row stands out by its combination.
+combination of those published values must be shared by the anonymised rows of at
+least ``k_min`` different subjects in the run (people, not rows: one customer's ten
+orders are one person); the rows of a smaller group are suppressed (dropped) with
+reason ``k_anonymity_suppressed``, so no anonymised row stands out by its combination.
 Nulls count as a value: two rows with a null zip prefix are in the same group.
 """
 
@@ -15,6 +16,7 @@ from functools import reduce
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from transforms.consent import SUBJECT
 from transforms.policy import Policy
 from transforms.reasons import ACTION, REASON, Action, Reason, action_code
 from transforms.rules import RuleContext
@@ -42,8 +44,8 @@ def suppress_small_groups(judged: DataFrame, policy: Policy) -> DataFrame:
     small_groups = (
         judged.filter(anonymized)
         .groupBy(*quasi)
-        .count()
-        .filter(F.col("count") < policy.k_min)
+        .agg(F.countDistinct(SUBJECT).alias("subjects"))
+        .filter(F.col("subjects") < policy.k_min)
         .select(*[F.col(q).alias(f"{q}_small") for q in quasi], F.lit(True).alias(_SMALL))
         .cache()  # read by every action on the result; small next to the judged rows
     )

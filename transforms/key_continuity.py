@@ -24,7 +24,7 @@ from transforms.errors import MissingKeyError
 from transforms.fs import list_dirs
 from transforms.keys import PREVIOUS_KEYS_ENV, RunKeys
 from transforms.lake import Lake, keys_marker
-from transforms.storage import read_text, write_text
+from transforms.storage import read_json, read_text, write_text
 
 
 def write_keys_marker(output_folder: str, keys: RunKeys) -> None:
@@ -36,19 +36,36 @@ def read_keys_marker(output_folder: str) -> dict | None:
     return json.loads(text) if text else None
 
 
-def _fingerprint(marker: dict | None, kind: str) -> str | None:
+def recorded_keys(lake: Lake, dataset: str, folder: str, version: str) -> dict | None:
+    """The keys a staged or published folder was made with: its ``_keys.json``, or, for a
+    folder written before those markers, the key its run's enforce step recorded."""
+    marker = read_keys_marker(folder)
+    if marker is not None:
+        return marker
+    run_id = version  # a version is its run id, maybe with ".2" or ".erased" appended
+    while True:
+        state = read_json(lake.step_state(dataset, run_id, "enforce"))
+        if state and state.get("key_fingerprint"):
+            return {"hmac": {"version": state.get("key_version"), "fingerprint": state["key_fingerprint"]}}
+        if "." not in run_id:
+            return None
+        run_id = run_id.rsplit(".", 1)[0]
+
+
+def fingerprint_of(marker: dict | None, kind: str) -> str | None:
     described = (marker or {}).get(kind)
     return described["fingerprint"] if described else None
 
 
 def check_key_continuity(lake: Lake, dataset: str, current_version: str | None, keys: RunKeys) -> dict:
-    """``{kind: {"from": ..., "to": ...}}`` for each rotated key; raises on a silent change."""
+    """``{kind: {"from": ..., "to": ...}}`` for each rotated key; raises on a silent change,
+    and when the current version has no record of its keys (nothing could tell)."""
     if current_version is None:
         return {}
     folder = lake.clean_version(dataset, current_version)
-    published = read_keys_marker(folder)
+    published = recorded_keys(lake, dataset, folder, current_version)
     if published is None:
-        return {}
+        raise MissingKeyError(f"{folder}: no record of the keys it was made with; remove or republish it")
     rotations = {}
     for kind, described in keys.describe().items():
         before = published.get(kind)
@@ -71,15 +88,35 @@ def check_key_continuity(lake: Lake, dataset: str, current_version: str | None, 
 
 def versions_keyed_otherwise(spark: SparkSession, lake: Lake, dataset: str, described: dict) -> list[str]:
     """Retained versions whose pseudonyms or ciphertexts were made with other keys than
-    ``described`` (a ``_keys.json`` marker)."""
+    ``described`` (a ``_keys.json`` marker), or with keys nobody recorded."""
     stale = []
     for version in list_dirs(spark, lake.clean(dataset)):
-        marker = read_keys_marker(lake.clean_version(dataset, version))
+        marker = recorded_keys(lake, dataset, lake.clean_version(dataset, version), version)
         if marker is None:
+            stale.append(version)
             continue
         for kind in ("hmac", "encryption"):
-            mine, theirs = _fingerprint(described, kind), _fingerprint(marker, kind)
+            mine, theirs = fingerprint_of(described, kind), fingerprint_of(marker, kind)
             if mine and theirs and mine != theirs:
                 stale.append(version)
                 break
     return stale
+
+
+def check_publishable_keys(staged: dict | None, current: dict | None, rotations: dict, where: str) -> None:
+    """A staged output may replace the current version only with the same keys, or with
+    the keys its own run rotated to from exactly the current version's."""
+    if current is None:
+        return
+    if staged is None:
+        raise MissingKeyError(f"{where}: no record of the keys it was made with; run the enforce step again")
+    for kind in ("hmac", "encryption"):
+        mine, theirs = fingerprint_of(staged, kind), fingerprint_of(current, kind)
+        if mine is None or theirs is None or mine == theirs:
+            continue
+        rotated_from = ((rotations or {}).get(kind) or {}).get("from", {}).get("fingerprint")
+        if rotated_from != theirs:
+            raise MissingKeyError(
+                f"{where}: made with {kind} key fingerprint {mine}, the current version with {theirs}, "
+                "and its run did not rotate from that key; run the enforce step again"
+            )

@@ -56,8 +56,12 @@ _OPTIONAL_KEYS = (
     "tcf",
     "quasi_identifiers",
     "k_min",
+    "keep_versions",
+    "quarantine_retention_days",
 )
 DEFAULT_K_MIN = 5
+DEFAULT_KEEP_VERSIONS = 5
+DEFAULT_QUARANTINE_RETENTION_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ class Policy:
     tcf: TcfMapping | None = None
     quasi_identifiers: tuple[str, ...] = ()
     k_min: int = DEFAULT_K_MIN
+    keep_versions: int = DEFAULT_KEEP_VERSIONS
+    quarantine_retention_days: int = DEFAULT_QUARANTINE_RETENTION_DAYS
 
     @property
     def output_columns(self) -> tuple[ColumnPolicy, ...]:
@@ -207,6 +213,13 @@ def _parse_k_anonymity(path: str, raw: dict, declared: set[str]) -> tuple[tuple[
     return tuple(quasi), k_min
 
 
+def _positive_int(path: str, raw: dict, key: str, default: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(path, key, f"{value!r} must be a whole number of at least 1")
+    return value
+
+
 def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
     if not isinstance(raw, dict):
         raise PolicyError(f"{path}: the policy must be a YAML mapping")
@@ -243,6 +256,16 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
     if not isinstance(columns_raw, dict) or not columns_raw:
         raise _fail(path, "columns", "must be a non-empty mapping of column name to rule")
     columns = tuple(_parse_column(path, name, spec, raw["subject_key"]) for name, spec in columns_raw.items())
+    subject = next((c for c in columns if c.name == raw["subject_key"]), None)
+    linking = next((c for c in columns if c.consented.links_to_subject and c.name != raw["subject_key"]), None)
+    if linking is not None and (subject is None or subject.consented.removes_value):
+        # Erasure finds a subject's published rows by the subject key.
+        raise _fail(
+            path,
+            f"columns.{raw['subject_key']}",
+            f"the subject key must be kept or pseudonymised in consented rows when {linking.name!r} "
+            f"uses {linking.consented.text!r}, or an erased subject's values could not be found",
+        )
     quasi_identifiers, k_min = _parse_k_anonymity(path, raw, {c.name for c in columns})
     return Policy(
         path=path,
@@ -263,6 +286,10 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
         tcf=tcf,
         quasi_identifiers=quasi_identifiers,
         k_min=k_min,
+        keep_versions=_positive_int(path, raw, "keep_versions", DEFAULT_KEEP_VERSIONS),
+        quarantine_retention_days=_positive_int(
+            path, raw, "quarantine_retention_days", DEFAULT_QUARANTINE_RETENTION_DAYS
+        ),
     )
 
 

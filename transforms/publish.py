@@ -5,7 +5,8 @@ The staged folder is moved (not rewritten) to ``clean/<dataset>/<version>/``, so
 analysts read is byte for byte what was validated. The catalog table is then pointed
 at it with ``ALTER TABLE ... SET LOCATION`` and the ``CURRENT`` pointer file (for
 readers without Spark) is replaced last: a reader sees the old version or the new one,
-never a mix. Earlier versions stay in place.
+never a mix. The policy's ``keep_versions`` newest versions stay in place (see
+``versions``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,17 @@ from pyspark.sql import SparkSession
 
 from transforms.errors import StepStateError
 from transforms.fs import exists, move, remove
-from transforms.key_continuity import read_keys_marker, versions_keyed_otherwise
+from transforms.key_continuity import (
+    check_publishable_keys,
+    read_keys_marker,
+    recorded_keys,
+    versions_keyed_otherwise,
+)
 from transforms.lake import Lake, judged_at_marker
 from transforms.policy import Policy
 from transforms.steps import load_step, save_step
 from transforms.storage import read_text, write_text
+from transforms.versions import prune_versions
 
 DATABASE = "clean"
 
@@ -101,11 +108,19 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
                 f"run {run_id} was judged at {enforce_state['judged_at']}, before the current version "
                 f"{previous} ({current_t.strip()}): an older judgement is not published"
             )
+    if previous is not None:
+        check_publishable_keys(
+            read_keys_marker(staged),
+            recorded_keys(lake, policy.dataset, lake.clean_version(policy.dataset, previous), previous),
+            enforce_state.get("key_rotation") or {},
+            staged,
+        )
     version = _free_version(spark, lake, policy.dataset, run_id)
     target = lake.clean_version(policy.dataset, version)
     move(spark, staged, target)
     repoint_current(spark, lake, policy.dataset, version)
     retired = retire_versions_of_other_keys(spark, lake, policy.dataset, version)
+    pruned = prune_versions(spark, lake, policy.dataset, version, policy.keep_versions)
     state = {
         "ok": True,
         "published": True,
@@ -113,6 +128,7 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
         "previous_version": previous,
         "published_path": target,
         "retired_versions": retired,
+        "removed_versions": pruned,
         "table": table_name(policy.dataset),
         "seconds": round(time.monotonic() - started, 3),
     }

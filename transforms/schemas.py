@@ -25,15 +25,17 @@ ERASURE_COLUMNS = {
 
 
 def read_parquet(
-    spark: SparkSession, path: str, required: bool = True, empty_is_absent: bool = True
+    spark: SparkSession, path: str, required: bool = True, empty_is_absent: bool = True, schema: str | None = None
 ) -> DataFrame | None:
     """The Parquet dataset at ``path``; None when it is absent and not required.
 
     With ``empty_is_absent=False`` a folder that exists but holds no readable Parquet
-    (e.g. what a crashed append leaves) is an error, not "nothing there".
+    (e.g. what a crashed append leaves) is an error, not "nothing there". With a
+    ``schema``, files written before a column existed read it as null (Spark would
+    otherwise take the schema of whichever file it reads first).
     """
     try:
-        return spark.read.parquet(path)
+        return (spark.read if schema is None else spark.read.schema(schema)).parquet(path)
     except AnalysisException as err:
         condition = err.getCondition() or ""
         absent = condition == "PATH_NOT_FOUND" or (empty_is_absent and condition == "UNABLE_TO_INFER_SCHEMA")

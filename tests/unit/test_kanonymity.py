@@ -6,6 +6,7 @@ from datetime import date
 
 from pyspark.sql import functions as F
 
+from transforms.consent import SUBJECT
 from transforms.kanonymity import quasi_identifier_values, suppress_small_groups
 from transforms.policy import parse_policy
 from transforms.reasons import ACTION, REASON
@@ -45,10 +46,17 @@ def test_anonymised_rows_in_groups_smaller_than_k_are_suppressed(spark):
         # alone -> suppressed; a dropped row is never re-judged
         ("d1", "99999", date(2000, 1, 1), "no_consent", "anonymized"),
         ("e1", "99999", date(2000, 1, 1), "retention_expired", "dropped"),
+        # one person's three rows are one person, not three -> suppressed
+        ("f1", "55555", date(1970, 1, 1), "no_consent", "anonymized"),
+        ("f1", "55500", date(1970, 2, 1), "no_consent", "anonymized"),
+        ("f1", "55511", date(1970, 3, 1), "no_consent", "anonymized"),
     ]
-    judged = spark.createDataFrame(rows, f"id string, zip string, born date, {REASON} string, {ACTION} string")
+    judged = spark.createDataFrame(
+        rows, f"id string, zip string, born date, {REASON} string, {ACTION} string"
+    ).withColumn(SUBJECT, F.col("id"))
     with_values = quasi_identifier_values(judged, policy, RuleContext(), {})
     result = {r.id: (r[REASON], r[ACTION]) for r in suppress_small_groups(with_values, policy).collect()}
+    assert suppress_small_groups(with_values, policy).count() == len(rows)
     suppressed = ("k_anonymity_suppressed", "dropped")
     assert result == {
         "a1": ("no_consent", "anonymized"),
@@ -62,6 +70,7 @@ def test_anonymised_rows_in_groups_smaller_than_k_are_suppressed(spark):
         "c3": ("no_consent", "anonymized"),
         "d1": suppressed,
         "e1": ("retention_expired", "dropped"),
+        "f1": suppressed,
     }
     assert set(suppress_small_groups(with_values, policy).columns) == set(judged.columns)
     assert suppress_small_groups(with_values, policy).filter(F.col(REASON).isNull()).count() == 0

@@ -133,3 +133,18 @@ def test_only_a_policy_that_encrypts_needs_the_encryption_key(tmp_path):
     assert not load_policy(write(tmp_path, BASE)).needs_encryption_key
     text = BASE + "  email: {consented: encrypt, anonymized: drop}\n"
     assert load_policy(write(tmp_path, text)).needs_encryption_key
+
+
+def test_a_column_linked_to_its_subject_needs_a_matchable_subject_key(tmp_path):
+    text = BASE.replace("customer_id: {consented: pseudonymize, anonymized: drop}", "customer_id: drop")
+    with pytest.raises(PolicyError, match="columns.customer_id: the subject key must be kept or pseudonymised"):
+        load_policy(write(tmp_path, text + "  email: {consented: encrypt, anonymized: drop}\n"))
+    load_policy(write(tmp_path, text + "  email: {consented: redact, anonymized: drop}\n"))
+
+
+@pytest.mark.parametrize("key", ["keep_versions", "quarantine_retention_days"])
+def test_retention_counts_are_positive_whole_numbers(tmp_path, key):
+    assert getattr(load_policy(write(tmp_path, BASE + f"{key}: 3\n")), key) == 3
+    for bad in ("0", "-1", "two", "true"):
+        with pytest.raises(PolicyError, match=f"{key}: .* must be a whole number of at least 1"):
+            load_policy(write(tmp_path, BASE + f"{key}: {bad}\n"))

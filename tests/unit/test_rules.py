@@ -155,6 +155,9 @@ def test_encrypt_is_aes_gcm_that_python_can_open_and_only_in_its_own_column(spar
     assert [r.back for r in rows] == values
     assert [r.elsewhere for r in rows] == [None] * 6
     assert rows[0].c == rows[3].c  # deterministic: reruns publish the same bytes
+    other_column = context.for_column("phone")
+    in_phone = df.select(parse_rule("encrypt").apply(F.col("v"), df.schema["v"].dataType, other_column).alias("c"))
+    assert in_phone.collect()[0].c[:16] != rows[0].c[:16]  # another column, another nonce
     assert rows[4].c is None
     for row in rows[:4] + rows[5:]:
         assert "\n" not in row.c

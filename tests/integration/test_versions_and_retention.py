@@ -1,0 +1,87 @@
+"""Retained versions, rollback and quarantine retention, on a small generated lake."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ORDERS_POLICY, TEST_KEY
+from tests.lakecheck import current_version_dir, read_rows
+from transforms.cli import main
+from transforms.generate import generate_lake
+from transforms.lake import Lake
+
+pytestmark = pytest.mark.integration
+RUN_DATE = date(2026, 11, 28)
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CONSENTGATE_HMAC_KEY", TEST_KEY)
+        lake = Lake.at(str(tmp_path_factory.mktemp("versions_lake")))
+        generate_lake(spark, lake, customers=150, orders=1200, seed=31, run_date=RUN_DATE)
+        yield lake
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("versions_policies") / "orders.yml"
+    path.write_text(ORDERS_POLICY.read_text() + "keep_versions: 2\nquarantine_retention_days: 7\n")
+    return path
+
+
+def run(lake, policy_file, run_id, run_date="2026-11-28") -> dict:
+    args = ["run", "--policy", str(policy_file), "--lake", lake.root, "--run-date", run_date, "--run-id", run_id]
+    assert main(args) == 0
+    return json.loads(Path(lake.report_json("orders", run_id)).read_text())
+
+
+def versions(lake) -> list[str]:
+    return sorted(p.name for p in (Path(lake.root) / "clean" / "orders").iterdir() if p.is_dir())
+
+
+def test_only_the_newest_versions_are_kept_and_a_rollback_restores_one(spark, lake, policy_file, capsys):
+    run(lake, policy_file, "day1", "2026-11-26")
+    run(lake, policy_file, "day2", "2026-11-27")
+    report = run(lake, policy_file, "day3", "2026-11-28")
+    assert versions(lake) == ["day2", "day3"]
+    assert report["removed_versions"] == ["day1"]
+    day2_rows = read_rows(Path(lake.root) / "clean" / "orders" / "day2")
+
+    capsys.readouterr()
+    assert main(["rollback", "--dataset", "orders", "--lake", lake.root, "--to", "day1", "--reason", "x"]) == 2
+    assert "no such version (retained: day2, day3)" in capsys.readouterr().err
+    assert main(["rollback", "--dataset", "orders", "--lake", lake.root, "--to", "day2", "--reason", "INC-7"]) == 0
+    assert current_version_dir(lake.root, "orders").name == "day2"
+    assert sorted(map(str, spark.table("clean.orders").collect())) == sorted(
+        map(str, spark.read.parquet(str(Path(lake.root) / "clean" / "orders" / "day2")).collect())
+    )
+    assert len(read_rows(current_version_dir(lake.root, "orders"))) == len(day2_rows)
+    log = [json.loads(x) for x in (Path(lake.root) / "reports" / "orders" / "rollbacks.jsonl").read_text().splitlines()]
+    assert [(e["from"], e["to"], e["reason"]) for e in log] == [("day3", "day2", "INC-7")]
+
+    # The next run judges afresh and publishes over the rolled-back version.
+    run(lake, policy_file, "day3-again", "2026-11-28")
+    assert current_version_dir(lake.root, "orders").name == "day3-again"
+    assert versions(lake) == ["day3", "day3-again"]
+
+
+def test_quarantine_older_than_its_retention_is_removed_by_the_next_run(lake, policy_file):
+    quarantine = Path(lake.root) / "quarantine" / "orders"
+    runs = sorted(p.name for p in quarantine.iterdir())
+    assert runs, "the generated lake has rows without an event time"
+    old = quarantine / runs[0]
+    assert oct(old.stat().st_mode & 0o777) == "0o700"
+    ten_days_ago = time.time() - 10 * 86_400
+    for path in [old, *old.rglob("*")]:
+        os.utime(path, (ten_days_ago, ten_days_ago))
+    report = run(lake, policy_file, "day3-later", "2026-11-28")
+    assert report["quarantine_expired"] == [runs[0]]
+    assert not old.exists()
+    assert all((quarantine / name).exists() for name in runs[1:])

@@ -1,0 +1,70 @@
+"""The retained versions of ``clean.<dataset>``: how many are kept, and rolling back.
+
+Versions are ordered by the instant ``t`` they were judged at (their ``_judged_at``
+marker), then by when they were written. Publish keeps the current version and the
+``keep_versions - 1`` newest others, and removes the rest. ``consentgate rollback``
+makes a retained version current again (catalog first, then ``CURRENT``) and logs it in
+``reports/<dataset>/rollbacks.jsonl``; the next run judges afresh and publishes over it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from datetime import UTC, datetime
+
+from pyspark.sql import SparkSession
+
+from transforms.errors import ConsentgateError
+from transforms.fs import exists, list_dirs, modified_at, remove
+from transforms.key_continuity import read_keys_marker
+from transforms.lake import Lake, judged_at_marker
+from transforms.storage import read_text, write_text
+
+
+def versions_newest_first(spark: SparkSession, lake: Lake, dataset: str) -> list[str]:
+    def order(version: str) -> tuple[str, float]:
+        folder = lake.clean_version(dataset, version)
+        return ((read_text(judged_at_marker(folder)) or "").strip(), modified_at(spark, folder))
+
+    return sorted(list_dirs(spark, lake.clean(dataset)), key=order, reverse=True)
+
+
+def prune_versions(spark: SparkSession, lake: Lake, dataset: str, current: str, keep: int) -> list[str]:
+    """Removes all but the current version and the ``keep - 1`` newest others."""
+    others = [v for v in versions_newest_first(spark, lake, dataset) if v != current]
+    removed = others[keep - 1 :]
+    for version in removed:
+        remove(spark, lake.clean_version(dataset, version))
+    return removed
+
+
+def rollback(spark: SparkSession, lake: Lake, dataset: str, version: str, reason: str) -> dict:
+    from transforms.publish import current_version, repoint_current
+
+    if not reason.strip():
+        raise ConsentgateError("--reason is required: why the rollback, for the rollback log")
+    folder = lake.clean_version(dataset, version)
+    retained = list_dirs(spark, lake.clean(dataset))
+    if version not in retained or not exists(spark, folder):
+        raise ConsentgateError(f"{folder}: no such version (retained: {', '.join(retained) or 'none'})")
+    current = current_version(lake, dataset)
+    if version == current:
+        raise ConsentgateError(f"{folder}: already the current version")
+    if current is not None:
+        now_keys, then_keys = read_keys_marker(lake.clean_version(dataset, current)), read_keys_marker(folder)
+        if now_keys and then_keys and now_keys.get("hmac") != then_keys.get("hmac"):
+            raise ConsentgateError(f"{folder}: made with another pseudonymisation key than the current version")
+    repoint_current(spark, lake, dataset, version)
+    entry = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "user": getpass.getuser(),
+        "reason": reason.strip(),
+        "dataset": dataset,
+        "from": current,
+        "to": version,
+        "judged_at": (read_text(judged_at_marker(folder)) or "").strip() or None,
+    }
+    log = lake.path("reports", dataset, "rollbacks.jsonl")
+    write_text(log, (read_text(log) or "") + json.dumps(entry, sort_keys=True) + "\n")
+    return entry
