@@ -1,0 +1,186 @@
+"""Bad input and injected faults: each stops with a clear exit status and one line, or
+is counted, and ``clean.orders`` stays exactly as it was and readable."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from tests.conftest import ORDERS_POLICY, TEST_KEY
+from tests.lakecheck import current_version_dir, expected_reasons, read_rows
+from transforms.cli import main
+from transforms.generate import generate_lake
+from transforms.lake import Lake
+
+pytestmark = pytest.mark.integration
+RUN_DATE = date(2026, 11, 28)
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CONSENTGATE_HMAC_KEY", TEST_KEY)
+        lake = Lake.at(str(tmp_path_factory.mktemp("bad_input_lake")))
+        generate_lake(spark, lake, customers=150, orders=1000, seed=47, run_date=RUN_DATE)
+        assert run(lake, "good") == 0
+        yield lake
+
+
+def run(lake, run_id, policy=ORDERS_POLICY, *steps) -> int:
+    common = ["--policy", str(policy), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", run_id]
+    if not steps:
+        return main(["run", *common])
+    return max(main([step, *common]) for step in steps)
+
+
+def policy_on(tmp_path, source: str) -> Path:
+    path = tmp_path / "orders.yml"
+    path.write_text(ORDERS_POLICY.read_text().replace("source: raw/orders", f"source: {source}"))
+    return path
+
+
+def snapshot(lake) -> tuple[str, list]:
+    folder = current_version_dir(lake.root, "orders")
+    rows = sorted(read_rows(folder), key=lambda r: r["order_id"])
+    return folder.name, rows
+
+
+@pytest.fixture
+def unchanged(lake, spark):
+    """Asserts after the test that the published table is exactly as it was, and readable."""
+    before = snapshot(lake)
+    yield
+    assert snapshot(lake) == before
+    assert spark.table("clean.orders").count() == len(before[1])
+
+
+def write_raw(spark, lake, name, df):
+    df.write.mode("overwrite").parquet(lake.raw(name))
+
+
+@pytest.fixture
+def consent_backup(lake):
+    backup = Path(lake.root) / "consent-backup"
+    shutil.copytree(lake.consent, backup)
+    yield
+    shutil.rmtree(lake.consent)
+    shutil.copytree(backup, lake.consent)
+    shutil.rmtree(backup)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda df: df.withColumn("ordered_at", F.col("ordered_at").cast("string")), "'ordered_at' is string"),
+        (lambda df: df.withColumn("phone", F.lit(5551234)), "column 'phone' is int; rule 'mask'"),
+        (lambda df: df.drop("email"), "declared column 'email' is missing"),
+        (lambda df: df.drop("customer_id"), "column 'customer_id' named by the policy is missing"),
+    ],
+)
+def test_a_retyped_or_missing_source_column_stops_with_exit_2(
+    spark, lake, tmp_path, capsys, unchanged, change, message
+):
+    write_raw(spark, lake, "orders_changed", change(spark.read.parquet(lake.raw("orders"))))
+    assert run(lake, "changed-source", policy_on(tmp_path, "raw/orders_changed")) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda df: df.drop("status"), "column 'status' is missing"),
+        (lambda df: df.withColumn("recorded_at", F.col("recorded_at").cast("string")), "'recorded_at' is string"),
+    ],
+)
+def test_a_retyped_or_missing_consent_column_stops_with_exit_2(
+    spark, lake, capsys, unchanged, consent_backup, change, message
+):
+    changed = change(spark.read.parquet(lake.consent)).localCheckpoint()
+    changed.write.mode("overwrite").parquet(lake.consent)
+    assert run(lake, "changed-consent") == 2
+    err = capsys.readouterr().err
+    assert message in err and "raw/consent" in err and err.count("\n") == 1
+
+
+def test_duplicate_consent_events_change_nothing(spark, lake, consent_backup):
+    before = snapshot(lake)[1]
+    consent = spark.read.parquet(lake.consent)
+    consent.unionByName(consent).localCheckpoint().write.mode("overwrite").parquet(lake.consent)
+    assert run(lake, "duplicates") == 0
+    assert snapshot(lake)[1] == before
+
+
+def test_an_empty_source_publishes_an_empty_table_with_zero_counts(spark, lake, tmp_path):
+    write_raw(spark, lake, "orders_empty", spark.read.parquet(lake.raw("orders")).limit(0))
+    policy = policy_on(tmp_path, "raw/orders_empty")
+    assert run(lake, "empty", policy) == 0
+    report = json.loads(Path(lake.report_json("orders", "empty")).read_text())
+    assert (report["rows_in"], report["rows_out"], report["published"]) == (0, 0, True)
+    assert set(report["totals"].values()) == {0}
+    assert read_rows(current_version_dir(lake.root, "orders")) == []
+
+
+def test_one_subject_with_fifty_thousand_rows(spark, lake, tmp_path):
+    orders = spark.read.parquet(lake.raw("orders"))
+    consented = next(o for o, reason in expected_reasons(lake.root, RUN_DATE).items() if reason == "consented")
+    one = orders.filter(F.col("order_id") == consented)
+    copies = spark.range(50_000).crossJoin(one.drop("order_id", "ordered_at"))
+    copies = copies.select(
+        F.concat(F.lit("SKEW"), F.col("id").cast("string")).alias("order_id"),
+        F.lit(datetime(2026, 11, 20, tzinfo=UTC)).alias("ordered_at"),
+        *[c for c in orders.columns if c not in ("order_id", "ordered_at")],
+    )
+    write_raw(spark, lake, "orders_skewed", orders.unionByName(copies))
+    assert run(lake, "skewed", policy_on(tmp_path, "raw/orders_skewed")) == 0
+    report = json.loads(Path(lake.report_json("orders", "skewed")).read_text())
+    assert report["rows_in"] == sum(report["totals"].values())
+    published = spark.read.parquet(str(current_version_dir(lake.root, "orders")))
+    skewed = published.filter(F.col("order_id").startswith("SKEW"))
+    assert skewed.count() == skewed.filter(F.col("record_state") == "consented").count() == 50_000
+
+
+def test_a_job_that_dies_mid_write_leaves_the_table_as_it_was(lake, monkeypatch, capsys, unchanged):
+    import transforms.enforce as enforce
+
+    real = enforce.with_column_rules
+
+    def dies_on_the_second_partition(*args, **kwargs):
+        output = real(*args, **kwargs).repartition(4)
+        return output.withColumn(
+            "record_state",
+            F.when(F.spark_partition_id() == 2, F.raise_error(F.lit("injected fault"))).otherwise(
+                F.col("record_state")
+            ),
+        )
+
+    monkeypatch.setattr(enforce, "with_column_rules", dies_on_the_second_partition)
+    assert run(lake, "killed") == 1
+    assert "internal error" in capsys.readouterr().err
+    monkeypatch.setattr(enforce, "with_column_rules", real)
+    assert run(lake, "killed", ORDERS_POLICY, "publish") == 2  # nothing validated to publish
+
+
+def test_a_corrupt_staging_file_is_never_published(lake, capsys, unchanged):
+    assert run(lake, "corrupt", ORDERS_POLICY, "enforce") == 0
+    part = sorted(Path(lake.staging_data("orders", "corrupt")).glob("part-*.parquet"))[0]
+    part.write_bytes(b"PAR1 this is not a parquet file")
+    assert run(lake, "corrupt", ORDERS_POLICY, "validate") != 0
+    assert run(lake, "corrupt", ORDERS_POLICY, "publish") == 2
+    capsys.readouterr()
+
+
+def test_a_failing_expectation_leaves_the_table_as_it_was(lake, capsys, unchanged):
+    assert run(lake, "failing", ORDERS_POLICY, "enforce") == 0
+    state_path = Path(lake.step_state("orders", "failing", "enforce"))
+    state = json.loads(state_path.read_text())
+    state["totals"]["anonymized"] += 1
+    state_path.write_text(json.dumps(state))
+    assert run(lake, "failing", ORDERS_POLICY, "validate") == 3
+    assert "expect_table_row_count_to_equal(anonymized)" in capsys.readouterr().err
+    assert run(lake, "failing", ORDERS_POLICY, "publish") == 2
