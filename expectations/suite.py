@@ -96,3 +96,22 @@ def build_suite(
         SliceExpectations("consented", consented),
         SliceExpectations("anonymized", anonymized),
     ]
+
+
+# Frames the validate job derives from the staged output and the lake, one per slice.
+CONSENT_CROSSCHECK = "consent_crosscheck"  # consented rows whose subject has no valid consent
+K_ANONYMITY_GROUPS = "k_anonymity_groups"  # one row per combination of quasi-identifiers
+QUARANTINE = "quarantine"  # the quarantined rows the enforce step wrote
+
+
+def derived_suite(policy: Policy, totals: dict[str, int], quarantine_written: int | None) -> list[SliceExpectations]:
+    """Expectations on frames derived from the output: the independent consent
+    cross-check, k-anonymity among anonymised rows, and the quarantine's row count."""
+    slices = [SliceExpectations(CONSENT_CROSSCHECK, [gxe.ExpectTableRowCountToEqual(value=0)])]
+    if policy.quasi_identifiers:
+        # Each group holds at least k_min people, so at least k_min rows (vacuous when empty).
+        smallest_group = gxe.ExpectColumnValuesToBeBetween(column="rows", min_value=policy.k_min)
+        slices.append(SliceExpectations(K_ANONYMITY_GROUPS, [smallest_group]))
+    if quarantine_written is not None:
+        slices.append(SliceExpectations(QUARANTINE, [gxe.ExpectTableRowCountToEqual(value=quarantine_written)]))
+    return slices

@@ -75,7 +75,7 @@ class ConsentgateSparkSubmitOperator(SparkSubmitOperator):
                 self.env_vars = {**(self.env_vars or {}), variable: secret}
 
     def execute(self, context):
-        if self.step == "enforce":
+        if self.step in ("enforce", "validate"):
             self._keys_from_connections()
         try:
             return super().execute(context)

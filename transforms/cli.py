@@ -86,9 +86,11 @@ def _step_enforce(policy, lake, run_date, run_id) -> None:
 
 
 def _step_validate(policy, lake, run_date, run_id) -> None:
+    from transforms.keys import load_hmac_key
     from transforms.validate import run_validate
 
-    state = run_validate(_spark(lake, "validate", policy.dataset), policy, lake, run_id)
+    key = load_hmac_key()  # the consent cross-check recomputes pseudonyms; before Spark starts
+    state = run_validate(_spark(lake, "validate", policy.dataset), policy, lake, run_id, key)
     _say("validated", dataset=policy.dataset, run_id=run_id, evaluated=state["evaluated"], seconds=state["seconds"])
 
 

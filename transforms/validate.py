@@ -14,8 +14,11 @@ import time
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from transforms.errors import StepStateError, ValidationFailed
+from transforms.enforce import read_consent
+from transforms.errors import MissingKeyError, StepStateError, ValidationFailed
 from transforms.fs import exists, move
+from transforms.key_continuity import fingerprint_of, read_keys_marker
+from transforms.keys import SecretKey
 from transforms.lake import Lake, judgement_instant, parse_run_date
 from transforms.policy import STATE_COLUMN, Policy
 from transforms.steps import load_step, save_step
@@ -59,15 +62,43 @@ def expectation_label(summary: dict) -> str:
     return f"{summary['expectation']}({where})"
 
 
-def validate_output(spark: SparkSession, policy: Policy, output: DataFrame, enforce_state: dict) -> list[dict]:
+def derived_frames(
+    spark: SparkSession, policy: Policy, lake: Lake, output: DataFrame, enforce_state: dict, key: SecretKey
+) -> dict[str, DataFrame]:
+    from expectations.consent_crosscheck import unconsented_published
+    from expectations.suite import CONSENT_CROSSCHECK, K_ANONYMITY_GROUPS, QUARANTINE
+
+    judged_at = judgement_instant(parse_run_date(enforce_state["run_date"]))
+    consented = output.filter(F.col(STATE_COLUMN) == "consented")
+    unconsented = unconsented_published(spark, consented, read_consent(spark, lake), policy, judged_at, key.material)
+    frames = {CONSENT_CROSSCHECK: unconsented if unconsented is not None else spark.range(0)}
+    if policy.quasi_identifiers:
+        anonymized = output.filter(F.col(STATE_COLUMN) == "anonymized")
+        frames[K_ANONYMITY_GROUPS] = anonymized.groupBy(*policy.quasi_identifiers).agg(F.count("*").alias("rows"))
+    if enforce_state.get("quarantine_path"):
+        frames[QUARANTINE] = spark.read.parquet(enforce_state["quarantine_path"])
+    return frames
+
+
+def quarantine_written(enforce_state: dict) -> int | None:
+    if not enforce_state.get("quarantine_path"):
+        return None
+    withheld = enforce_state.get("quarantine_rows_withheld_for_erasure", 0)
+    return enforce_state["totals"]["quarantined"] - withheld
+
+
+def validate_output(
+    spark: SparkSession, policy: Policy, lake: Lake, output: DataFrame, enforce_state: dict, key: SecretKey
+) -> list[dict]:
     """Every expectation's summarised result for ``output``."""
     import great_expectations as gx
 
-    from expectations.suite import build_suite
+    from expectations.suite import build_suite, derived_suite
 
     judged_at = judgement_instant(parse_run_date(enforce_state["run_date"]))
     string_columns = {f.name for f in output.schema.fields if f.dataType.simpleString() == "string"}
     slices = build_suite(policy, output.columns, string_columns, enforce_state["totals"], judged_at)
+    slices += derived_suite(policy, enforce_state["totals"], quarantine_written(enforce_state))
 
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -81,6 +112,7 @@ def validate_output(spark: SparkSession, policy: Policy, output: DataFrame, enfo
         "all": output,
         "consented": output.filter(F.col(STATE_COLUMN) == "consented"),
         "anonymized": output.filter(F.col(STATE_COLUMN) == "anonymized"),
+        **derived_frames(spark, policy, lake, output, enforce_state, key),
     }
     results = []
     result_format = {"result_format": "SUMMARY", "partial_unexpected_count": 0, "include_unexpected_rows": False}
@@ -94,15 +126,20 @@ def validate_output(spark: SparkSession, policy: Policy, output: DataFrame, enfo
     return results
 
 
-def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) -> dict:
+def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str, key: SecretKey) -> dict:
     started = time.monotonic()
     enforce_state = load_step(lake, policy.dataset, run_id, "enforce")
     staging_path = enforce_state["staging_path"]
     if not exists(spark, staging_path):
         raise StepStateError(f"{staging_path}: no staged output to validate; run the enforce step again")
+    staged_key = fingerprint_of(read_keys_marker(staging_path), "hmac")
+    if staged_key != key.fingerprint:
+        raise MissingKeyError(
+            f"{staging_path}: made with key fingerprint {staged_key}; this run's key has {key.fingerprint}"
+        )
     output = spark.read.parquet(staging_path).cache()
     try:
-        results = validate_output(spark, policy, output, enforce_state)
+        results = validate_output(spark, policy, lake, output, enforce_state, key)
     finally:
         output.unpersist()
     failed = [expectation_label(r) for r in results if not r["success"]]

@@ -184,3 +184,30 @@ def test_a_failing_expectation_leaves_the_table_as_it_was(lake, capsys, unchange
     assert run(lake, "failing", ORDERS_POLICY, "validate") == 3
     assert "expect_table_row_count_to_equal(anonymized)" in capsys.readouterr().err
     assert run(lake, "failing", ORDERS_POLICY, "publish") == 2
+
+
+def test_a_published_subject_without_consent_fails_the_independent_cross_check(spark, lake, capsys, unchanged):
+    import hashlib
+    import hmac
+
+    from tests.reference import normalize
+
+    assert run(lake, "smuggled", ORDERS_POLICY, "enforce") == 0
+    reasons = expected_reasons(lake.root, RUN_DATE)
+    raw = {r["order_id"]: r for r in read_rows(lake.raw("orders"))}
+    refused = next(raw[o]["customer_id"] for o, reason in reasons.items() if reason == "no_consent")
+    smuggled = hmac.new(TEST_KEY.encode(), normalize(refused).encode(), hashlib.sha256).hexdigest()
+    staged = lake.staging_data("orders", "smuggled")
+    rows = spark.read.parquet(staged)
+    first_consented = rows.filter(F.col("record_state") == "consented").first().order_id
+    tampered = rows.withColumn(
+        "customer_id", F.when(F.col("order_id") == first_consented, F.lit(smuggled)).otherwise(F.col("customer_id"))
+    ).localCheckpoint()
+    markers = {p.name: p.read_bytes() for p in Path(staged).glob("_*") if p.is_file()}
+    tampered.write.mode("overwrite").parquet(staged)
+    for name, content in markers.items():
+        (Path(staged) / name).write_bytes(content)
+    assert run(lake, "smuggled", ORDERS_POLICY, "validate") == 3
+    err = capsys.readouterr().err
+    assert "expect_table_row_count_to_equal(consent_crosscheck)" in err and smuggled not in err
+    assert run(lake, "smuggled", ORDERS_POLICY, "publish") == 2

@@ -1,0 +1,82 @@
+"""An independent check of the judgement, for validation: which published subjects
+have valid consent at ``t``, worked out by a different code path than the enforce job.
+
+The enforce job picks each subject's deciding event with one ``max_by`` over a sort key
+(``transforms.consent``). This check uses plain aggregates and a join instead: the
+subject's latest recorded instant at or before ``t``; every event at that instant must
+be a well-formed grant, the earliest of their expiries must be after ``t``, and no
+event may lack a time. The pseudonyms are computed on the driver with Python's ``hmac``,
+not with the Spark HMAC. It is a necessary condition only: GPC signals, TC strings,
+``event_and_run`` and erasure remove more subjects, never fewer, so every published
+consented subject must be in this set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from transforms.policy import Policy
+from transforms.subjects import normalize_subject
+
+PSEUDONYM = "_cg_valid_subject"
+
+
+def valid_subjects(consent: DataFrame, policy: Policy, t: datetime) -> DataFrame:
+    """Normalised subject keys whose consent to the policy's purpose is valid at ``t``."""
+    t_literal = F.lit(t)  # an aware datetime: the same instant whatever the session time zone
+    events = consent.filter(F.col("purpose") == policy.purpose).select(
+        normalize_subject(F.col("subject_id"), policy.subject_key_normalize).alias("subject"),
+        "status",
+        "recorded_at",
+        "expires_at",
+    )
+    events = events.filter(
+        F.col("subject").isNotNull() & (F.col("recorded_at").isNull() | (F.col("recorded_at") <= t_literal))
+    )
+    latest = events.groupBy("subject").agg(
+        F.max("recorded_at").alias("latest"),
+        F.max(F.col("recorded_at").isNull().cast("int")).alias("untimed"),
+    )
+    well_formed_grant = F.coalesce(
+        (F.col("status") == "granted") & (F.col("expires_at").isNull() | (F.col("expires_at") > F.col("recorded_at"))),
+        F.lit(False),
+    )
+    deciding = events.join(latest, "subject").filter(F.col("recorded_at") == F.col("latest"))
+    verdict = deciding.groupBy("subject", "untimed").agg(
+        F.min(well_formed_grant.cast("int")).alias("all_grants"),
+        F.min(F.coalesce(F.col("expires_at"), F.lit(datetime(9999, 12, 31)).cast("timestamp"))).alias("expiry"),
+    )
+    return verdict.filter((F.col("untimed") == 0) & (F.col("all_grants") == 1) & (F.col("expiry") > t_literal)).select(
+        "subject"
+    )
+
+
+def valid_pseudonyms(spark: SparkSession, subjects: DataFrame, key: bytes) -> DataFrame:
+    """The subjects' pseudonyms, hashed on the driver with Python's hmac."""
+    hashed = [
+        (hmac.new(key, row.subject.encode("utf-8"), hashlib.sha256).hexdigest(),) for row in subjects.toLocalIterator()
+    ]
+    return spark.createDataFrame(hashed, f"{PSEUDONYM} string")
+
+
+def unconsented_published(
+    spark: SparkSession, consented_rows: DataFrame, consent: DataFrame, policy: Policy, t: datetime, key: bytes
+) -> DataFrame | None:
+    """Published consented rows whose subject is not in the independently computed valid
+    set (expected: none); None when the policy does not publish a matchable subject key."""
+    subject = policy.column(policy.subject_key)
+    if subject is None or subject.consented.name not in ("pseudonymize", "keep"):
+        return None
+    subjects = valid_subjects(consent, policy, t)
+    if subject.consented.name == "pseudonymize":
+        valid = valid_pseudonyms(spark, subjects, key)
+    else:
+        valid = subjects.select(F.col("subject").alias(PSEUDONYM))
+    return consented_rows.join(valid, consented_rows[policy.subject_key] == valid[PSEUDONYM], "left_anti").select(
+        F.lit(1).alias("unconsented")
+    )

@@ -1,0 +1,62 @@
+"""The validation's independent consent cross-check agrees with the reference model on
+hand-written histories, and its pseudonyms are Python's hmac."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import timedelta
+
+from expectations.consent_crosscheck import unconsented_published, valid_subjects
+from tests import reference
+from tests.conftest import CONSENT_DDL, ORDERS_POLICY, T
+from transforms.policy import load_policy
+
+DAY = timedelta(days=1)
+HISTORIES = {
+    "granted": [("granted", T - 9 * DAY, None)],
+    "withdrawn-later": [("granted", T - 9 * DAY, None), ("withdrawn", T - 2 * DAY, None)],
+    "tie-refusal-wins": [("granted", T - 3 * DAY, None), ("denied", T - 3 * DAY, None)],
+    "expired": [("granted", T - 9 * DAY, T - DAY)],
+    "expires-exactly-at-t": [("granted", T - 9 * DAY, T)],
+    "tie-earlier-expiry-wins": [("granted", T - 3 * DAY, None), ("granted", T - 3 * DAY, T - DAY)],
+    "regranted": [("withdrawn", T - 9 * DAY, None), ("granted", T - DAY, T + 9 * DAY)],
+    "untimed-refusal": [("granted", T - 9 * DAY, None), ("withdrawn", None, None)],
+    "unknown-status": [("granted", T - 9 * DAY, None), ("maybe", T - DAY, None)],
+    "faulty-grant": [("granted", T - 2 * DAY, T - 3 * DAY)],
+    "after-t-only": [("granted", T + DAY, None)],
+    "after-t-refusal": [("granted", T - DAY, None), ("withdrawn", T + DAY, None)],
+    "null-status-tie": [("granted", T - DAY, None), (None, T - DAY, None)],
+}
+
+
+def test_valid_subjects_match_the_reference_model(spark):
+    policy = load_policy(ORDERS_POLICY)
+    rows = [
+        (subject, purpose, status, at, expires, "web")
+        for subject, events in HISTORIES.items()
+        for purpose in ("analytics", "marketing")
+        for status, at, expires in events
+        if purpose == "analytics" or subject == "granted"
+    ] + [("marketing-only", "marketing", "granted", T - 9 * DAY, None, "web")]
+    consent = spark.createDataFrame(rows, CONSENT_DDL)
+    got = {row.subject for row in valid_subjects(consent, policy, T).collect()}
+    events = [reference.Event(s, p, st, at, ex) for s, p, st, at, ex, _ in rows]
+    expected = {
+        subject
+        for subject in [*HISTORIES, "marketing-only"]
+        if reference.reason_for(subject, T - DAY, T, [e for e in events if e.subject == subject], [], "analytics", None)
+        == "consented"
+    }
+    assert got == expected == {"granted", "regranted", "after-t-refusal"}
+
+
+def test_published_rows_without_valid_consent_are_found(spark):
+    policy = load_policy(ORDERS_POLICY)
+    key = b"crosscheck-test-key-01"
+    consent = spark.createDataFrame([("C1", "analytics", "granted", T - DAY, None, "web")], CONSENT_DDL)
+    pseudonym = {s: hmac.new(key, s.encode(), hashlib.sha256).hexdigest() for s in ("C1", "C2")}
+    published = spark.createDataFrame(
+        [(pseudonym["C1"],), (pseudonym["C2"],), (pseudonym["C2"],)], "customer_id string"
+    )
+    assert unconsented_published(spark, published, consent, policy, T, key).count() == 2
