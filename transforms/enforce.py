@@ -244,6 +244,9 @@ def run_enforce(
             )
 
         output = with_column_rules(judged, policy, context)
+        # Rows reach a partition in the order shuffle blocks arrive, which varies from
+        # run to run; sorted, a rerun of the same input writes byte-identical files.
+        output = output.sortWithinPartitions(*output.columns)
         staging_path = lake.staging_data(policy.dataset, run_id)
         output.write.mode("overwrite").parquet(staging_path)
         write_text(judged_at_marker(staging_path), judgement_instant(run_date).isoformat() + "\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from datetime import date
 from pathlib import Path
 from urllib.parse import urlparse
@@ -206,7 +207,13 @@ def test_failed_validation_exits_3_quarantines_output_and_leaves_clean_untouched
     ]
 
 
-def test_rerun_publishes_a_new_version_with_identical_rows(spark, first_run, hmac_key):
+def content(folder: Path) -> list[tuple[str, str]]:
+    """Every data and marker file's name (less Spark's per-job id) and SHA-256."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return [(re.sub(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", "", p.name), hashlib.sha256(p.read_bytes()).hexdigest()) for p in files]
+
+
+def test_rerun_publishes_a_new_version_with_byte_identical_content(spark, first_run, hmac_key):
     lake, _ = first_run
     first = current_version_dir(lake.root, "orders")
     assert run(lake, "first") == 0  # same run id again: a new version beside the old one
@@ -214,6 +221,8 @@ def test_rerun_publishes_a_new_version_with_identical_rows(spark, first_run, hma
     assert second.name == "first.2" and first.exists()
     key = lambda r: r["order_id"]  # noqa: E731
     assert sorted(read_rows(first), key=key) == sorted(read_rows(second), key=key)
+    assert content(first) == content(second)
+    assert any(name.endswith(".parquet") for name, _ in content(first))
     assert table_folder(spark) == second
 
 
