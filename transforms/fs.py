@@ -47,3 +47,13 @@ def modified_at(spark: SparkSession, path: str) -> float:
     """The path's modification time, in seconds since the epoch."""
     hadoop_path, fs = _filesystem(spark, path)
     return fs.getFileStatus(hadoop_path).getModificationTime() / 1000.0
+
+
+def upload_folder(spark: SparkSession, local_folder: str, target: str) -> None:
+    """Copies a local folder to ``target`` (any lake URI), replacing what was there."""
+    source_path, _ = _filesystem(spark, "file://" + local_folder)
+    target_path, fs = _filesystem(spark, target)
+    if fs.exists(target_path):
+        fs.delete(target_path, True)
+    fs.mkdirs(target_path.getParent())
+    fs.copyFromLocalFile(False, True, source_path, target_path)

@@ -135,5 +135,9 @@ class Lake:
         """A staged output that failed validation."""
         return self.path("quarantine", dataset, run_id, "failed_output")
 
+    def data_docs(self, dataset: str, run_id: str) -> str:
+        """The Great Expectations Data Docs site of a run's validation."""
+        return self.path("reports", dataset, f"{run_id}_data_docs")
+
     def report_json(self, dataset: str, run_id: str) -> str:
         return self.path("reports", dataset, f"{run_id}.json")

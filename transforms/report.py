@@ -43,6 +43,7 @@ def build_report(lake: Lake, dataset: str, run_id: str) -> dict:
         "evaluated": validate.get("evaluated", 0),
         "failed": validate.get("failed", []),
         "expectations": validate.get("expectations", []),
+        "data_docs": validate.get("data_docs"),
     }
     if "error" in validate and not validate.get("expectations"):
         validation["error"] = validate["error"]

@@ -32,7 +32,13 @@ def render_report(report: dict) -> str:
                     f"<tr><td>{escape(reason)}</td><td>{escape(action)}</td><td class='n'>{n}</td>"
                     f"<td><span class='bar {escape(action)}' style='width:{width}px'></span> {share}</td></tr>"
                 )
-        parts.append("</table><h2>Validation</h2><table>")
+        parts.append("</table><h2>Validation</h2>")
+        docs = report["validation"].get("data_docs")
+        if docs:
+            # Reports and Data Docs sit side by side under reports/<dataset>/.
+            relative = docs.rsplit("/", 2)[-2] + "/index.html"
+            parts.append(f"<p><a href='{escape(relative)}'>Great Expectations Data Docs</a></p>")
+        parts.append("<table>")
         parts.append(_row("slice", "expectation", "column", "result", "unexpected", header=True))
         for result in report["validation"]["expectations"]:
             parts.append(

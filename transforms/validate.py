@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 
 from pyspark.sql import DataFrame, SparkSession
@@ -16,7 +18,7 @@ from pyspark.sql import functions as F
 
 from transforms.enforce import read_consent
 from transforms.errors import MissingKeyError, StepStateError, ValidationFailed
-from transforms.fs import exists, move
+from transforms.fs import exists, move, upload_folder
 from transforms.key_continuity import fingerprint_of, read_keys_marker
 from transforms.keys import SecretKey
 from transforms.lake import Lake, judgement_instant, parse_run_date
@@ -29,6 +31,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 # Its INFO messages are internal chatter, not results.
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+DOCS_SITE = "consentgate"
 
 # Only these result fields are kept: counts and table-level observations, never the
 # unexpected values themselves (they would be personal data).
@@ -88,9 +92,16 @@ def quarantine_written(enforce_state: dict) -> int | None:
 
 
 def validate_output(
-    spark: SparkSession, policy: Policy, lake: Lake, output: DataFrame, enforce_state: dict, key: SecretKey
+    spark: SparkSession,
+    policy: Policy,
+    lake: Lake,
+    output: DataFrame,
+    enforce_state: dict,
+    key: SecretKey,
+    docs_folder: str | None = None,
 ) -> list[dict]:
-    """Every expectation's summarised result for ``output``."""
+    """Every expectation's summarised result for ``output``; with ``docs_folder`` (a
+    local folder), the Great Expectations Data Docs site of the results too."""
     import great_expectations as gx
 
     from expectations.suite import build_suite, derived_suite
@@ -105,6 +116,15 @@ def validate_output(
     context = gx.get_context(mode="ephemeral")
     # Progress bars would fill the task logs with carriage-return noise.
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    if docs_folder is not None:
+        context.add_data_docs_site(
+            site_name=DOCS_SITE,
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_folder},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
     source = context.data_sources.add_spark(name="consentgate")
     asset = source.add_dataframe_asset(name=policy.dataset)
     batch_definition = asset.add_batch_definition_whole_dataframe("staged_output")
@@ -115,14 +135,23 @@ def validate_output(
         **derived_frames(spark, policy, lake, output, enforce_state, key),
     }
     results = []
+    # Counts only: no unexpected values, neither in the results nor in the Data Docs.
     result_format = {"result_format": "SUMMARY", "partial_unexpected_count": 0, "include_unexpected_rows": False}
+    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])] if docs_folder else []
     for group in slices:
-        suite = context.suites.add(gx.ExpectationSuite(name=f"{policy.dataset}.{group.slice_name}"))
+        name = f"{policy.dataset}.{group.slice_name}"
+        suite = context.suites.add(gx.ExpectationSuite(name=name))
         for expectation in group.expectations:
             suite.add_expectation(expectation)
-        batch = batch_definition.get_batch(batch_parameters={"dataframe": frames[group.slice_name]})
-        validation = batch.validate(suite, result_format=result_format)
-        results.extend(_summarise(group.slice_name, r) for r in validation.results)
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch_definition, suite=suite)
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(name=name, validation_definitions=[definition], actions=actions, result_format=result_format)
+        )
+        outcome = checkpoint.run(batch_parameters={"dataframe": frames[group.slice_name]})
+        for validation in outcome.run_results.values():
+            results.extend(_summarise(group.slice_name, r) for r in validation.results)
     return results
 
 
@@ -138,10 +167,14 @@ def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str, k
             f"{staging_path}: made with key fingerprint {staged_key}; this run's key has {key.fingerprint}"
         )
     output = spark.read.parquet(staging_path).cache()
+    docs_folder = tempfile.mkdtemp(prefix="consentgate-data-docs-")
     try:
-        results = validate_output(spark, policy, lake, output, enforce_state, key)
+        results = validate_output(spark, policy, lake, output, enforce_state, key, docs_folder)
+        data_docs = lake.data_docs(policy.dataset, run_id)
+        upload_folder(spark, docs_folder, data_docs)
     finally:
         output.unpersist()
+        shutil.rmtree(docs_folder, ignore_errors=True)
     failed = [expectation_label(r) for r in results if not r["success"]]
     state = {
         "ok": not failed,
@@ -150,6 +183,7 @@ def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str, k
         "failed": failed,
         "expectations": results,
         "validated_path": staging_path,
+        "data_docs": f"{data_docs}/index.html",
         "seconds": round(time.monotonic() - started, 3),
     }
     if failed:

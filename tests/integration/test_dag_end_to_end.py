@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import uuid
 from datetime import date
 from pathlib import Path
 
@@ -55,10 +57,39 @@ def airflow(env, *args, log: Path) -> int:
         ).returncode
 
 
+# Unique fake personal data planted in the input: none of it may appear in any log,
+# report, XCom, Great Expectations result or Data Docs page of the run.
+CANARIES = [f"{kind}-{uuid.uuid4().hex}" for kind in ("email", "name", "phone", "street")]
+
+
+def plant_canaries(spark, lake: Lake) -> None:
+    reasons = expected_reasons(lake.root, RUN_DATE)
+    orders = spark.read.parquet(lake.raw("orders"))
+    by_id = {r.order_id: r for r in orders.collect()}
+    picked = [next(o for o, reason in reasons.items() if reason == wanted) for wanted in ("consented", "no_consent")]
+    email, name, phone, street = CANARIES
+    rows = []
+    for n, order_id in enumerate([*picked, picked[0], picked[1]]):
+        row = by_id[order_id].asDict()
+        row.update(order_id=f"CANARY{n}", email=f"{email}@canary.invalid", full_name=name, phone=phone)
+        row.update(street_address=street)
+        if n == 2:
+            row["ordered_at"] = None  # quarantined: no event time
+        if n == 3:
+            row["customer_id"] = None  # quarantined: no subject
+        rows.append(row)
+    spark.createDataFrame(rows, orders.schema).write.mode("append").parquet(lake.raw("orders"))
+
+
+def canaries_in(text: str) -> list[str]:
+    return [canary for canary in CANARIES if canary in text]
+
+
 @pytest.fixture(scope="module")
 def dag_lake(spark, tmp_path_factory):
     lake = Lake.at(str(tmp_path_factory.mktemp("dag_lake")))
     generate_lake(spark, lake, customers=300, orders=3000, seed=5, run_date=RUN_DATE)
+    plant_canaries(spark, lake)
     return lake
 
 
@@ -89,6 +120,23 @@ def test_dag_publishes_what_the_reference_model_expects(dag_lake, tmp_path):
             if order[column]:
                 assert order[column] not in logs
     assert TEST_KEY not in logs
+
+    # The canaries reached the run (published pseudonymised, or quarantined) ...
+    quarantined = read_rows(Path(report["quarantine_path"]))
+    assert {"CANARY2", "CANARY3"} <= {r["order_id"] for r in quarantined}
+    assert {"CANARY0", "CANARY1"} <= {r["order_id"] for r in published}
+    # ... and appear in no log, report, Data Docs page, step state (the GE results) or
+    # published file, nor anywhere in Airflow's metadata database (XComs included).
+    assert Path(report["validation"]["data_docs"]).is_file()
+    scanned = [p for p in (tmp_path / "airflow").rglob("*") if p.is_file() and p.suffix != ".db"]
+    for folder in ("reports", "staging", "clean", "tombstones"):
+        scanned += [p for p in Path(dag_lake.root, folder).rglob("*") if p.is_file()]
+    leaks = {str(p): canaries_in(p.read_bytes().decode("utf-8", errors="replace")) for p in scanned}
+    assert {path: found for path, found in leaks.items() if found} == {}
+    assert len(scanned) > 20
+    with sqlite3.connect(tmp_path / "airflow" / "airflow.db") as db:
+        dump = "\n".join(db.iterdump())
+    assert "xcom" in dump and canaries_in(dump) == [] and TEST_KEY not in dump
 
 
 def test_dag_without_a_key_fails_and_publishes_nothing(dag_lake, tmp_path):

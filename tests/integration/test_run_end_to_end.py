@@ -210,7 +210,10 @@ def test_failed_validation_exits_3_quarantines_output_and_leaves_clean_untouched
 def content(folder: Path) -> list[tuple[str, str]]:
     """Every data and marker file's name (less Spark's per-job id) and SHA-256."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    return [(re.sub(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", "", p.name), hashlib.sha256(p.read_bytes()).hexdigest()) for p in files]
+    return [
+        (re.sub(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", "", p.name), hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in files
+    ]
 
 
 def test_rerun_publishes_a_new_version_with_byte_identical_content(spark, first_run, hmac_key):
