@@ -23,6 +23,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, TriggerRule
 
 from transforms import spark_entry
+from transforms.java_options import driver_java_options
 from transforms.keys import KEY_CONNECTIONS
 from transforms.lake import Lake
 from transforms.policy import Policy, load_policy
@@ -125,8 +126,7 @@ def spark_conf(lake: Lake, python: str) -> dict[str, str]:
         "spark.pyspark.driver.python": python,
         "spark.ui.showConsoleProgress": "false",
     }
-    if lake.is_local:
-        conf["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={lake.catalog}"
+    conf["spark.driver.extraJavaOptions"] = driver_java_options(lake.catalog if lake.is_local else None)
     return conf
 
 

@@ -13,6 +13,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
+from transforms.java_options import driver_java_options
 from transforms.lake import Lake, local_path
 
 
@@ -25,8 +26,10 @@ def session_conf(lake: Lake) -> dict[str, str]:
         "spark.sql.sources.partitionOverwriteMode": "static",
         "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
     }
-    if os.environ.get("CONSENTGATE_CATALOG", "embedded") == "embedded":
+    embedded = os.environ.get("CONSENTGATE_CATALOG", "embedded") == "embedded"
+    if embedded:
         conf.update(embedded_catalog_conf(lake))
+    conf["spark.driver.extraJavaOptions"] = driver_java_options(local_path(lake.catalog) if embedded else None)
     return conf
 
 
@@ -35,13 +38,25 @@ def embedded_catalog_conf(lake: Lake) -> dict[str, str]:
     return {
         "spark.sql.warehouse.dir": lake.path("_catalog", "warehouse"),
         "spark.hadoop.javax.jdo.option.ConnectionURL": (f"jdbc:derby:;databaseName={catalog}/metastore_db;create=true"),
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={catalog}",
     }
+
+
+def silence_query_context_loggers() -> None:
+    """PySpark logs every failed query's full message, which can quote a row's values
+    (e.g. the value a cast could not convert), through two loggers of its own. The
+    failure itself still reaches the command line, reported by error class only."""
+    if os.environ.get("CONSENTGATE_DEBUG") == "1":
+        return
+    from pyspark.logger import PySparkLogger
+
+    for name in ("DataFrameQueryContextLogger", "SQLQueryContextLogger"):
+        PySparkLogger.getLogger(name).disabled = True
 
 
 def get_session(lake: Lake, app_name: str = "consentgate", extra_conf: dict[str, str] | None = None) -> SparkSession:
     """The active session (spark-submit, tests) or a new local one configured for ``lake``."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    silence_query_context_loggers()
     active = SparkSession.getActiveSession()
     if active is not None:
         return active

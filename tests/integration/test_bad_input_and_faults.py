@@ -211,3 +211,24 @@ def test_a_published_subject_without_consent_fails_the_independent_cross_check(s
     err = capsys.readouterr().err
     assert "expect_table_row_count_to_equal(consent_crosscheck)" in err and smuggled not in err
     assert run(lake, "smuggled", ORDERS_POLICY, "publish") == 2
+
+
+def test_a_spark_error_that_quotes_a_value_is_reported_without_it(lake, monkeypatch, capfd, unchanged):
+    import transforms.enforce as enforce
+    from transforms.reasons import REASON
+
+    real = enforce.judge
+
+    def casts_emails_to_numbers(*args, **kwargs):
+        # Under ANSI mode the cast fails, and Spark's message quotes the e-mail.
+        as_number = F.substring(F.col("email").cast("int").cast("string"), 0, 0)
+        return real(*args, **kwargs).withColumn(REASON, F.concat(F.col(REASON), as_number))
+
+    monkeypatch.setattr(enforce, "judge", casts_emails_to_numbers)
+    capfd.readouterr()
+    assert run(lake, "echo") == 1
+    out, err = capfd.readouterr()
+    assert "internal error: NumberFormatException [CAST_INVALID_INPUT]" in err
+    emails = {r["email"] for r in read_rows(lake.raw("orders")) if r["email"]}
+    leaked = [line[:160] for line in (out + err).splitlines() if any(e in line for e in emails)]
+    assert not leaked

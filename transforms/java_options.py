@@ -1,0 +1,20 @@
+"""The JVM options every consentgate Spark driver starts with (pyspark-free: the DAG
+files use it when they build spark-submit's configuration)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
+
+
+def driver_java_options(derby_home: str | None) -> str:
+    """Derby's home for the embedded catalog, and the logging configuration that keeps
+    failed tasks' messages (which can quote data) out of the logs, unless debugging."""
+    options = []
+    if derby_home:
+        options.append(f"-Dderby.system.home={derby_home}")
+    if os.environ.get("CONSENTGATE_DEBUG") != "1":
+        options.append(f"-Dlog4j2.configurationFile={LOG4J_CONFIG.resolve().as_uri()}")
+    return " ".join(options)
