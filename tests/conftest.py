@@ -22,6 +22,8 @@ ORDERS_POLICY = REPO / "dags" / "policies" / "orders.yml"
 TEST_KEY = "test-only-hmac-key-0123456789abcdef"
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# Data Docs cost about a second per validation; the DAG test and one run test render them.
+os.environ["CONSENTGATE_DATA_DOCS"] = "off"
 # Tests never read or write the developer's Airflow home (the demo's .airflow).
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="consentgate-airflow-home-")
 # py4j logs at interpreter exit, after pytest has closed its capture streams.
@@ -47,6 +49,9 @@ def spark(session_lake):
             "spark.ui.enabled": "false",
             "spark.sql.shuffle.partitions": "2",
             "spark.default.parallelism": "2",
+            # On inputs of a few thousand rows AQE's re-planning costs more than it saves
+            # (about 15% of a run); the DAG test, the demo and the benchmarks keep it on.
+            "spark.sql.adaptive.enabled": "false",
         },
     )
     session.sparkContext.setLogLevel("ERROR")

@@ -166,14 +166,19 @@ def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str, k
             f"{staging_path}: made with key fingerprint {staged_key}; this run's key has {key.fingerprint}"
         )
     output = spark.read.parquet(staging_path).cache()
-    docs_folder = tempfile.mkdtemp(prefix="consentgate-data-docs-")
+    # Rendering Data Docs costs about a second a run; CONSENTGATE_DATA_DOCS=off skips it.
+    render_docs = os.environ.get("CONSENTGATE_DATA_DOCS", "on") != "off"
+    docs_folder = tempfile.mkdtemp(prefix="consentgate-data-docs-") if render_docs else None
+    data_docs = None
     try:
         results = validate_output(spark, policy, lake, output, enforce_state, key, docs_folder)
-        data_docs = lake.data_docs(policy.dataset, run_id)
-        upload_folder(spark, docs_folder, data_docs)
+        if docs_folder is not None:
+            data_docs = lake.data_docs(policy.dataset, run_id)
+            upload_folder(spark, docs_folder, data_docs)
     finally:
         output.unpersist()
-        shutil.rmtree(docs_folder, ignore_errors=True)
+        if docs_folder is not None:
+            shutil.rmtree(docs_folder, ignore_errors=True)
     failed = [expectation_label(r) for r in results if not r["success"]]
     state = {
         "ok": not failed,
@@ -182,7 +187,7 @@ def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str, k
         "failed": failed,
         "expectations": results,
         "validated_path": staging_path,
-        "data_docs": f"{data_docs}/index.html",
+        "data_docs": f"{data_docs}/index.html" if data_docs else None,
         "seconds": round(time.monotonic() - started, 3),
     }
     if failed:

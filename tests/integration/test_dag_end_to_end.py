@@ -26,19 +26,20 @@ RUN_DATE = date(2026, 11, 28)
 LOGICAL_DATE = "2026-11-29"  # its data interval ends at RUN_DATE + 1 day, 00:00 UTC
 
 
-def airflow_env(tmp_path: Path, lake: Lake, key: str | None) -> dict[str, str]:
+def airflow_env(airflow_home: Path, lake: Lake, key: str | None) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
         "CONSENTGATE_LAKE": lake.root,
         "CONSENTGATE_DRIVER_MEMORY": "1g",
+        "CONSENTGATE_DATA_DOCS": "on",
     }
     env.pop("CONSENTGATE_HMAC_KEY", None)
     if key:
@@ -86,6 +87,15 @@ def canaries_in(text: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory, dag_lake):
+    """One Airflow home (SQLite metadata database) for the module: migrated once."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    log = home / "migrate.log"
+    assert airflow(airflow_env(home, dag_lake, None), "db", "migrate", log=log) == 0, log.read_text()[-2000:]
+    return home
+
+
+@pytest.fixture(scope="module")
 def dag_lake(spark, tmp_path_factory):
     lake = Lake.at(str(tmp_path_factory.mktemp("dag_lake")))
     generate_lake(spark, lake, customers=300, orders=3000, seed=5, run_date=RUN_DATE)
@@ -93,10 +103,9 @@ def dag_lake(spark, tmp_path_factory):
     return lake
 
 
-def test_dag_publishes_what_the_reference_model_expects(dag_lake, tmp_path):
-    env = airflow_env(tmp_path, dag_lake, TEST_KEY)
+def test_dag_publishes_what_the_reference_model_expects(dag_lake, airflow_home, tmp_path):
+    env = airflow_env(airflow_home, dag_lake, TEST_KEY)
     log = tmp_path / "airflow.log"
-    assert airflow(env, "db", "migrate", log=log) == 0
     assert airflow(env, "dags", "test", "privacy_orders", LOGICAL_DATE, log=log) == 0, log.read_text()[-3000:]
 
     reports = list(Path(dag_lake.root, "reports", "orders").glob("*.json"))
@@ -114,7 +123,7 @@ def test_dag_publishes_what_the_reference_model_expects(dag_lake, tmp_path):
     assert {r["order_id"]: r["record_state"] for r in published} == want
 
     # The task logs carry no personal data from the input.
-    logs = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "airflow").rglob("*.log")) + log.read_text()
+    logs = "\n".join(p.read_text(errors="replace") for p in airflow_home.rglob("*.log")) + log.read_text()
     for order in read_rows(Path(dag_lake.root) / "raw" / "orders")[:300]:
         for column in ("email", "full_name", "phone"):
             if order[column]:
@@ -128,23 +137,22 @@ def test_dag_publishes_what_the_reference_model_expects(dag_lake, tmp_path):
     # ... and appear in no log, report, Data Docs page, step state (the GE results) or
     # published file, nor anywhere in Airflow's metadata database (XComs included).
     assert Path(report["validation"]["data_docs"]).is_file()
-    scanned = [p for p in (tmp_path / "airflow").rglob("*") if p.is_file() and p.suffix != ".db"]
+    scanned = [p for p in airflow_home.rglob("*") if p.is_file() and p.suffix != ".db"]
     for folder in ("reports", "staging", "clean", "tombstones"):
         scanned += [p for p in Path(dag_lake.root, folder).rglob("*") if p.is_file()]
     leaks = {str(p): canaries_in(p.read_bytes().decode("utf-8", errors="replace")) for p in scanned}
     assert {path: found for path, found in leaks.items() if found} == {}
     assert len(scanned) > 20
-    with sqlite3.connect(tmp_path / "airflow" / "airflow.db") as db:
+    with sqlite3.connect(airflow_home / "airflow.db") as db:
         dump = "\n".join(db.iterdump())
     assert "xcom" in dump and canaries_in(dump) == [] and TEST_KEY not in dump
 
 
-def test_dag_without_a_key_fails_and_publishes_nothing(dag_lake, tmp_path):
+def test_dag_without_a_key_fails_and_publishes_nothing(dag_lake, airflow_home, tmp_path):
     before = (Path(dag_lake.root) / "clean" / "orders" / "CURRENT").read_text()
     reports_before = set(Path(dag_lake.root, "reports", "orders").glob("*.json"))
-    env = airflow_env(tmp_path, dag_lake, key=None)
+    env = airflow_env(airflow_home, dag_lake, key=None)
     log = tmp_path / "airflow.log"
-    assert airflow(env, "db", "migrate", log=log) == 0
     assert airflow(env, "dags", "test", "privacy_orders", "2026-11-30", log=log) != 0
     assert "no pseudonymisation key" in log.read_text()
     assert (Path(dag_lake.root) / "clean" / "orders" / "CURRENT").read_text() == before

@@ -58,10 +58,12 @@ def first_run(generated):
     import os
 
     os.environ["CONSENTGATE_HMAC_KEY"] = TEST_KEY
+    os.environ["CONSENTGATE_DATA_DOCS"] = "on"
     try:
         assert run(generated, "first") == 0
     finally:
         del os.environ["CONSENTGATE_HMAC_KEY"]
+        os.environ["CONSENTGATE_DATA_DOCS"] = "off"
     report = json.loads(Path(generated.report_json("orders", "first")).read_text())
     return generated, report
 
@@ -147,6 +149,17 @@ def test_quarantine_holds_the_unjudgeable_rows_owner_only(first_run):
     assert len(rows) == report["totals"]["quarantined"] - report["quarantine_rows_withheld_for_erasure"]
     assert {r["quarantine_reason"] for r in rows} == {"invalid_subject", "invalid_event_time"}
     assert oct(folder.parent.stat().st_mode)[-3:] == "700"
+
+
+# Before the rerun test, which writes run "first"'s report again.
+def test_validation_results_are_rendered_as_data_docs_beside_the_report(first_run):
+    lake, report = first_run
+    docs = Path(report["validation"]["data_docs"])
+    assert docs == Path(lake.data_docs("orders", "first")) / "index.html" and docs.is_file()
+    # One validation page per slice the suite checks (GX files suite "orders.all" as orders/all).
+    for slice_name in ("all", "consented", "anonymized", "consent_crosscheck", "quarantine"):
+        assert list((docs.parent / "validations" / "orders" / slice_name).rglob("*.html")), slice_name
+    assert "_data_docs/index.html" in Path(lake.report_json("orders", "first")).with_suffix(".html").read_text()
 
 
 def test_no_key_stops_with_exit_2_and_publishes_nothing(generated, monkeypatch, capsys):

@@ -46,7 +46,7 @@ def versions(lake) -> list[str]:
     return sorted(p.name for p in (Path(lake.root) / "clean" / "orders").iterdir() if p.is_dir())
 
 
-def test_only_the_newest_versions_are_kept_and_a_rollback_restores_one(spark, lake, policy_file, capsys):
+def test_newest_versions_are_kept_a_rollback_restores_one_and_old_quarantine_goes(spark, lake, policy_file, capsys):
     run(lake, policy_file, "day1", "2026-11-26")
     run(lake, policy_file, "day2", "2026-11-27")
     report = run(lake, policy_file, "day3", "2026-11-28")
@@ -66,22 +66,18 @@ def test_only_the_newest_versions_are_kept_and_a_rollback_restores_one(spark, la
     log = [json.loads(x) for x in (Path(lake.root) / "reports" / "orders" / "rollbacks.jsonl").read_text().splitlines()]
     assert [(e["from"], e["to"], e["reason"]) for e in log] == [("day3", "day2", "INC-7")]
 
-    # The next run judges afresh and publishes over the rolled-back version.
-    run(lake, policy_file, "day3-again", "2026-11-28")
-    assert current_version_dir(lake.root, "orders").name == "day3-again"
-    assert versions(lake) == ["day3", "day3-again"]
-
-
-def test_quarantine_older_than_its_retention_is_removed_by_the_next_run(lake, policy_file):
+    # A quarantine folder older than its retention: the next run removes it.
     quarantine = Path(lake.root) / "quarantine" / "orders"
     runs = sorted(p.name for p in quarantine.iterdir())
-    assert runs, "the generated lake has rows without an event time"
-    old = quarantine / runs[0]
-    assert oct(old.stat().st_mode & 0o777) == "0o700"
+    assert runs == ["day1", "day2", "day3"]  # the generated lake has rows without an event time
+    assert oct((quarantine / "day1").stat().st_mode & 0o777) == "0o700"
     ten_days_ago = time.time() - 10 * 86_400
-    for path in [old, *old.rglob("*")]:
+    for path in [quarantine / "day1", *(quarantine / "day1").rglob("*")]:
         os.utime(path, (ten_days_ago, ten_days_ago))
-    report = run(lake, policy_file, "day3-later", "2026-11-28")
-    assert report["quarantine_expired"] == [runs[0]]
-    assert not old.exists()
-    assert all((quarantine / name).exists() for name in runs[1:])
+
+    # The next run judges afresh and publishes over the rolled-back version.
+    report = run(lake, policy_file, "day3-again", "2026-11-28")
+    assert current_version_dir(lake.root, "orders").name == "day3-again"
+    assert versions(lake) == ["day3", "day3-again"]
+    assert report["quarantine_expired"] == ["day1"]
+    assert sorted(p.name for p in quarantine.iterdir()) == ["day2", "day3", "day3-again"]
