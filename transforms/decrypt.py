@@ -9,9 +9,6 @@ version and columns, how many rows, and the key's fingerprint; never a value.
 
 from __future__ import annotations
 
-import getpass
-import json
-from datetime import UTC, datetime
 from functools import reduce
 
 from pyspark.sql import SparkSession
@@ -25,7 +22,7 @@ from transforms.keys import ENCRYPTION_KEY_ENV, SecretKey
 from transforms.lake import Lake
 from transforms.policy import STATE_COLUMN, Policy
 from transforms.publish import current_version
-from transforms.storage import read_text, restrict_to_owner, write_text
+from transforms.storage import append_audit_line, restrict_to_owner
 
 
 def decryption_log(lake: Lake, dataset: str) -> str:
@@ -82,8 +79,6 @@ def run_decrypt(
     plain.write.parquet(out)
     restrict_to_owner(out)
     entry = {
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "user": getpass.getuser(),
         "reason": reason.strip(),
         "dataset": policy.dataset,
         "version": version,
@@ -93,6 +88,4 @@ def run_decrypt(
         "key_version": key.version,
         "key_fingerprint": key.fingerprint,
     }
-    log = decryption_log(lake, policy.dataset)
-    write_text(log, (read_text(log) or "") + json.dumps(entry, sort_keys=True) + "\n")
-    return entry
+    return append_audit_line(decryption_log(lake, policy.dataset), entry)

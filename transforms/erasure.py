@@ -224,16 +224,21 @@ def purge_published(
 
     from transforms.publish import current_version, repoint_current
 
+    retired_filters: dict[str, object] = {}  # one per retired key, however many folders it made
+
     def keep_for(folder: str, version: str):
         """The filter that purges ``folder`` with the key it was made with; None when the
         run does not have that key (or nobody recorded it)."""
         made_with = fingerprint_of(recorded_keys(lake, policy.dataset, folder, version), "hmac")
         if made_with == current_key:
             return keep_published(new_hashes, pseudonymizer) if has_new else _UNCHANGED
-        if made_with in ring:
+        if made_with not in ring:
+            return None
+        if made_with not in retired_filters:
             retired = Pseudonymizer(spark, ring[made_with], tag="folder_key")
-            return keep_published(state.erased_under(retired).select(SUBJECT_HASH).cache(), retired)
-        return None
+            hashes = state.erased_under(retired).select(SUBJECT_HASH).cache()
+            retired_filters[made_with] = keep_published(hashes, retired)
+        return retired_filters[made_with]
 
     current = current_version(lake, policy.dataset)
     versions = list_dirs(spark, lake.clean(policy.dataset))

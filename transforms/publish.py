@@ -108,7 +108,6 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
                 f"run {run_id} was judged at {enforce_state['judged_at']}, before the current version "
                 f"{previous} ({current_t.strip()}): an older judgement is not published"
             )
-    if previous is not None:
         check_publishable_keys(
             read_keys_marker(staged),
             recorded_keys(lake, policy.dataset, lake.clean_version(policy.dataset, previous), previous),

@@ -7,9 +7,11 @@ e.g. s3fs, on a cluster).
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import tempfile
+from datetime import UTC, datetime
 
 from transforms.lake import is_local, local_path
 
@@ -70,6 +72,14 @@ def write_json(path: str, payload: dict) -> None:
 def read_json(path: str) -> dict | None:
     text = read_text(path)
     return None if text is None else json.loads(text)
+
+
+def append_audit_line(path: str, entry: dict) -> dict:
+    """Appends ``entry``, stamped with the time and the operating-system user, as one
+    JSON line to an audit log (decryptions, rollbacks); returns the stamped entry."""
+    stamped = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "user": getpass.getuser(), **entry}
+    write_text(path, (read_text(path) or "") + json.dumps(stamped, sort_keys=True) + "\n")
+    return stamped
 
 
 def restrict_to_owner(path: str) -> None:

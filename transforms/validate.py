@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+from datetime import datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -67,18 +68,24 @@ def expectation_label(summary: dict) -> str:
 
 
 def derived_frames(
-    spark: SparkSession, policy: Policy, lake: Lake, output: DataFrame, enforce_state: dict, key: SecretKey
+    spark: SparkSession,
+    policy: Policy,
+    lake: Lake,
+    slices: dict[str, DataFrame],
+    enforce_state: dict,
+    key: SecretKey,
+    judged_at: datetime,
 ) -> dict[str, DataFrame]:
+    """Frames derived from the output's ``consented`` and ``anonymized`` slices and the lake."""
     from expectations.consent_crosscheck import unconsented_published
     from expectations.suite import CONSENT_CROSSCHECK, K_ANONYMITY_GROUPS, QUARANTINE
 
-    judged_at = judgement_instant(parse_run_date(enforce_state["run_date"]))
-    consented = output.filter(F.col(STATE_COLUMN) == "consented")
-    unconsented = unconsented_published(spark, consented, read_consent(spark, lake), policy, judged_at, key.material)
+    consent = read_consent(spark, lake)
+    unconsented = unconsented_published(spark, slices["consented"], consent, policy, judged_at, key.material)
     frames = {CONSENT_CROSSCHECK: unconsented if unconsented is not None else spark.range(0)}
     if policy.quasi_identifiers:
-        anonymized = output.filter(F.col(STATE_COLUMN) == "anonymized")
-        frames[K_ANONYMITY_GROUPS] = anonymized.groupBy(*policy.quasi_identifiers).agg(F.count("*").alias("rows"))
+        groups = slices["anonymized"].groupBy(*policy.quasi_identifiers).agg(F.count("*").alias("rows"))
+        frames[K_ANONYMITY_GROUPS] = groups
     if enforce_state.get("quarantine_path"):
         frames[QUARANTINE] = spark.read.parquet(enforce_state["quarantine_path"])
     return frames
@@ -132,8 +139,8 @@ def validate_output(
         "all": output,
         "consented": output.filter(F.col(STATE_COLUMN) == "consented"),
         "anonymized": output.filter(F.col(STATE_COLUMN) == "anonymized"),
-        **derived_frames(spark, policy, lake, output, enforce_state, key),
     }
+    frames.update(derived_frames(spark, policy, lake, frames, enforce_state, key, judged_at))
     results = []
     # Counts only: no unexpected values, neither in the results nor in the Data Docs.
     result_format = {"result_format": "SUMMARY", "partial_unexpected_count": 0, "include_unexpected_rows": False}

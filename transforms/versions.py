@@ -9,17 +9,13 @@ makes a retained version current again (catalog first, then ``CURRENT``) and log
 
 from __future__ import annotations
 
-import getpass
-import json
-from datetime import UTC, datetime
-
 from pyspark.sql import SparkSession
 
 from transforms.errors import ConsentgateError
 from transforms.fs import exists, list_dirs, modified_at, remove
 from transforms.key_continuity import read_keys_marker
 from transforms.lake import Lake, judged_at_marker
-from transforms.storage import read_text, write_text
+from transforms.storage import append_audit_line, read_text
 
 
 def versions_newest_first(spark: SparkSession, lake: Lake, dataset: str) -> list[str]:
@@ -57,14 +53,10 @@ def rollback(spark: SparkSession, lake: Lake, dataset: str, version: str, reason
             raise ConsentgateError(f"{folder}: made with another pseudonymisation key than the current version")
     repoint_current(spark, lake, dataset, version)
     entry = {
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "user": getpass.getuser(),
         "reason": reason.strip(),
         "dataset": dataset,
         "from": current,
         "to": version,
         "judged_at": (read_text(judged_at_marker(folder)) or "").strip() or None,
     }
-    log = lake.path("reports", dataset, "rollbacks.jsonl")
-    write_text(log, (read_text(log) or "") + json.dumps(entry, sort_keys=True) + "\n")
-    return entry
+    return append_audit_line(lake.path("reports", dataset, "rollbacks.jsonl"), entry)
