@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +14,22 @@ import pyarrow.dataset as ds
 
 from tests import reference
 from transforms.lake import judgement_instant
+
+
+@contextmanager
+def generated_lake(spark, tmp_path_factory, name: str, run_date, **sizes) -> Iterator:
+    """A generated lake of its own, with the test key set while it is in use."""
+    import pytest
+
+    from tests.conftest import TEST_KEY
+    from transforms.generate import generate_lake
+    from transforms.lake import Lake
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CONSENTGATE_HMAC_KEY", TEST_KEY)
+        lake = Lake.at(str(tmp_path_factory.mktemp(name)))
+        generate_lake(spark, lake, run_date=run_date, **sizes)
+        yield lake
 
 
 def read_rows(path: str | Path) -> list[dict]:

@@ -12,10 +12,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from tests.conftest import ORDERS_POLICY, TEST_KEY
-from tests.lakecheck import current_version_dir, expected_reasons, read_rows
+from tests.lakecheck import current_version_dir, expected_reasons, generated_lake, read_rows
 from transforms.cli import main
-from transforms.generate import generate_lake
-from transforms.lake import Lake
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 28)
@@ -23,10 +21,8 @@ RUN_DATE = date(2026, 11, 28)
 
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONSENTGATE_HMAC_KEY", TEST_KEY)
-        lake = Lake.at(str(tmp_path_factory.mktemp("bad_input_lake")))
-        generate_lake(spark, lake, customers=150, orders=1000, seed=47, run_date=RUN_DATE)
+    sizes = dict(customers=150, orders=1000, seed=47)
+    with generated_lake(spark, tmp_path_factory, "bad_input_lake", RUN_DATE, **sizes) as lake:
         assert run(lake, "good") == 0
         yield lake
 

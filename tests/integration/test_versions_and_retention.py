@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ORDERS_POLICY, TEST_KEY
-from tests.lakecheck import current_version_dir, read_rows
+from tests.conftest import ORDERS_POLICY
+from tests.lakecheck import current_version_dir, generated_lake, read_rows
 from transforms.cli import main
-from transforms.generate import generate_lake
-from transforms.lake import Lake
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 28)
@@ -22,10 +20,8 @@ RUN_DATE = date(2026, 11, 28)
 
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONSENTGATE_HMAC_KEY", TEST_KEY)
-        lake = Lake.at(str(tmp_path_factory.mktemp("versions_lake")))
-        generate_lake(spark, lake, customers=150, orders=1200, seed=31, run_date=RUN_DATE)
+    sizes = dict(customers=150, orders=1200, seed=31)
+    with generated_lake(spark, tmp_path_factory, "versions_lake", RUN_DATE, **sizes) as lake:
         yield lake
 
 
