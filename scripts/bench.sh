@@ -1,4 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks (scripts, not timed tests): ratios against a baseline measured in the same run.
+#   bash scripts/bench.sh [rules] [args]   what the anonymisation rules cost (benchmarks/rules_cost.py)
+#   bash scripts/bench.sh skew [args]      one customer with a million orders (benchmarks/skew.py)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-python "$ROOT/benchmarks/rules_cost.py" "$@"
+case "${1:-rules}" in
+  skew) shift; exec python "$ROOT/benchmarks/skew.py" "$@" ;;
+  rules) shift; exec python "$ROOT/benchmarks/rules_cost.py" "$@" ;;
+  *) exec python "$ROOT/benchmarks/rules_cost.py" "$@" ;;
+esac

@@ -20,6 +20,13 @@ CONSENT_DDL = (
 )
 ORDERS_POLICY = REPO / "dags" / "policies" / "orders.yml"
 TEST_KEY = "test-only-hmac-key-0123456789abcdef"
+# Spark jobs the tests start in a process of their own (CONSENTGATE_SPARK_CONF): sized for
+# a few thousand rows, where 200 shuffle partitions cost more than the work.
+SMALL_INPUT_SPARK_CONF = {
+    "spark.sql.shuffle.partitions": "2",
+    "spark.sql.adaptive.enabled": "false",
+    "spark.ui.enabled": "false",
+}
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 # Data Docs cost about a second per validation; the DAG test and one run test render them.

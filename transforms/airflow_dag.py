@@ -27,6 +27,7 @@ from transforms.java_options import driver_java_options
 from transforms.keys import KEY_CONNECTIONS
 from transforms.lake import Lake
 from transforms.policy import Policy, load_policy
+from transforms.spark_settings import extra_spark_conf
 
 # The run date is the day whose end (t) closes the data interval: clearing and rerunning
 # a DAG run judges at the same instant.
@@ -122,6 +123,7 @@ def doc_for(policy: Policy) -> str:
 
 def spark_conf(lake: Lake, python: str) -> dict[str, str]:
     conf = {
+        **extra_spark_conf(),
         "spark.pyspark.python": python,
         "spark.pyspark.driver.python": python,
         "spark.ui.showConsoleProgress": "false",

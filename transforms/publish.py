@@ -56,7 +56,9 @@ def _free_version(spark: SparkSession, lake: Lake, dataset: str, run_id: str) ->
 
 
 def point_table_at(spark: SparkSession, table: str, location: str) -> None:
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
+    # Hive's metastore logs IF NOT EXISTS on an existing database as an error with a stack trace.
+    if not spark.catalog.databaseExists(DATABASE):
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
     quoted = location.replace("'", "\\'")
     if not spark.catalog.tableExists(table):
         spark.sql(f"CREATE TABLE {table} USING parquet LOCATION '{quoted}'")

@@ -4,14 +4,19 @@ is counted, and ``clean.orders`` stays exactly as it was and readable."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
 
-from tests.conftest import ORDERS_POLICY, TEST_KEY
+from tests.conftest import ORDERS_POLICY, SMALL_INPUT_SPARK_CONF, TEST_KEY
 from tests.lakecheck import current_version_dir, expected_reasons, generated_lake, read_rows
 from transforms.cli import main
 
@@ -122,25 +127,6 @@ def test_an_empty_source_publishes_an_empty_table_with_zero_counts(spark, lake, 
     assert read_rows(current_version_dir(lake.root, "orders")) == []
 
 
-def test_one_subject_with_twenty_thousand_rows(spark, lake, tmp_path):
-    orders = spark.read.parquet(lake.raw("orders"))
-    consented = next(o for o, reason in expected_reasons(lake.root, RUN_DATE).items() if reason == "consented")
-    one = orders.filter(F.col("order_id") == consented)
-    copies = spark.range(20_000).crossJoin(one.drop("order_id", "ordered_at"))
-    copies = copies.select(
-        F.concat(F.lit("SKEW"), F.col("id").cast("string")).alias("order_id"),
-        F.lit(datetime(2026, 11, 20, tzinfo=UTC)).alias("ordered_at"),
-        *[c for c in orders.columns if c not in ("order_id", "ordered_at")],
-    )
-    write_raw(spark, lake, "orders_skewed", orders.unionByName(copies))
-    assert run(lake, "skewed", policy_on(tmp_path, "raw/orders_skewed")) == 0
-    report = json.loads(Path(lake.report_json("orders", "skewed")).read_text())
-    assert report["rows_in"] == sum(report["totals"].values())
-    published = spark.read.parquet(str(current_version_dir(lake.root, "orders")))
-    skewed = published.filter(F.col("order_id").startswith("SKEW"))
-    assert skewed.count() == skewed.filter(F.col("record_state") == "consented").count() == 20_000
-
-
 def test_a_job_that_dies_mid_write_leaves_the_table_as_it_was(lake, monkeypatch, capsys, unchanged):
     import transforms.enforce as enforce
 
@@ -217,3 +203,88 @@ def test_a_spark_error_that_quotes_a_value_is_reported_without_it(lake, monkeypa
     emails = {r["email"] for r in read_rows(lake.raw("orders")) if r["email"]}
     leaked = [line[:160] for line in (out + err).splitlines() if any(e in line for e in emails)]
     assert not leaked
+
+
+# Last in the module: they leave a million-row version current.
+# Enough rows for the killed job to be caught while it writes; the million-row subject is
+# measured by benchmarks/skew.py, which takes longer than this suite can spend.
+SKEWED_ROWS = 50_000
+
+
+def with_one_skewed_subject(spark, lake, name: str, copies: int) -> str:
+    """The orders plus ``copies`` orders of one consented customer; returns the raw folder."""
+    orders = spark.read.parquet(lake.raw("orders"))
+    consented = next(o for o, reason in expected_reasons(lake.root, RUN_DATE).items() if reason == "consented")
+    one = orders.filter(F.col("order_id") == consented)
+    skewed = spark.range(copies).crossJoin(one.drop("order_id", "ordered_at"))
+    skewed = skewed.select(
+        F.concat(F.lit("SKEW"), F.col("id").cast("string")).alias("order_id"),
+        F.lit(datetime(2026, 11, 20, tzinfo=UTC)).alias("ordered_at"),
+        *[c for c in orders.columns if c not in ("order_id", "ordered_at")],
+    )
+    write_raw(spark, lake, name, orders.unionByName(skewed))
+    return f"raw/{name}"
+
+
+def enforce_in_a_child_process(lake, policy: Path, run_id: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "CONSENTGATE_HMAC_KEY": TEST_KEY,
+        "CONSENTGATE_SPARK_MASTER": "local[2]",
+        "PYSPARK_PYTHON": sys.executable,
+        "CONSENTGATE_SPARK_CONF": json.dumps(SMALL_INPUT_SPARK_CONF),
+    }
+    command = [sys.executable, "-m", "transforms.cli", "enforce", "--policy", str(policy), "--lake", lake.root]
+    command += ["--run-date", "2026-11-28", "--run-id", run_id]
+    # A session of its own, so that the kill reaches the JVM that spark-submit starts too.
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def wait_for_part_files(staging: Path, child: subprocess.Popen, timeout: float = 240) -> list[Path]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and child.poll() is None:
+        written = [p for p in staging.glob("_temporary/**/part-*") if p.is_file()]
+        if written:
+            return written
+        time.sleep(0.01)
+    return []
+
+
+def test_an_enforce_job_killed_mid_write_leaves_the_table_as_it_was(spark, lake, tmp_path, unchanged):
+    policy = policy_on(tmp_path, with_one_skewed_subject(spark, lake, "orders_skewed", SKEWED_ROWS))
+    staging = Path(lake.staging_data("orders", "sigkill"))
+    child = enforce_in_a_child_process(lake, policy, "sigkill")
+    try:
+        partial = wait_for_part_files(staging, child)
+        assert partial, f"the enforce job ended (status {child.poll()}) before it wrote a file"
+        os.killpg(child.pid, signal.SIGKILL)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert not (staging / "_SUCCESS").exists()
+    # The half-written output is there, but no step state says it was ever finished.
+    assert run(lake, "sigkill", policy, "validate") == 2
+    assert run(lake, "sigkill", policy, "publish") == 2
+
+
+@pytest.fixture
+def published_after_the_kill(spark, lake, tmp_path):
+    """After the killed job: the same run id, rerun to the end over the million-row subject."""
+    policy = policy_on(tmp_path, "raw/orders_skewed")
+    assert run(lake, "sigkill", policy) == 0
+    return json.loads(Path(lake.report_json("orders", "sigkill")).read_text())
+
+
+def test_a_rerun_after_the_kill_publishes_every_row_of_the_skewed_subject(spark, lake, published_after_the_kill):
+    report = published_after_the_kill
+    rows_in = len(expected_reasons(lake.root, RUN_DATE)) + SKEWED_ROWS
+    assert report["rows_in"] == sum(report["totals"].values()) == rows_in
+    published = spark.read.parquet(report["published_path"])
+    skewed = published.filter(F.col("order_id").startswith("SKEW"))
+    by_state = {r["record_state"]: r["count"] for r in skewed.groupBy("record_state").count().collect()}
+    assert by_state == {"consented": SKEWED_ROWS}
+    assert skewed.select("customer_id").distinct().count() == 1

@@ -40,6 +40,8 @@ def airflow_env(airflow_home: Path, lake: Lake, key: str | None) -> dict[str, st
         "CONSENTGATE_LAKE": lake.root,
         "CONSENTGATE_DRIVER_MEMORY": "1g",
         "CONSENTGATE_DATA_DOCS": "on",
+        # Sized for a few thousand rows, as a deployment would size its jobs; AQE stays on.
+        "CONSENTGATE_SPARK_CONF": json.dumps({"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"}),
     }
     env.pop("CONSENTGATE_HMAC_KEY", None)
     if key:

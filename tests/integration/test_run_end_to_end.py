@@ -15,11 +15,13 @@ import duckdb
 import pandas as pd
 import pytest
 
+from tests import reference
 from tests.conftest import ORDERS_POLICY, TEST_KEY
 from tests.lakecheck import counts_by_reason, current_version_dir, expected_reasons, read_rows
 from tests.reference import ACTIONS
 from transforms.cli import main
 from transforms.generate import generate_lake
+from transforms.lake import judgement_instant
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 28)
@@ -149,6 +151,34 @@ def test_quarantine_holds_the_unjudgeable_rows_owner_only(first_run):
     assert len(rows) == report["totals"]["quarantined"] - report["quarantine_rows_withheld_for_erasure"]
     assert {r["quarantine_reason"] for r in rows} == {"invalid_subject", "invalid_event_time"}
     assert oct(folder.parent.stat().st_mode)[-3:] == "700"
+
+
+def test_a_second_dataset_on_the_same_consent_log_gives_each_customer_the_same_pseudonym(first_run, hmac_key):
+    """`customers` is judged for marketing, `orders` for analytics, from one consent log."""
+    lake, _ = first_run
+    customers_policy = ORDERS_POLICY.with_name("customers.yml")
+    assert run(lake, "shared", policy=customers_policy) == 0
+    t = judgement_instant(RUN_DATE)
+    events = [
+        reference.Event(e["subject_id"], e["purpose"], e["status"], e["recorded_at"], e["expires_at"], e["source"])
+        for e in read_rows(Path(lake.root) / "raw" / "consent")
+    ]
+    customers = {r["customer_id"] for r in read_rows(Path(lake.root) / "raw" / "customers")}
+
+    def pseudonyms_consented_for(purpose: str) -> set[str]:
+        return {
+            hmac.new(TEST_KEY.encode(), c.encode(), hashlib.sha256).hexdigest()
+            for c in customers
+            if reference.consent_reason(reference.deciding_event(events, c, purpose, t), t) == "consented"
+        }
+
+    marketing = {r["customer_id"] for r in read_rows(current_version_dir(lake.root, "customers"))} - {None}
+    assert marketing == pseudonyms_consented_for("marketing")
+    analytics = {r["customer_id"] for r in read_rows(current_version_dir(lake.root, "orders"))} - {None}
+    assert analytics <= pseudonyms_consented_for("analytics")
+    both = marketing & analytics
+    assert both <= pseudonyms_consented_for("marketing") & pseudonyms_consented_for("analytics")
+    assert len(both) > 10
 
 
 # Before the rerun test, which writes run "first"'s report again.

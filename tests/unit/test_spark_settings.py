@@ -1,0 +1,37 @@
+"""CONSENTGATE_SPARK_CONF: a deployment's extra Spark settings, checked before any job starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from transforms.errors import ConsentgateError
+from transforms.spark_settings import extra_spark_conf
+
+
+def test_no_variable_adds_nothing(monkeypatch):
+    monkeypatch.delenv("CONSENTGATE_SPARK_CONF", raising=False)
+    assert extra_spark_conf() == {}
+
+
+def test_settings_become_spark_strings(monkeypatch):
+    monkeypatch.setenv(
+        "CONSENTGATE_SPARK_CONF", '{"spark.sql.shuffle.partitions": 8, "spark.sql.adaptive.enabled": false}'
+    )
+    assert extra_spark_conf() == {"spark.sql.shuffle.partitions": "8", "spark.sql.adaptive.enabled": "false"}
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("shuffle=8", "CONSENTGATE_SPARK_CONF: not a JSON object"),
+        ('["spark.x"]', "CONSENTGATE_SPARK_CONF: must be a JSON object of spark.* settings"),
+        ('{"shuffle.partitions": "8"}', "CONSENTGATE_SPARK_CONF: must be a JSON object of spark.* settings"),
+        ('{"spark.sql.session.timeZone": "Europe/Paris"}', "spark.sql.session.timeZone is set by consentgate"),
+        ('{"spark.driver.extraJavaOptions": "-Dx=1"}', "spark.driver.extraJavaOptions is set by consentgate"),
+    ],
+)
+def test_a_bad_value_stops_with_one_line_naming_the_variable(monkeypatch, value, message):
+    monkeypatch.setenv("CONSENTGATE_SPARK_CONF", value)
+    with pytest.raises(ConsentgateError) as raised:
+        extra_spark_conf()
+    assert message in str(raised.value) and "\n" not in str(raised.value)

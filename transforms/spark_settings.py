@@ -1,0 +1,36 @@
+"""Extra Spark settings for every consentgate job, from ``CONSENTGATE_SPARK_CONF``.
+
+A deployment sizes its jobs (shuffle partitions, executor memory, adaptive execution)
+without editing the DAG files: the same settings reach the DAG's spark-submit steps and
+the jobs started from plain Python. Settings consentgate needs for correctness (the
+session time zone, the catalog, the logging configuration) cannot be overridden.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from transforms.errors import ConsentgateError
+
+VARIABLE = "CONSENTGATE_SPARK_CONF"
+# Judgements are made in UTC, and the logging configuration keeps data out of the logs.
+PROTECTED = ("spark.sql.session.timeZone", "spark.driver.extraJavaOptions", "spark.sql.catalogImplementation")
+
+
+def extra_spark_conf() -> dict[str, str]:
+    text = os.environ.get(VARIABLE, "").strip()
+    if not text:
+        return {}
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConsentgateError(f"{VARIABLE}: not a JSON object ({err.msg})") from None
+    if not isinstance(settings, dict) or not all(isinstance(k, str) and k.startswith("spark.") for k in settings):
+        raise ConsentgateError(
+            f'{VARIABLE}: must be a JSON object of spark.* settings, e.g. {{"spark.sql.shuffle.partitions": "8"}}'
+        )
+    protected = sorted(set(settings) & set(PROTECTED))
+    if protected:
+        raise ConsentgateError(f"{VARIABLE}: {protected[0]} is set by consentgate and cannot be overridden")
+    return {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in settings.items()}
