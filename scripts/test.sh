@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The test suite: ruff, then pytest (unit tests on tiny DataFrames, the in-process run
-# and the Airflow DAG end to end). Extra arguments go to pytest.
+# The test suite: ruff, the policy linter and the register's staleness check, then
+# pytest (unit tests on tiny DataFrames, the in-process run and the Airflow DAG end to
+# end). Extra arguments go to pytest.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 ruff check transforms expectations dags tests scripts benchmarks
+# The shipped policies must lint clean, and docs/register.* must be what they give now.
+consentgate lint dags/policies
+consentgate register --policies dags/policies --out docs --check
 exec python -m pytest "$@"

@@ -225,6 +225,33 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_lint(args) -> int:
+    from transforms.lint import lint
+
+    checked, findings = lint(args.paths, args.lake)
+    for finding in findings:
+        print(finding)
+    if checked == 0:
+        raise ConsentgateError(f"{', '.join(args.paths)}: no policy files (*.yml, *.yaml) to lint")
+    print(f"consentgate lint: {checked} policies, {len(findings)} findings", file=sys.stderr)
+    return 2 if findings else 0
+
+
+def cmd_register(args) -> int:
+    from transforms.register import stale_files, write_register
+
+    if args.check:
+        stale = stale_files(args.policies, args.out)
+        if stale:
+            raise ConsentgateError(
+                f"{', '.join(stale)}: stale; run `consentgate register --policies {args.policies} --out {args.out}`"
+            )
+        _say("register_current", out=args.out)
+        return 0
+    _say("register_written", files=write_register(args.policies, args.out, args.lake))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="consentgate", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -274,6 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--dataset", required=True)
     status.add_argument("--report", help="a report file instead of the latest")
     status.set_defaults(handler=cmd_status)
+
+    lint = commands.add_parser("lint", help="check policy files for problems, one line each (exit 2 if any)")
+    lint.add_argument("paths", nargs="+", help="policy files or folders of them")
+    lint.add_argument("--lake", help="also check the declared columns against each source's schema (local lake)")
+    lint.set_defaults(handler=cmd_lint)
+
+    register = commands.add_parser("register", help="write the record of processing activities (Markdown, HTML)")
+    register.add_argument("--policies", default="dags/policies")
+    register.add_argument("--out", default="docs")
+    register.add_argument("--lake", help="also name the keys of each dataset's current published version")
+    register.add_argument("--check", action="store_true", help="exit 2 if the files under --out are stale")
+    register.set_defaults(handler=cmd_register)
     return parser
 
 

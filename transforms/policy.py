@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from transforms.categories import CATEGORIES
 from transforms.errors import PolicyError
 from transforms.rules import ColumnRule, RuleSyntaxError, parse_rule
 
@@ -44,6 +45,9 @@ STATE_COLUMN = "record_state"
 _DATASET_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _PURPOSE = re.compile(r"[a-z][a-z0-9_]*(:[a-z0-9][a-z0-9_.-]*)?")
 
+# Besides its rules, a column may say what it holds and why it is kept (or one ``rule``
+# for both states).
+_COLUMN_METADATA = ("rule", "category", "note")
 _REQUIRED_KEYS = ("dataset", "source", "subject_key", "event_time", "purpose", "columns")
 _OPTIONAL_KEYS = (
     "description",
@@ -71,6 +75,10 @@ class ColumnPolicy:
     name: str
     consented: ColumnRule
     anonymized: ColumnRule
+    # What kind of personal data the column holds (transforms/categories.py), and why a
+    # personal column is kept as it is: documentation for the register and the linter.
+    category: str | None = None
+    note: str = ""
 
     def rule_for(self, state: str) -> ColumnRule:
         return self.consented if state == "consented" else self.anonymized
@@ -154,13 +162,22 @@ def _parse_column(path: str, name: object, spec: object, subject_key: str) -> Co
     where = f"columns.{name}"
     if name == STATE_COLUMN:
         raise _fail(path, where, "the name is reserved for the output's record state")
+    category, note = None, ""
     if isinstance(spec, dict):
-        unknown = set(spec) - set(RECORD_STATES)
+        unknown = set(spec) - set(RECORD_STATES) - set(_COLUMN_METADATA)
         if unknown:
-            raise _fail(path, where, f"unknown key {sorted(unknown)[0]!r} (allowed: consented, anonymized)")
-        # A state the policy does not mention gets the safe rule.
-        consented = _parse_rule(path, f"{where}.consented", spec.get("consented", "drop"))
-        anonymized = _parse_rule(path, f"{where}.anonymized", spec.get("anonymized", "drop"))
+            allowed = ", ".join((*RECORD_STATES, *_COLUMN_METADATA))
+            raise _fail(path, where, f"unknown key {sorted(unknown)[0]!r} (allowed: {allowed})")
+        category, note = _parse_column_metadata(path, where, spec)
+        rules = set(spec) & {"rule", *RECORD_STATES}
+        if "rule" in spec and rules != {"rule"}:
+            raise _fail(path, where, "give either rule or consented/anonymized, not both")
+        if "rule" in spec:
+            consented = anonymized = _parse_rule(path, f"{where}.rule", spec["rule"])
+        else:
+            # A state the policy does not mention gets the safe rule.
+            consented = _parse_rule(path, f"{where}.consented", spec.get("consented", "drop"))
+            anonymized = _parse_rule(path, f"{where}.anonymized", spec.get("anonymized", "drop"))
     else:
         consented = anonymized = _parse_rule(path, where, spec)
     if anonymized.links_to_subject:
@@ -175,7 +192,17 @@ def _parse_column(path: str, name: object, spec: object, subject_key: str) -> Co
     if name == subject_key and consented.name not in ("keep", "pseudonymize", "drop"):
         # Erasure finds a subject's published rows by this column: it must stay matchable.
         raise _fail(path, where, f"the subject key may only be kept, pseudonymised or dropped, not {consented.text!r}")
-    return ColumnPolicy(name=name, consented=consented, anonymized=anonymized)
+    return ColumnPolicy(name=name, consented=consented, anonymized=anonymized, category=category, note=note)
+
+
+def _parse_column_metadata(path: str, where: str, spec: dict) -> tuple[str | None, str]:
+    category = spec.get("category")
+    if category is not None and category not in CATEGORIES:
+        raise _fail(path, f"{where}.category", f"{category!r} is not one of {' | '.join(CATEGORIES)}")
+    note = spec.get("note", "")
+    if not isinstance(note, str):
+        raise _fail(path, f"{where}.note", "must be a string")
+    return category, note.strip()
 
 
 def _parse_tcf(path: str, raw: object) -> TcfMapping | None:

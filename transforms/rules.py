@@ -92,6 +92,11 @@ class ColumnRule:
     def publishes_text(self) -> bool:
         return self.spec.publishes_text
 
+    @property
+    def description(self) -> str:
+        """What the rule does to a value, in words, for the register and the DAG's docs."""
+        return self.spec.describe(self.argument)
+
     def fits(self, dtype: DataType) -> bool:
         families = self.spec.fits(self.argument)
         return families is None or type_family(dtype) in families
@@ -107,6 +112,7 @@ class RuleSpec:
     fits: Callable[[object], tuple[str, ...] | None] = lambda argument: None  # None: any type
     parse_argument: Callable[[str | None], object] | None = None
     arg_text: Callable[[object], str] = str
+    describe: Callable[[object], str] = lambda argument: ""
     links_to_subject: bool = False  # may not appear in anonymised rows
     publishes_text: bool = False  # the output is a string whatever the column's type
     needs_encryption_key: bool = False
@@ -234,6 +240,15 @@ def _apply_generalize(column, dtype, argument, context):
     return (F.floor(column / F.lit(size)) * F.lit(size)).cast(dtype)
 
 
+def _describe_generalize(argument: tuple[str, int | None]) -> str:
+    kind, size = argument
+    if kind in _PERIODS:
+        return f"generalised to its {kind}"
+    if kind == "prefix":
+        return f"generalised to its first {size} characters"
+    return f"rounded down to a multiple of {size}"
+
+
 def _generalize_fits(argument: tuple[str, int | None]) -> tuple[str, ...]:
     kind, _ = argument
     if kind in _PERIODS:
@@ -246,32 +261,46 @@ def _generalize_fits(argument: tuple[str, int | None]) -> tuple[str, ...]:
 RULES: dict[str, RuleSpec] = {
     spec.name: spec
     for spec in (
-        RuleSpec("keep", _apply_keep, parse_argument=_no_argument),
-        RuleSpec("drop", _apply_drop, parse_argument=_no_argument),
+        RuleSpec("keep", _apply_keep, parse_argument=_no_argument, describe=lambda argument: "kept as it is"),
+        RuleSpec("drop", _apply_drop, parse_argument=_no_argument, describe=lambda argument: "not published"),
         RuleSpec(
             "pseudonymize",
             _apply_pseudonymize,
             fits=lambda argument: STRING_TYPES + INTEGRAL_TYPES,
             parse_argument=_no_argument,
+            describe=lambda argument: "pseudonymised (keyed HMAC-SHA256)",
             links_to_subject=True,
             publishes_text=True,
         ),
         RuleSpec(
-            "mask", _apply_mask, fits=lambda argument: STRING_TYPES, parse_argument=_parse_count, links_to_subject=True
+            "mask",
+            _apply_mask,
+            fits=lambda argument: STRING_TYPES,
+            parse_argument=_parse_count,
+            describe=lambda argument: f"masked, only the last {4 if argument is None else argument} characters shown",
+            links_to_subject=True,
         ),
-        RuleSpec("redact", _apply_redact, fits=lambda argument: STRING_TYPES, parse_argument=_no_argument),
+        RuleSpec(
+            "redact",
+            _apply_redact,
+            fits=lambda argument: STRING_TYPES,
+            parse_argument=_no_argument,
+            describe=lambda argument: f"replaced by {REDACTED}",
+        ),
         RuleSpec(
             "generalize",
             _apply_generalize,
             fits=_generalize_fits,
             parse_argument=_parse_generalize,
             arg_text=_generalize_text,
+            describe=_describe_generalize,
         ),
         RuleSpec(
             "date_shift",
             _apply_date_shift,
             fits=lambda argument: TEMPORAL_TYPES,
             parse_argument=_parse_max_days,
+            describe=lambda argument: f"shifted by up to {argument} days, the same for all of one customer's rows",
             links_to_subject=True,
         ),
         RuleSpec(
@@ -279,11 +308,18 @@ RULES: dict[str, RuleSpec] = {
             _apply_encrypt,
             fits=lambda argument: STRING_TYPES + INTEGRAL_TYPES,
             parse_argument=_no_argument,
+            describe=lambda argument: "encrypted (AES-256-GCM), opened only by consentgate decrypt",
             links_to_subject=True,
             publishes_text=True,
             needs_encryption_key=True,
         ),
-        RuleSpec("scrub_text", _apply_scrub_text, fits=lambda argument: STRING_TYPES, parse_argument=_no_argument),
+        RuleSpec(
+            "scrub_text",
+            _apply_scrub_text,
+            fits=lambda argument: STRING_TYPES,
+            parse_argument=_no_argument,
+            describe=lambda argument: "e-mail addresses, card and phone numbers removed from the text",
+        ),
     )
 }
 

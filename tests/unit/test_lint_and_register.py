@@ -1,0 +1,127 @@
+"""`consentgate lint` and `consentgate register`: findings on hand-written policies, and
+the register kept in docs/ must be what the policies in dags/policies give now."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import REPO
+from transforms.cli import main
+from transforms.register import render
+from transforms.rules import RULES, parse_rule
+
+HEAD = """\
+dataset: {dataset}
+source: raw/orders
+subject_key: customer_id
+event_time: ordered_at
+purpose: analytics
+columns:
+  customer_id: {{consented: pseudonymize, anonymized: drop, category: identifier}}
+  ordered_at: {{consented: keep, anonymized: generalize:month, category: behaviour, note: the event counted}}
+"""
+
+
+def policy(folder: Path, name: str, extra_columns: str = "", dataset: str = "orders") -> Path:
+    path = folder / f"{name}.yml"
+    path.write_text(HEAD.format(dataset=dataset) + extra_columns)
+    return path
+
+
+def lint(capsys, *args) -> tuple[int, list[str]]:
+    status = main(["lint", *map(str, args)])
+    return status, capsys.readouterr().out.splitlines()
+
+
+def test_the_shipped_policies_have_no_findings(capsys):
+    assert lint(capsys, REPO / "dags" / "policies") == (0, [])
+
+
+def test_each_kind_of_finding_is_one_line_naming_file_and_column(tmp_path, capsys):
+    good = policy(tmp_path, "a_good")
+    policy(tmp_path, "b_uncategorised", "  channel: keep\n", dataset="b")
+    policy(tmp_path, "c_kept_without_note", "  zip_code: {rule: keep, category: address}\n", dataset="c")
+    policy(tmp_path, "d_misnamed", "  email: {rule: keep, category: none}\n", dataset="d")
+    policy(tmp_path, "e_same_dataset", "", dataset="orders")
+    (tmp_path / "f_broken.yml").write_text(HEAD.format(dataset="f") + "  email: {consented: hash}\n")
+    policy(tmp_path, "g_dropped_needs_nothing", "  full_name: drop\n", dataset="g")
+    policy(tmp_path, "h_noted", "  zip_code: {rule: keep, category: address, note: area sales}\n", dataset="h")
+    status, lines = lint(capsys, tmp_path)
+    assert status == 2
+    assert lines == [
+        f"{tmp_path}/b_uncategorised.yml: columns.channel: no category: declare what it holds "
+        "(identifier | contact | name | address | demographic | location | online | financial | behaviour | "
+        "free_text | special | none)",
+        f"{tmp_path}/c_kept_without_note.yml: columns.zip_code: personal data (address) is kept as it is in "
+        "consented rows and anonymized rows: add a note saying why, or pseudonymise, mask, generalise or drop it",
+        f"{tmp_path}/d_misnamed.yml: columns.email: the name suggests personal data, but the category is none",
+        f"{tmp_path}/e_same_dataset.yml: dataset: 'orders' is also the dataset of {good}",
+        f"{tmp_path}/f_broken.yml: columns.email.consented: unknown rule 'hash' (known: date_shift, drop, encrypt, "
+        "generalize, keep, mask, pseudonymize, redact, scrub_text)",
+    ]
+
+
+def test_with_a_lake_the_source_schema_is_checked_without_spark(tmp_path, capsys):
+    source = tmp_path / "lake" / "raw" / "orders"
+    source.mkdir(parents=True)
+    table = pa.table({"customer_id": pa.array(["c1"]), "ordered_at": pa.array(["2026-11-01"]), "phone": [5551234]})
+    pq.write_table(table, source / "part-0.parquet")
+    path = policy(tmp_path, "orders", "  phone: {consented: mask, anonymized: drop, category: contact}\n")
+    status, lines = lint(capsys, path, "--lake", tmp_path / "lake")
+    assert status == 2
+    # The first problem the enforce job would stop at (the phone's type would be the next).
+    assert lines == [
+        f"{path}: source: {source}: event time column 'ordered_at' is string, expected a date or timestamp"
+    ]
+
+
+def test_an_empty_folder_is_an_error(tmp_path, capsys):
+    assert main(["lint", str(tmp_path)]) == 2
+    assert "no policy files" in capsys.readouterr().err
+
+
+def test_every_rule_describes_itself_for_the_register():
+    examples = {"mask": "mask:2", "generalize": "generalize:prefix3", "date_shift": "date_shift:30"}
+    for name in RULES:
+        assert parse_rule(examples.get(name, name)).description, name
+
+
+def test_the_register_in_docs_is_current(monkeypatch):
+    monkeypatch.chdir(REPO)
+    for name, content in render("dags/policies").items():
+        kept = (REPO / "docs" / name).read_text(encoding="utf-8")
+        assert kept == content, f"docs/{name} is stale: run `consentgate register`"
+
+
+def test_the_register_states_purpose_treatment_retention_and_policy_hash(monkeypatch):
+    from transforms.policy import load_policy
+
+    monkeypatch.chdir(REPO)
+    markdown = render("dags/policies")["register.md"]
+    orders = load_policy("dags/policies/orders.yml")
+    assert "| Purpose | `analytics` |" in markdown
+    assert "| email | contact | pseudonymised (keyed HMAC-SHA256) | not published |  |" in markdown
+    assert "| Retention | 730 days from the event, then dropped; the last 5 published versions are kept;" in markdown
+    assert f"(sha256 `{orders.sha256}`)" in markdown
+
+
+def test_a_changed_policy_makes_the_register_stale(tmp_path, capsys):
+    policies, out = tmp_path / "policies", tmp_path / "docs"
+    policies.mkdir()
+    path = policy(policies, "orders")
+    assert main(["register", "--policies", str(policies), "--out", str(out)]) == 0
+    assert main(["register", "--policies", str(policies), "--out", str(out), "--check"]) == 0
+    path.write_text(path.read_text().replace("note: the event counted", "note: the event that is counted"))
+    assert main(["register", "--policies", str(policies), "--out", str(out), "--check"]) == 2
+    assert f"{out}/register.md, {out}/register.html: stale" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["{consented: keep, category: secret}", "{rule: keep, consented: drop}"])
+def test_column_metadata_is_checked_when_the_policy_loads(tmp_path, capsys, bad):
+    policy(tmp_path, "orders", f"  channel: {bad}\n")
+    status, lines = lint(capsys, tmp_path)
+    assert status == 2 and len(lines) == 1 and "columns.channel" in lines[0]

@@ -1,0 +1,211 @@
+"""``consentgate register``: a record of processing activities (GDPR Art. 30 style),
+generated from every policy, as Markdown and as a self-contained HTML page.
+
+Per dataset: the purpose and its legal basis, the categories of personal data and how
+each column is treated in consented and anonymised rows, retention, recipients and the
+keys. It is generated from the policies alone, so the copy kept in the repository can be
+checked for staleness (``--check``, run by CI); with ``--lake`` it also names the key
+version and fingerprint each dataset's current published version was made with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+
+from transforms.categories import CATEGORIES, NOT_PERSONAL
+from transforms.policy import OnNoConsent, OnRetentionExpired, Policy, find_policies, load_policy
+
+TITLE = "Record of processing activities"
+GENERATED_BY = "consentgate register"
+
+
+@dataclass
+class Section:
+    heading: str
+    facts: list[tuple[str, str]]
+    columns: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+
+
+def _retention(policy: Policy) -> str:
+    versions = f"the last {policy.keep_versions} published versions are kept"
+    quarantine = f"quarantined rows are removed after {policy.quarantine_retention_days} days"
+    if policy.retention_days is None:
+        return f"no limit declared for the rows; {versions}; {quarantine}"
+    after = "dropped" if policy.on_retention_expired is OnRetentionExpired.DROP else "anonymised"
+    return f"{policy.retention_days} days from the event, then {after}; {versions}; {quarantine}"
+
+
+def _without_consent(policy: Policy) -> str:
+    if policy.on_no_consent is OnNoConsent.DROP:
+        return "rows of customers without valid consent are not published"
+    return "rows of customers without valid consent are published anonymised (the anonymised rows' rules below)"
+
+
+def _keys(policy: Policy, lake_root: str | None) -> str:
+    kinds = ["HMAC key `CONSENTGATE_HMAC_KEY` (pseudonyms, erasure tombstones)"]
+    if any(rule.name == "date_shift" for rule in policy.rules):
+        kinds[0] = "HMAC key `CONSENTGATE_HMAC_KEY` (pseudonyms, date shifts, erasure tombstones)"
+    if policy.needs_encryption_key:
+        kinds.append("encryption key `CONSENTGATE_ENCRYPTION_KEY` (AES-256-GCM)")
+    text = "; ".join(kinds)
+    if lake_root is not None:
+        text += "; " + _current_keys(policy, lake_root)
+    return text
+
+
+def _current_keys(policy: Policy, lake_root: str) -> str:
+    from transforms.key_continuity import recorded_keys
+    from transforms.lake import Lake
+    from transforms.publish import current_version
+
+    lake = Lake.at(lake_root)
+    version = current_version(lake, policy.dataset)
+    if version is None:
+        return "nothing published yet"
+    keys = recorded_keys(lake, policy.dataset, lake.clean_version(policy.dataset, version), version) or {}
+    described = [
+        f"{kind} version {entry.get('version')} (fingerprint {entry.get('fingerprint')})"
+        for kind, entry in sorted(keys.items())
+        if entry
+    ]
+    return f"current version `{version}` made with " + (", ".join(described) or "unrecorded keys")
+
+
+def _categories(policy: Policy) -> str:
+    by_category: dict[str, list[str]] = {}
+    for column in policy.columns:
+        if column.category not in (None, NOT_PERSONAL):
+            by_category.setdefault(column.category, []).append(column.name)
+    undeclared = [c.name for c in policy.columns if c.category is None]
+    # In the policy's own order, so that the register reads like the policy.
+    parts = [f"{CATEGORIES[kind]}: {', '.join(names)}" for kind, names in by_category.items()]
+    if undeclared:
+        parts.append(f"not declared: {', '.join(undeclared)}")
+    return "; ".join(parts) or "none declared"
+
+
+def section_for(policy: Policy, policy_label: str, lake_root: str | None) -> Section:
+    gpc = "yes: a Global Privacy Control refusal counts" if policy.sale_or_sharing else "no"
+    facts = [
+        ("Description", policy.description or "(none given)"),
+        ("Purpose", f"`{policy.purpose}`"),
+        (
+            "Legal basis",
+            "consent of the customer for this purpose (GDPR Art. 6(1)(a)), judged for every row at each run",
+        ),
+        ("Sale or sharing", gpc),
+        ("Data subjects", f"customers, identified by `{policy.subject_key}`"),
+        ("Source", f"`{policy.source}` (event time `{policy.event_time}`)"),
+        ("Categories of personal data", _categories(policy)),
+        ("Published as", f"`clean.{policy.dataset}` by the DAG `privacy_{policy.dataset}`"),
+        ("Recipients", f"internal analysts reading `clean.{policy.dataset}`; third parties: none"),
+        ("Without consent", _without_consent(policy)),
+        ("Retention", _retention(policy)),
+        ("Erasure", "requests remove the customer from every published version, the quarantine and staged output"),
+        ("Keys", _keys(policy, lake_root)),
+    ]
+    if policy.quasi_identifiers:
+        names = ", ".join(f"`{q}`" for q in policy.quasi_identifiers)
+        facts.append(("k-anonymity", f"anonymised rows share {names} with at least {policy.k_min} customers"))
+    facts.append(("Policy", f"`{policy_label}` (sha256 `{policy.sha256}`)"))
+    columns = [
+        (c.name, c.category or "not declared", c.consented.description, c.anonymized.description, c.note)
+        for c in policy.columns
+    ]
+    return Section(heading=policy.dataset, facts=facts, columns=columns)
+
+
+def build_sections(policy_folder: str, lake_root: str | None = None) -> list[Section]:
+    sections = []
+    for path in find_policies(policy_folder):
+        policy = load_policy(path)
+        sections.append(section_for(policy, f"{Path(policy_folder).as_posix().rstrip('/')}/{path.name}", lake_root))
+    return sections
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(sections: list[Section], policy_folder: str) -> str:
+    lines = [
+        f"# {TITLE}",
+        "",
+        f"Generated by `{GENERATED_BY}` from the {len(sections)} policies in `{policy_folder}`. "
+        "Do not edit: change a policy and run the command again (the tests fail when this file is stale).",
+    ]
+    for section in sections:
+        lines += ["", f"## {section.heading}", "", "| | |", "| --- | --- |"]
+        lines += [f"| {name} | {_md_cell(value)} |" for name, value in section.facts]
+        lines += [
+            "",
+            "| column | category | consented rows | anonymised rows | note |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in section.columns]
+    return "\n".join(lines) + "\n"
+
+
+def _inline_code(text: str) -> str:
+    """Markdown's `code` spans as <code> in already escaped HTML."""
+    parts = escape(text).split("`")
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+
+
+def render_html(sections: list[Section], policy_folder: str) -> str:
+    body = [
+        f"<h1>{escape(TITLE)}</h1>",
+        f"<p>Generated by <code>{GENERATED_BY}</code> from the {len(sections)} policies in "
+        f"<code>{escape(policy_folder)}</code>.</p>",
+        "<ul>"
+        + "".join(f"<li><a href='#{escape(s.heading)}'>{escape(s.heading)}</a></li>" for s in sections)
+        + "</ul>",
+    ]
+    for section in sections:
+        body.append(f"<h2 id='{escape(section.heading)}'>{escape(section.heading)}</h2><table class='facts'>")
+        body += [f"<tr><th>{escape(name)}</th><td>{_inline_code(value)}</td></tr>" for name, value in section.facts]
+        body.append("</table><table><tr><th>column</th><th>category</th><th>consented rows</th>")
+        body.append("<th>anonymised rows</th><th>note</th></tr>")
+        for row in section.columns:
+            body.append("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>")
+        body.append("</table>")
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:75em}table{border-collapse:collapse;margin-bottom:1.5em}"
+        "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}"
+        "table.facts th{width:14em;background:#f4f4f4}code{background:#f4f4f4;padding:0 .2em}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(TITLE)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )
+
+
+def render(policy_folder: str, lake_root: str | None = None) -> dict[str, str]:
+    """``{file name: content}`` of the register."""
+    sections = build_sections(policy_folder, lake_root)
+    return {
+        "register.md": render_markdown(sections, policy_folder),
+        "register.html": render_html(sections, policy_folder),
+    }
+
+
+def stale_files(policy_folder: str, out_folder: str) -> list[str]:
+    """The register files under ``out_folder`` that differ from what the policies give now."""
+    stale = []
+    for name, content in render(policy_folder).items():
+        path = Path(out_folder) / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != content:
+            stale.append(str(path))
+    return stale
+
+
+def write_register(policy_folder: str, out_folder: str, lake_root: str | None = None) -> list[str]:
+    Path(out_folder).mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in render(policy_folder, lake_root).items():
+        path = Path(out_folder) / name
+        path.write_text(content, encoding="utf-8")
+        written.append(str(path))
+    return written
