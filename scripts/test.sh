@@ -8,4 +8,5 @@ ruff check transforms expectations dags tests scripts benchmarks
 # The shipped policies must lint clean, and docs/register.* must be what they give now.
 consentgate lint dags/policies
 consentgate register --policies dags/policies --out docs --check
+bash "$ROOT/scripts/ensure_chromium.sh"
 exec python -m pytest "$@"

@@ -143,6 +143,13 @@ def _run_step(step, policy, lake, run_date, run_id) -> None:
 
 
 def cmd_step(args) -> int:
+    if args.command == "report" and args.policy is None and args.run_id is None:
+        from transforms.report import write_index
+
+        _say("index_written", index=write_index(_lake(args)))
+        return 0
+    if args.policy is None or args.run_id is None:
+        raise ConsentgateError(f"consentgate {args.command}: --policy and --run-id are required")
     policy, lake, run_id = _load(args)
     if args.command == "report":
         _report(lake, policy.dataset, run_id)
@@ -272,11 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     for step in (*STEPS, "report"):
-        sub = commands.add_parser(step, help=f"the DAG's {step} task")
-        sub.add_argument("--policy", required=True)
+        is_report = step == "report"
+        help_text = "the DAG's report task; with --lake alone, rebuild reports/index.html" if is_report else None
+        sub = commands.add_parser(step, help=help_text or f"the DAG's {step} task")
+        sub.add_argument("--policy", required=not is_report)
         sub.add_argument("--lake", required=True)
-        sub.add_argument("--run-date", required=step != "report")
-        sub.add_argument("--run-id", required=True)
+        sub.add_argument("--run-date", required=not is_report)
+        sub.add_argument("--run-id", required=not is_report)
         sub.set_defaults(handler=cmd_step)
 
     decrypt = commands.add_parser(

@@ -32,9 +32,10 @@ def instant(moment: datetime) -> Column:
 
 
 def consent_events(
-    consent: DataFrame, purpose: str, normalization: Iterable[str] = (), sale_or_sharing: bool = False
+    consent: DataFrame, purpose: str | None, normalization: Iterable[str] = (), sale_or_sharing: bool = False
 ) -> DataFrame:
-    """The purpose's events, one row each, with a normalised subject and a sort position.
+    """The purpose's events, one row each, with a normalised subject and a sort position
+    (every purpose's events, with their ``purpose``, when ``purpose`` is None).
 
     For a purpose that sells or shares data, a Global Privacy Control signal (``source:
     gpc``, ``status: denied``) recorded under any purpose is a refusal of this one too.
@@ -52,13 +53,14 @@ def consent_events(
     )
     is_grant = (status == GRANTED) & ~is_faulty
     effective_time = F.coalesce(F.col("recorded_at"), F.timestamp_micros(F.lit(_END_OF_TIME_MICROS)))
-    relevant = F.col("purpose") == F.lit(purpose)
+    relevant = F.lit(True) if purpose is None else F.col("purpose") == F.lit(purpose)
     if sale_or_sharing:
         relevant = relevant | ((F.col("source") == "gpc") & (status == DENIED))
     return (
         consent.filter(relevant)
         .select(
             normalize_subject(F.col("subject_id"), normalization).alias(SUBJECT),
+            *([F.col("purpose")] if purpose is None else []),
             effective_time.alias("consent_time"),
             F.when(is_grant, F.lit(GRANTED))
             .when(status == WITHDRAWN, F.lit(WITHDRAWN))
@@ -85,15 +87,15 @@ def _decision_key() -> Column:
     )
 
 
-def consent_at(events: DataFrame, t: datetime) -> DataFrame:
-    """One row per subject with the deciding event at ``t``: status, expiry, recorded time."""
+def consent_at(events: DataFrame, t: datetime, by: tuple[str, ...] = (SUBJECT,)) -> DataFrame:
+    """One row per subject (per ``by``) with the deciding event at ``t``: status, expiry, recorded time."""
     eligible = events.filter((F.col("consent_time") <= instant(t)) | F.col("has_no_time"))
     deciding = F.max_by(F.struct("consent_status", "consent_expires_at", "consent_time"), _decision_key())
     return (
-        eligible.groupBy(SUBJECT)
+        eligible.groupBy(*by)
         .agg(deciding.alias("d"))
         .select(
-            SUBJECT,
+            *by,
             F.col("d.consent_status").alias("consent_status"),
             F.col("d.consent_expires_at").alias("consent_expires_at"),
             F.col("d.consent_time").alias("consent_recorded_at"),

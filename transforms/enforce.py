@@ -20,6 +20,7 @@ from pyspark.sql.types import StructType
 
 from transforms import schemas
 from transforms.consent import SUBJECT, consent_at, consent_events, instant, with_consent_at_event
+from transforms.coverage import consent_coverage
 from transforms.encryption import Encryptor
 from transforms.erasure import SUBJECT_HASH, erasure_state, purge_published, record_tombstones, with_subject_hash
 from transforms.errors import SchemaError, StepStateError
@@ -228,7 +229,8 @@ def run_enforce(
     purge_published(spark, lake, policy, erasure, pseudonymizer, ring)
     record_tombstones(lake, policy.dataset, erasure, keys.hmac.fingerprint)
     context = rule_context(spark, policy, keys, pseudonymizer)
-    judged = judge(source, read_consent(spark, lake), erasure.erased, policy, run_date, pseudonymizer, erasure.retired)
+    consent = read_consent(spark, lake)
+    judged = judge(source, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired)
     if policy.quasi_identifiers:
         judged = quasi_identifier_values(judged, policy, context, source_values(policy))
     judged_rows = judged.persist(StorageLevel.MEMORY_AND_DISK)
@@ -238,6 +240,7 @@ def run_enforce(
         totals = totals_by_action(counts)
         # Counted apart from the judgement: a row lost or doubled by a join shows up here.
         rows_in = run_input(source, policy, run_date).count()
+        coverage = consent_coverage(judged_rows, consent, policy, judgement_instant(run_date))
         if rows_in != sum(totals.values()):
             raise StepStateError(
                 f"counts do not reconcile: {rows_in} input rows, {sum(totals.values())} judged; nothing is staged"
@@ -311,6 +314,7 @@ def run_enforce(
             "quarantine_path": quarantine_path,
             "quarantine_rows_withheld_for_erasure": withheld,
             "quarantine_expired": expired_quarantine,
+            "consent_coverage": coverage,
             "seconds": result.seconds,
         },
     )

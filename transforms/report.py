@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 from transforms import __version__
 from transforms.errors import StepStateError
 from transforms.lake import Lake
-from transforms.report_html import render_report
+from transforms.report_html import render_index, render_report
 from transforms.steps import load_step
-from transforms.storage import write_json, write_text
+from transforms.storage import list_names, read_json, write_json, write_text
 
 ACTIONS = ("kept", "anonymized", "dropped", "quarantined")
+TREND_RUNS = 10
 
 
 def check_reconciliation(rows_in: int, totals: dict[str, int]) -> None:
@@ -66,6 +67,7 @@ def build_report(lake: Lake, dataset: str, run_id: str) -> dict:
         "rows_out": enforce["rows_out"],
         "totals": enforce["totals"],
         "counts": enforce["counts"],
+        "consent_coverage": enforce.get("consent_coverage"),
         "validation": validation,
         "published": bool(publish.get("published")),
         "published_path": publish.get("published_path"),
@@ -88,10 +90,37 @@ def build_report(lake: Lake, dataset: str, run_id: str) -> dict:
     return report
 
 
+def _run_order(report: dict) -> tuple[str, str]:
+    # A failed run has no judgement instant; it sorts by when it was reported.
+    return (report.get("judged_at") or "", report.get("reported_at") or "")
+
+
+def dataset_reports(lake: Lake, dataset: str) -> list[dict]:
+    """Every run report of the dataset, oldest judgement first."""
+    folder = lake.path("reports", dataset)
+    reports = [read_json(f"{folder}/{name}") for name in list_names(folder) if name.endswith(".json")]
+    return sorted((r for r in reports if r and "run_id" in r), key=_run_order)
+
+
+def write_index(lake: Lake) -> str:
+    """``reports/index.html``: every dataset's latest run, linked to its page."""
+    latest = []
+    for dataset in list_names(lake.path("reports")):
+        reports = dataset_reports(lake, dataset)
+        if reports:
+            latest.append(max(reports, key=lambda r: r.get("reported_at") or ""))
+    path = lake.path("reports", "index.html")
+    write_text(path, render_index(latest))
+    return path
+
+
 def write_report(lake: Lake, dataset: str, run_id: str) -> tuple[str, dict]:
-    """Writes ``<run_id>.json`` and its readable twin ``<run_id>.html``; returns the JSON path."""
+    """Writes ``<run_id>.json`` and its readable twin ``<run_id>.html``, and refreshes the
+    index page; returns the JSON path."""
     report = build_report(lake, dataset, run_id)
     path = lake.report_json(dataset, run_id)
     write_json(path, report)
-    write_text(path[: -len(".json")] + ".html", render_report(report))
+    recent = [r for r in dataset_reports(lake, dataset) if r["run_id"] != run_id] + [report]
+    write_text(path[: -len(".json")] + ".html", render_report(report, sorted(recent, key=_run_order)[-TREND_RUNS:]))
+    write_index(lake)
     return path, report

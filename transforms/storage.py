@@ -65,6 +65,21 @@ def delete(path: str) -> None:
         fs.rm(target)
 
 
+def list_names(folder: str) -> list[str]:
+    """The names of the entries directly in ``folder`` (none when it does not exist)."""
+    if is_local(folder):
+        try:
+            return sorted(os.listdir(local_path(folder)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    import fsspec
+
+    fs, _, (target,) = fsspec.get_fs_token_paths(folder)
+    if not fs.isdir(target):
+        return []
+    return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(target, detail=False))
+
+
 def write_json(path: str, payload: dict) -> None:
     write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 

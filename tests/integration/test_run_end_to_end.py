@@ -7,6 +7,8 @@ import hashlib
 import hmac
 import json
 import re
+import shutil
+import subprocess
 from datetime import date
 from pathlib import Path
 from urllib.parse import urlparse
@@ -16,7 +18,7 @@ import pandas as pd
 import pytest
 
 from tests import reference
-from tests.conftest import ORDERS_POLICY, TEST_KEY
+from tests.conftest import ORDERS_POLICY, REPO, TEST_KEY
 from tests.lakecheck import counts_by_reason, current_version_dir, expected_reasons, read_rows
 from tests.reference import ACTIONS
 from transforms.cli import main
@@ -181,6 +183,60 @@ def test_a_second_dataset_on_the_same_consent_log_gives_each_customer_the_same_p
     assert len(both) > 10
 
 
+def test_consent_coverage_per_purpose_matches_the_reference_model(first_run):
+    lake, report = first_run
+    t = judgement_instant(RUN_DATE)
+    events = [
+        reference.Event(e["subject_id"], e["purpose"], e["status"], e["recorded_at"], e["expires_at"], e["source"])
+        for e in read_rows(Path(lake.root) / "raw" / "consent")
+    ]
+    subjects = {
+        reference.normalize(o["customer_id"])
+        for o in read_rows(Path(lake.root) / "raw" / "orders")
+        if o["ordered_at"] is None or o["ordered_at"] < t
+    } - {None}
+    coverage = report["consent_coverage"]
+    assert coverage["subjects"] == len(subjects)
+    for purpose in ("analytics", "marketing"):
+        decisions = [reference.deciding_event(events, s, purpose, t) for s in subjects]
+        by_state = coverage["purposes"][purpose]
+        assert by_state["consented"] == sum(reference.is_valid(d, t) for d in decisions), purpose
+        assert by_state["no_event"] == sum(d is None for d in decisions), purpose
+        assert sum(by_state.values()) == len(subjects)
+
+
+def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    """Headless Chromium with no network side traffic (Debian's package, scripts/ensure_chromium.sh)."""
+    executable = shutil.which("chromium")
+    assert executable, "chromium is missing: scripts/test.sh installs it (scripts/ensure_chromium.sh)"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    return subprocess.run(
+        [executable, *flags, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_html_report_renders_in_chromium_with_its_chart_and_counts(first_run, tmp_path):
+    lake, report = first_run
+    page = Path(lake.report_json("orders", "first")).with_suffix(".html")
+    assert not re.search(r"""(src|href)=['"]?(https?:)?//""", page.read_text())  # nothing from a network
+    dom = chromium("--dump-dom", page.as_uri(), profile=tmp_path / "dom").stdout
+    bars = re.findall(r'<rect class="bar (\w+)"', dom)
+    assert bars == [action for by_action in report["counts"].values() for action, n in by_action.items() if n]
+    totals = re.search(r'<table id="totals">(.*?)</table>', dom).group(1)
+    for action, n in report["totals"].items():
+        assert f'<td>{action}</td><td class="n">{n}</td>' in totals
+    assert f'<td class="n">{report["consent_coverage"]["purposes"]["analytics"]["consented"]}</td>' in dom
+    assert '<svg id="trend-chart"' in dom and report["policy_sha256"] in dom
+    screenshot = REPO / "test-output" / "run_report.png"
+    screenshot.parent.mkdir(exist_ok=True)
+    shot = chromium(f"--screenshot={screenshot}", "--window-size=1100,2400", page.as_uri(), profile=tmp_path / "shot")
+    assert shot.returncode == 0 and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    index = Path(lake.root) / "reports" / "index.html"
+    index_dom = chromium("--dump-dom", index.as_uri(), profile=tmp_path / "index").stdout
+    assert '<a href="orders/first.html">first</a>' in index_dom
+
+
 # Before the rerun test, which writes run "first"'s report again.
 def test_validation_results_are_rendered_as_data_docs_beside_the_report(first_run):
     lake, report = first_run
@@ -208,7 +264,7 @@ def test_bad_policy_and_missing_column_stop_with_exit_2(generated, tmp_path, hma
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(bad) in err and "columns.phone.consented" in err
     missing = tmp_path / "missing.yml"
-    missing.write_text(ORDERS_POLICY.read_text().replace("  amount: keep", "  amount: keep\n  loyalty_tier: keep"))
+    missing.write_text(ORDERS_POLICY.read_text() + "  loyalty_tier: keep\n")  # the last key is columns
     assert run(generated, "missingcol", policy=missing) == 2
     assert "'loyalty_tier' is missing" in capsys.readouterr().err
 

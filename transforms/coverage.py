@@ -1,0 +1,54 @@
+"""Consent coverage: of the subjects in a run's input, how many have valid consent at
+``t`` for each purpose in the consent log, and why the others do not. Counts only.
+
+It reads the consent log alone, purpose by purpose, by the same deciding-event rule as
+the judgement; Global Privacy Control signals across purposes and TC strings are not
+applied here (the run's own purpose is judged exactly in the report's ``counts``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from transforms.consent import GRANTED, SUBJECT, WITHDRAWN, consent_at, consent_events, instant, is_valid_at
+from transforms.policy import Policy
+
+STATES = ("consented", "withdrawn", "expired", "refused", "no_event")
+MAX_PURPOSES = 20
+# A purpose is a label, but the log is input: anything that does not look like one (an
+# e-mail pasted into the column, say) is counted without its text.
+_PURPOSE = re.compile(r"[a-z][a-z0-9_]{0,40}(:[a-z0-9][a-z0-9_.-]{0,40})?")
+UNLISTED = "(unlisted purposes)"
+
+
+def consent_coverage(judged: DataFrame, consent: DataFrame, policy: Policy, t: datetime) -> dict:
+    subjects = judged.select(SUBJECT).where(F.col(SUBJECT).isNotNull()).distinct()
+    decided = consent_at(consent_events(consent, None, policy.subject_key_normalize), t, by=(SUBJECT, "purpose"))
+    state = (
+        F.when(is_valid_at(instant(t)), F.lit("consented"))
+        .when(F.col("consent_status") == WITHDRAWN, F.lit("withdrawn"))
+        .when(F.col("consent_status") == GRANTED, F.lit("expired"))
+        .otherwise(F.lit("refused"))
+    )
+    counted = decided.join(subjects, on=SUBJECT).groupBy("purpose", state.alias("state")).count()
+    subject_count = subjects.count()
+    purposes: dict[str, dict[str, int]] = {}
+    for row in counted.collect():
+        name = row["purpose"] if row["purpose"] and _PURPOSE.fullmatch(row["purpose"]) else UNLISTED
+        by_state = purposes.setdefault(name, dict.fromkeys(STATES, 0))
+        by_state[row["state"]] += row["count"]
+    if len(purposes) > MAX_PURPOSES:
+        # The purposes most subjects have a say in, so that reports stay readable.
+        ranked = sorted(purposes, key=lambda p: (-sum(purposes[p].values()), p))
+        purposes = {p: purposes[p] for p in ranked[:MAX_PURPOSES]}
+    if policy.purpose not in purposes:
+        purposes[policy.purpose] = dict.fromkeys(STATES, 0)
+    for purpose, by_state in purposes.items():
+        # The unlisted row adds up several purposes: it counts (subject, purpose) pairs.
+        if purpose != UNLISTED:
+            by_state["no_event"] = subject_count - sum(by_state.values())
+    return {"purpose": policy.purpose, "subjects": subject_count, "purposes": dict(sorted(purposes.items()))}
