@@ -26,6 +26,7 @@ from transforms import spark_entry
 from transforms.java_options import driver_java_options
 from transforms.keys import KEY_CONNECTIONS
 from transforms.lake import Lake
+from transforms.lineage import column_lineage, masked_columns
 from transforms.policy import Policy, load_policy
 from transforms.spark_settings import extra_spark_conf
 
@@ -41,13 +42,39 @@ def consentgate_run_id(airflow_run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]", "", text)[:200]
 
 
-def asset_for(dataset: str) -> Asset:
+def asset_for(policy: Policy, lake: Lake) -> Asset:
     """The published table, for analysts' DAGs to be scheduled on: ``Asset("clean.<dataset>")``.
 
     Named after the catalog table, not the lake folder, so that pointing the DAGs at
-    another lake does not leave two assets claiming one name.
+    another lake does not leave two assets claiming one name. Its ``extra`` carries the
+    OpenLineage-style column lineage (which columns are masked).
     """
-    return Asset(name=f"clean.{dataset}")
+    extra = {"facets": column_lineage(policy, lake.root), "masked_columns": masked_columns(policy)}
+    return Asset(name=f"clean.{policy.dataset}", extra=extra)
+
+
+class FailureSummary:
+    """A task's ``on_failure_callback``: one log line naming the task, the run and the
+    reason its step recorded (step errors name files, columns and keys, never data)."""
+
+    def __init__(self, lake_root: str, dataset: str):
+        self.lake_root = lake_root
+        self.dataset = dataset
+
+    def __call__(self, context) -> None:
+        import logging
+
+        from transforms.steps import STEPS, load_step
+
+        task_id = context["ti"].task_id
+        run_id = consentgate_run_id(str(context["run_id"]))
+        state = None
+        if task_id in STEPS:
+            state = load_step(Lake.at(self.lake_root), self.dataset, run_id, task_id, required=False)
+        reason = (state or {}).get("error") or "see the task log"
+        logging.getLogger("consentgate.airflow").error(
+            "consentgate: %s of %s failed in run %s: %s", task_id, self.dataset, run_id, reason
+        )
 
 
 class ConsentgateSparkSubmitOperator(SparkSubmitOperator):
@@ -111,12 +138,20 @@ def doc_for(policy: Policy) -> str:
         policy.description or "",
         "",
         f"Enforces `{policy.path}` (purpose `{policy.purpose}`, retention "
-        f"{policy.retention_days or 'unlimited'} days, consent checked at `{policy.check_consent_at.value}`), "
-        f"validates the result and publishes `clean.{policy.dataset}`.",
+        f"{policy.retention_days or 'unlimited'} days, consent checked at `{policy.check_consent_at.value}`, "
+        f"without consent: {policy.on_no_consent.value}), validates the result and publishes "
+        f"`clean.{policy.dataset}`. Policy SHA-256 `{policy.sha256[:16]}…`.",
         "",
-        "| column | consented rows | anonymised rows |",
-        "| --- | --- | --- |",
-        *(f"| `{c.name}` | {c.consented.text} | {c.anonymized.text} |" for c in policy.columns),
+        "| column | category | consented rows | anonymised rows | note |",
+        "| --- | --- | --- | --- | --- |",
+        *(
+            f"| `{c.name}` | {c.category or ''} | {c.consented.description} | {c.anonymized.description} "
+            f"| {c.note.replace('|', '/')} |"
+            for c in policy.columns
+        ),
+        "",
+        "Run reports: `reports/" + policy.dataset + "/<run id>.html` under the lake; every dataset's latest run: "
+        "`reports/index.html`.",
     ]
     return "\n".join(lines)
 
@@ -146,7 +181,12 @@ def build_dag(policy_path: str | Path, lake_root: str, start_date: datetime | No
         catchup=False,
         max_active_runs=1,
         tags=["consentgate", "privacy", policy.purpose],
-        default_args={"owner": "data-engineering", "retries": 0, "retry_delay": timedelta(minutes=5)},
+        default_args={
+            "owner": "data-engineering",
+            "retries": 0,
+            "retry_delay": timedelta(minutes=5),
+            "on_failure_callback": FailureSummary(lake.root, policy.dataset),
+        },
         user_defined_filters={"consentgate_run_id": consentgate_run_id},
     )
     with dag:
@@ -167,7 +207,7 @@ def build_dag(policy_path: str | Path, lake_root: str, start_date: datetime | No
                     conf=spark_conf(lake, python),
                     driver_memory=os.environ.get("CONSENTGATE_DRIVER_MEMORY", "2g"),
                     env_vars={"PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python},
-                    outlets=[asset_for(policy.dataset)] if step == "publish" else [],
+                    outlets=[asset_for(policy, lake)] if step == "publish" else [],
                 )
             )
         report = PythonOperator(

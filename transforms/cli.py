@@ -232,6 +232,28 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    import dataclasses
+
+    from transforms.explain import explain_subject, render_text
+    from transforms.keys import load_run_keys
+    from transforms.policy import find_policies, load_policy
+
+    paths = [args.policy] if args.policy else find_policies(args.policies)
+    policies = [load_policy(path) for path in paths]
+    if not policies:
+        raise ConsentgateError(f"{args.policies}: no policy files")
+    keys = load_run_keys(needs_encryption=False)  # before Spark starts
+    lake = _lake(args)
+    run_date = parse_run_date(args.run_date)
+    explanations = explain_subject(_spark(lake, "explain", "subject"), lake, policies, args.subject, run_date, keys)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(e) for e in explanations], indent=2, sort_keys=True))
+    else:
+        print("\n".join(render_text(explanations, run_date)))
+    return 0
+
+
 def cmd_lint(args) -> int:
     from transforms.lint import lint
 
@@ -310,6 +332,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--dataset", required=True)
     status.add_argument("--report", help="a report file instead of the latest")
     status.set_defaults(handler=cmd_status)
+
+    explain = commands.add_parser(
+        "explain", help="what the pipeline does with one subject's rows in every dataset, and why"
+    )
+    explain.add_argument("--subject", required=True, help="the customer id, as the customer gave it")
+    explain.add_argument("--lake", required=True)
+    explain.add_argument("--run-date", required=True)
+    explain.add_argument("--policies", default="dags/policies")
+    explain.add_argument("--policy", help="one policy instead of every policy in --policies")
+    explain.add_argument("--json", action="store_true")
+    explain.set_defaults(handler=cmd_explain)
 
     lint = commands.add_parser("lint", help="check policy files for problems, one line each (exit 2 if any)")
     lint.add_argument("paths", nargs="+", help="policy files or folders of them")

@@ -28,6 +28,7 @@ from transforms.kanonymity import quasi_identifier_values, suppress_small_groups
 from transforms.key_continuity import check_key_continuity, write_keys_marker
 from transforms.keys import RunKeys
 from transforms.lake import Lake, judged_at_marker, judgement_instant
+from transforms.lineage import column_lineage
 from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.quarantine import expire_quarantine
@@ -315,6 +316,7 @@ def run_enforce(
             "quarantine_rows_withheld_for_erasure": withheld,
             "quarantine_expired": expired_quarantine,
             "consent_coverage": coverage,
+            "lineage": column_lineage(policy, lake.root),
             "seconds": result.seconds,
         },
     )

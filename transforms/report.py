@@ -68,6 +68,7 @@ def build_report(lake: Lake, dataset: str, run_id: str) -> dict:
         "totals": enforce["totals"],
         "counts": enforce["counts"],
         "consent_coverage": enforce.get("consent_coverage"),
+        "lineage": enforce.get("lineage"),
         "validation": validation,
         "published": bool(publish.get("published")),
         "published_path": publish.get("published_path"),

@@ -157,6 +157,8 @@ def test_dag_without_a_key_fails_and_publishes_nothing(dag_lake, airflow_home, t
     log = tmp_path / "airflow.log"
     assert airflow(env, "dags", "test", "privacy_orders", "2026-11-30", log=log) != 0
     assert "no pseudonymisation key" in log.read_text()
+    # The failure callback's summary, under the real task runner.
+    assert "consentgate: enforce of orders failed in run manual__" in log.read_text()
     assert (Path(dag_lake.root) / "clean" / "orders" / "CURRENT").read_text() == before
     (new_report,) = set(Path(dag_lake.root, "reports", "orders").glob("*.json")) - reports_before
     report = json.loads(new_report.read_text())

@@ -163,3 +163,46 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
     assert not {"X1", "X2", "X4"} & set(published_by_id(lake))
     assert third["counts"]["erased"]["dropped"] == 3
     assert third["erasure"]["new_tombstones"] == 0
+
+
+def explain(lake: Lake, subject: str, capsys, *policy: str) -> list[dict]:
+    capsys.readouterr()
+    args = ["explain", "--subject", subject, "--lake", lake.root, "--run-date", "2026-11-28", "--json"]
+    policies = list(policy) or ["--policies", str(REPO / "dags" / "policies")]
+    assert main([*args, *policies]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+# After the test above: the subject withdrew from analytics, the other was erased.
+def test_explain_tells_what_happens_to_each_subject_and_why_without_personal_data(lake, capsys):
+    from transforms.explain import DatasetExplanation, render_text
+
+    [withdrawing] = explain(lake, f"\u00a0{WITHDRAWING} ", capsys, "--policy", str(ORDERS_POLICY))
+    assert withdrawing == {
+        "dataset": "orders",
+        "purpose": "analytics",
+        "rows": {"withdrawn": {"anonymized": 1}},
+        "deciding_event": {
+            "status": "withdrawn",
+            "recorded_at": "2026-11-28T23:00:00.000000Z",
+            "expires_at": None,
+            "source": "app",
+        },
+        "consent_events": 2,
+        "erased": False,
+        "published_rows": {},  # its one row is published anonymised, with no link to it
+        "recipients": [],
+    }
+
+    erased = {e["dataset"]: e for e in explain(lake, ERASED, capsys)}
+    # X1, X2 and X4 are erased; X3 has no event time, which takes precedence.
+    assert erased["orders"]["rows"] == {"erased": {"dropped": 3}, "invalid_event_time": {"quarantined": 1}}
+    assert erased["orders"]["erased"] is True and erased["orders"]["published_rows"] == {}
+    assert erased["orders"]["deciding_event"]["status"] == "granted"
+    assert erased["customers"]["rows"] == {"erased": {"dropped": 1}}
+
+    text = "\n".join(render_text([DatasetExplanation(**e) for e in erased.values()], RUN_DATE))
+    assert "  3 rows: erased -> dropped" in text and "erased: yes" in text
+    assert "shared with: no third party" in text
+    # Nothing personal: not the id asked about, nor its e-mail or name from the customers table.
+    assert ERASED not in text and "x@example.org" not in text and "Test Person" not in text

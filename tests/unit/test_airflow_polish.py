@@ -1,0 +1,61 @@
+"""What the DAGs tell Airflow's users: column lineage on the published Asset, the
+policy in the DAG's docs, and a failure summary that names the reason and no data."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+from tests.conftest import ORDERS_POLICY
+from transforms.airflow_dag import FailureSummary, build_dag
+from transforms.lake import Lake
+from transforms.lineage import column_lineage, masked_columns
+from transforms.policy import load_policy
+from transforms.storage import write_json
+
+
+def test_lineage_marks_every_published_column_and_which_are_masked():
+    policy = load_policy(ORDERS_POLICY)
+    facet = column_lineage(policy, "/lake")["columnLineage"]
+    fields = facet["fields"]
+    assert list(fields) == [c.name for c in policy.output_columns] + ["record_state"]
+    [email] = fields["email"]["inputFields"]
+    assert email == {
+        "namespace": "/lake",
+        "name": "raw/orders",
+        "field": "email",
+        "transformations": [
+            {
+                "type": "DIRECT",
+                "subtype": "TRANSFORMATION",
+                "description": "consented rows: pseudonymised (keyed HMAC-SHA256); anonymised rows: not published",
+                "masking": True,
+            }
+        ],
+    }
+    assert fields["channel"]["inputFields"][0]["transformations"][0]["subtype"] == "IDENTITY"
+    assert {f["field"] for f in fields["record_state"]["inputFields"]} >= {"customer_id", "status", "expires_at"}
+    assert masked_columns(policy) == ["customer_id", "email", "phone", "birth_date", "zip_code", "ordered_at"]
+
+
+def test_the_dag_documents_the_policy_and_publishes_an_asset_with_its_lineage(tmp_path):
+    dag = build_dag(ORDERS_POLICY, str(tmp_path))
+    assert "| `zip_code` | address | kept as it is | generalised to its first 3 characters | Sales by" in dag.doc_md
+    [asset] = dag.get_task("publish").outlets
+    assert asset.name == "clean.orders" and asset.extra["masked_columns"][:2] == ["customer_id", "email"]
+    assert "columnLineage" in asset.extra["facets"]
+    assert isinstance(dag.get_task("enforce").on_failure_callback[0], FailureSummary)
+
+
+def test_the_failure_summary_names_the_step_run_and_recorded_reason(tmp_path, caplog):
+    lake = Lake.at(str(tmp_path))
+    run_id = "manual__2026-11-29T000000Z"
+    write_json(lake.step_state("orders", run_id, "validate"), {"error": "validation failed: x(consented.email)"})
+    context = {"ti": SimpleNamespace(task_id="validate"), "run_id": "manual__2026-11-29T00:00:00+00:00"}
+    with caplog.at_level(logging.ERROR, logger="consentgate.airflow"):
+        FailureSummary(lake.root, "orders")(context)
+        FailureSummary(lake.root, "orders")({**context, "ti": SimpleNamespace(task_id="report")})
+    assert caplog.messages == [
+        f"consentgate: validate of orders failed in run {run_id}: validation failed: x(consented.email)",
+        f"consentgate: report of orders failed in run {run_id}: see the task log",
+    ]

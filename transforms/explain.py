@@ -1,0 +1,170 @@
+"""``consentgate explain``: for a support agent answering a customer's access request,
+what the pipeline does with one subject's rows in every dataset, and why.
+
+Per policy: the subject's rows in the run's input counted by reason code and action
+(judged by the enforce job's own ``judge`` on the subject's rows alone, so the answer
+is the pipeline's, not a re-implementation), the consent event that decides the
+purpose at ``t`` (status, when it was recorded, its expiry and channel), whether the
+subject is erased, how many of its rows the current published version holds, and the
+third parties that received its data. It prints no value of the subject's rows, nor
+the id it was asked about: counts, reason codes and the subject's own consent events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from transforms.consent import SUBJECT, consent_at, consent_events
+from transforms.enforce import judge, read_consent, read_source
+from transforms.erasure import SUBJECT_HASH, erasure_state
+from transforms.keys import RunKeys
+from transforms.lake import Lake, judgement_instant
+from transforms.policy import Policy
+from transforms.pseudonym import Pseudonymizer
+from transforms.publish import current_path
+from transforms.reasons import ACTION, REASON
+from transforms.subjects import normalize_subject
+
+
+@dataclass
+class DatasetExplanation:
+    dataset: str
+    purpose: str
+    rows: dict[str, dict[str, int]]
+    deciding_event: dict | None
+    consent_events: int
+    erased: bool
+    published_rows: dict[str, int] | None
+    recipients: list[str] = field(default_factory=list)
+
+
+def _subject_filter(column: DataFrame | str, subject_id: str, policy: Policy):
+    normalization = policy.subject_key_normalize
+    return normalize_subject(F.col(column).cast("string"), normalization) == normalize_subject(
+        F.lit(subject_id), normalization
+    )
+
+
+def _iso(column: str):
+    # Formatted by Spark in the session's zone (UTC), not by Python's local zone.
+    return F.date_format(F.col(column), "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX")
+
+
+def _deciding_event(consent: DataFrame, subject_id: str, policy: Policy, t: datetime) -> tuple[dict | None, int]:
+    events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
+    mine = events.filter(F.col(SUBJECT) == normalize_subject(F.lit(subject_id), policy.subject_key_normalize))
+    decided = consent_at(mine, t)
+    # The channel of the deciding event, read back from the log (the judgement needs none).
+    channels = (
+        consent.filter(_subject_filter("subject_id", subject_id, policy))
+        .join(decided, F.col("recorded_at") == F.col("consent_recorded_at"))
+        .agg(F.array_sort(F.collect_set(F.col("source").cast("string"))).alias("sources"))
+    )
+    rows = decided.select(
+        "consent_status",
+        F.when(F.year("consent_recorded_at") < 9999, _iso("consent_recorded_at")).alias("recorded_at"),
+        _iso("consent_expires_at").alias("expires_at"),
+    ).collect()
+    count = mine.count()
+    if not rows:
+        return None, count
+    sources = channels.first()["sources"] or []
+    event = {
+        "status": rows[0]["consent_status"],
+        "recorded_at": rows[0]["recorded_at"],
+        "expires_at": rows[0]["expires_at"],
+        "source": ", ".join(sources) or None,
+    }
+    return event, count
+
+
+def _published_rows(spark: SparkSession, lake: Lake, policy: Policy, subject_id: str, pseudonymizer) -> dict | None:
+    folder = current_path(lake, policy.dataset)
+    column = policy.column(policy.subject_key)
+    if folder is None or column is None or column.consented.removes_value:
+        return None  # nothing published, or no subject key to find its rows by
+    published = spark.read.parquet(folder)
+    normalized = normalize_subject(F.lit(subject_id), policy.subject_key_normalize)
+    if column.consented.name == "pseudonymize":
+        probe = pseudonymizer.attach(spark.range(1)).select(pseudonymizer.hmac_hex(normalized).alias("p"))
+        expected = probe.first()["p"]
+    else:
+        expected = spark.range(1).select(normalized.alias("p")).first()["p"]
+    counted = published.filter(F.col(policy.subject_key) == F.lit(expected)).groupBy("record_state").count()
+    return {row["record_state"]: row["count"] for row in counted.collect()}
+
+
+def _is_erased(spark: SparkSession, erasure, subject_id: str, policy: Policy, pseudonymizer: Pseudonymizer) -> bool:
+    """Whether the subject is erased at t, whether or not it has rows in this dataset
+    (a subject erased under a retired key included)."""
+    normalized = normalize_subject(F.lit(subject_id), policy.subject_key_normalize)
+    for key, hashes in [(pseudonymizer, erasure.erased), *erasure.retired]:
+        probe = key.attach(spark.range(1)).select(key.hmac_hex(normalized).alias(SUBJECT_HASH))
+        if hashes.join(probe, on=SUBJECT_HASH).limit(1).count():
+            return True
+    return False
+
+
+def explain_subject(
+    spark: SparkSession, lake: Lake, policies: list[Policy], subject_id: str, run_date: date, keys: RunKeys
+) -> list[DatasetExplanation]:
+    t = judgement_instant(run_date)
+    consent = read_consent(spark, lake)
+    pseudonymizer = Pseudonymizer(spark, keys.hmac)
+    explanations = []
+    for policy in policies:
+        source = read_source(spark, lake, policy)
+        rows = source.filter(_subject_filter(policy.subject_key, subject_id, policy))
+        erasure = erasure_state(spark, lake, policy, run_date, pseudonymizer, keys.hmac_ring())
+        judged = judge(rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired)
+        counts: dict[str, dict[str, int]] = {}
+        for row in judged.groupBy(REASON, ACTION).count().collect():
+            counts.setdefault(row[REASON], {})[row[ACTION]] = row["count"]
+        event, history = _deciding_event(consent, subject_id, policy, t)
+        explanations.append(
+            DatasetExplanation(
+                dataset=policy.dataset,
+                purpose=policy.purpose,
+                rows=dict(sorted(counts.items())),
+                deciding_event=event,
+                consent_events=history,
+                erased=_is_erased(spark, erasure, subject_id, policy, pseudonymizer),
+                published_rows=_published_rows(spark, lake, policy, subject_id, pseudonymizer),
+            )
+        )
+    return explanations
+
+
+def render_text(explanations: list[DatasetExplanation], run_date: date) -> list[str]:
+    t = judgement_instant(run_date).isoformat()
+    lines = [f"judged at t = {t} (run date {run_date.isoformat()})"]
+    for e in explanations:
+        lines.append(f"{e.dataset} (purpose {e.purpose}):")
+        if not e.rows:
+            lines.append("  no rows of this subject in the run's input")
+        for reason, by_action in e.rows.items():
+            for action, n in by_action.items():
+                lines.append(f"  {n} rows: {reason} -> {action}")
+        if e.deciding_event is None:
+            lines.append(f"  consent for {e.purpose}: no event recorded before t ({e.consent_events} events in all)")
+        else:
+            d = e.deciding_event
+            expiry = f", expires {d['expires_at']}" if d["expires_at"] else ""
+            when = d["recorded_at"] or "with no time (counts as a refusal)"
+            lines.append(
+                f"  consent for {e.purpose}: decided by a '{d['status']}' event recorded {when}{expiry}, "
+                f"via {d['source']} ({e.consent_events} events in all)"
+            )
+        if e.erased:
+            lines.append("  erased: yes (its rows are not published and a tombstone keeps them out)")
+        if e.published_rows is None:
+            lines.append("  current published version: none, or it does not carry the subject key")
+        else:
+            held = ", ".join(f"{n} {state}" for state, n in sorted(e.published_rows.items())) or "no rows"
+            lines.append(f"  current published version: {held} linked to this subject (anonymised rows carry no link)")
+        lines.append(f"  shared with: {', '.join(e.recipients) or 'no third party'}")
+    return lines
