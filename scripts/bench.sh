@@ -5,6 +5,6 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 case "${1:-rules}" in
   skew) shift; exec python "$ROOT/benchmarks/skew.py" "$@" ;;
-  rules) shift; exec python "$ROOT/benchmarks/rules_cost.py" "$@" ;;
+  rules) shift || true; exec python "$ROOT/benchmarks/rules_cost.py" "$@" ;;
   *) exec python "$ROOT/benchmarks/rules_cost.py" "$@" ;;
 esac

@@ -104,6 +104,10 @@ class ConsentgateSparkSubmitOperator(SparkSubmitOperator):
                 self.env_vars = {**(self.env_vars or {}), variable: secret}
 
     def execute(self, context):
+        from transforms.steps import start_step
+
+        # An earlier try's state must not be reported as this try's reason.
+        start_step(Lake.at(self.lake_root), self.dataset, self.consentgate_run_id, self.step)
         if self.step in ("enforce", "validate"):
             self._keys_from_connections()
         try:

@@ -19,8 +19,10 @@ from transforms.policy import Policy
 
 STATES = ("consented", "withdrawn", "expired", "refused", "no_event")
 MAX_PURPOSES = 20
-# A purpose is a label, but the log is input: anything that does not look like one (an
-# e-mail pasted into the column, say) is counted without its text.
+# A purpose is a label, but the log is input: a value that does not look like one, or
+# that fewer than this many of the run's subjects have an event for (an id or a name
+# typed into the column, say), is counted without its text.
+MIN_SUBJECTS_TO_NAME = 5
 _PURPOSE = re.compile(r"[a-z][a-z0-9_]{0,40}(:[a-z0-9][a-z0-9_.-]{0,40})?")
 UNLISTED = "(unlisted purposes)"
 
@@ -36,15 +38,28 @@ def consent_coverage(judged: DataFrame, consent: DataFrame, policy: Policy, t: d
     )
     counted = decided.join(subjects, on=SUBJECT).groupBy("purpose", state.alias("state")).count()
     subject_count = subjects.count()
-    purposes: dict[str, dict[str, int]] = {}
+    by_purpose: dict[str | None, dict[str, int]] = {}
     for row in counted.collect():
-        name = row["purpose"] if row["purpose"] and _PURPOSE.fullmatch(row["purpose"]) else UNLISTED
-        by_state = purposes.setdefault(name, dict.fromkeys(STATES, 0))
+        by_state = by_purpose.setdefault(row["purpose"], dict.fromkeys(STATES, 0))
         by_state[row["state"]] += row["count"]
-    if len(purposes) > MAX_PURPOSES:
-        # The purposes most subjects have a say in, so that reports stay readable.
-        ranked = sorted(purposes, key=lambda p: (-sum(purposes[p].values()), p))
-        purposes = {p: purposes[p] for p in ranked[:MAX_PURPOSES]}
+
+    def named(purpose: str | None) -> bool:
+        if purpose == policy.purpose:
+            return True
+        well_formed = purpose is not None and _PURPOSE.fullmatch(purpose) is not None
+        return well_formed and sum(by_purpose[purpose].values()) >= MIN_SUBJECTS_TO_NAME
+
+    # The run's own purpose always, then those most subjects have a say in, so that
+    # reports stay readable.
+    ranked = sorted(
+        (p for p in by_purpose if named(p)), key=lambda p: (p != policy.purpose, -sum(by_purpose[p].values()), p)
+    )
+    purposes = {p: by_purpose[p] for p in ranked[:MAX_PURPOSES]}
+    for purpose, by_state in by_purpose.items():
+        if purpose not in purposes:
+            unlisted = purposes.setdefault(UNLISTED, dict.fromkeys(STATES, 0))
+            for state, n in by_state.items():
+                unlisted[state] += n
     if policy.purpose not in purposes:
         purposes[policy.purpose] = dict.fromkeys(STATES, 0)
     for purpose, by_state in purposes.items():

@@ -3,7 +3,8 @@ what the pipeline does with one subject's rows in every dataset, and why.
 
 Per policy: the subject's rows in the run's input counted by reason code and action
 (judged by the enforce job's own ``judge`` on the subject's rows alone, so the answer
-is the pipeline's, not a re-implementation), the consent event that decides the
+is the pipeline's, not a re-implementation; k-anonymity, which depends on other
+subjects' rows too, is named as a caveat rather than decided here), the consent event that decides the
 purpose at ``t`` (status, when it was recorded, its expiry and channel), whether the
 subject is erased, how many of its rows the current published version holds, and the
 third parties that received its data. It prints no value of the subject's rows, nor
@@ -21,11 +22,13 @@ from pyspark.sql import functions as F
 from transforms.consent import SUBJECT, consent_at, consent_events
 from transforms.enforce import judge, read_consent, read_source
 from transforms.erasure import SUBJECT_HASH, erasure_state
+from transforms.errors import MissingKeyError
+from transforms.key_continuity import fingerprint_of, recorded_keys
 from transforms.keys import RunKeys
 from transforms.lake import Lake, judgement_instant
 from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
-from transforms.publish import current_path
+from transforms.publish import current_version
 from transforms.reasons import ACTION, REASON
 from transforms.subjects import normalize_subject
 
@@ -40,6 +43,7 @@ class DatasetExplanation:
     erased: bool
     published_rows: dict[str, int] | None
     recipients: list[str] = field(default_factory=list)
+    caveats: list[str] = field(default_factory=list)
 
 
 def _subject_filter(column: DataFrame | str, subject_id: str, policy: Policy):
@@ -58,10 +62,19 @@ def _deciding_event(consent: DataFrame, subject_id: str, policy: Policy, t: date
     events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
     mine = events.filter(F.col(SUBJECT) == normalize_subject(F.lit(subject_id), policy.subject_key_normalize))
     decided = consent_at(mine, t)
-    # The channel of the deciding event, read back from the log (the judgement needs none).
+    # The channel of the deciding event, read back from the log (the judgement needs
+    # none): the subject's events of this purpose (or GPC refusals, for a sale or
+    # sharing purpose) at the deciding instant; an event with no time decides at any.
+    relevant = F.col("purpose") == F.lit(policy.purpose)
+    if policy.sale_or_sharing:
+        relevant = relevant | ((F.col("source") == "gpc") & (F.col("status") == "denied"))
+    undated = F.year("consent_recorded_at") == 9999
+    same_instant = F.when(undated, F.col("recorded_at").isNull()).otherwise(
+        F.col("recorded_at") == F.col("consent_recorded_at")
+    )
     channels = (
-        consent.filter(_subject_filter("subject_id", subject_id, policy))
-        .join(decided, F.col("recorded_at") == F.col("consent_recorded_at"))
+        consent.filter(_subject_filter("subject_id", subject_id, policy) & relevant)
+        .join(decided, same_instant)
         .agg(F.array_sort(F.collect_set(F.col("source").cast("string"))).alias("sources"))
     )
     rows = decided.select(
@@ -82,20 +95,37 @@ def _deciding_event(consent: DataFrame, subject_id: str, policy: Policy, t: date
     return event, count
 
 
-def _published_rows(spark: SparkSession, lake: Lake, policy: Policy, subject_id: str, pseudonymizer) -> dict | None:
-    folder = current_path(lake, policy.dataset)
+def _published_rows(spark: SparkSession, lake: Lake, policy: Policy, subject_id: str, keys: RunKeys) -> dict | None:
+    version = current_version(lake, policy.dataset)
     column = policy.column(policy.subject_key)
-    if folder is None or column is None or column.consented.removes_value:
+    if version is None or column is None or column.consented.removes_value:
         return None  # nothing published, or no subject key to find its rows by
+    folder = lake.clean_version(policy.dataset, version)
     published = spark.read.parquet(folder)
     normalized = normalize_subject(F.lit(subject_id), policy.subject_key_normalize)
     if column.consented.name == "pseudonymize":
+        # Hashed with the key the version was made with (an older one after a rotation).
+        made_with = fingerprint_of(recorded_keys(lake, policy.dataset, folder, version), "hmac")
+        key = keys.hmac_ring().get(made_with)
+        if key is None:
+            raise MissingKeyError(f"{folder}: made with key fingerprint {made_with}, which this run does not have")
+        pseudonymizer = Pseudonymizer(spark, key, tag="published")
         probe = pseudonymizer.attach(spark.range(1)).select(pseudonymizer.hmac_hex(normalized).alias("p"))
         expected = probe.first()["p"]
     else:
         expected = spark.range(1).select(normalized.alias("p")).first()["p"]
     counted = published.filter(F.col(policy.subject_key) == F.lit(expected)).groupBy("record_state").count()
     return {row["record_state"]: row["count"] for row in counted.collect()}
+
+
+def _caveats(policy: Policy, counts: dict[str, dict[str, int]]) -> list[str]:
+    if policy.quasi_identifiers and any("anonymized" in by_action for by_action in counts.values()):
+        # Suppression depends on every subject's rows in the group, not on this subject's alone.
+        return [
+            f"rows shown as anonymized are not published when their group of {', '.join(policy.quasi_identifiers)} "
+            f"has fewer than {policy.k_min} customers (k_anonymity_suppressed); the run report counts them"
+        ]
+    return []
 
 
 def _is_erased(spark: SparkSession, erasure, subject_id: str, policy: Policy, pseudonymizer: Pseudonymizer) -> bool:
@@ -133,7 +163,8 @@ def explain_subject(
                 deciding_event=event,
                 consent_events=history,
                 erased=_is_erased(spark, erasure, subject_id, policy, pseudonymizer),
-                published_rows=_published_rows(spark, lake, policy, subject_id, pseudonymizer),
+                published_rows=_published_rows(spark, lake, policy, subject_id, keys),
+                caveats=_caveats(policy, counts),
             )
         )
     return explanations
@@ -167,4 +198,5 @@ def render_text(explanations: list[DatasetExplanation], run_date: date) -> list[
             held = ", ".join(f"{n} {state}" for state, n in sorted(e.published_rows.items())) or "no rows"
             lines.append(f"  current published version: {held} linked to this subject (anonymised rows carry no link)")
         lines.append(f"  shared with: {', '.join(e.recipients) or 'no third party'}")
+        lines += [f"  note: {caveat}" for caveat in e.caveats]
     return lines

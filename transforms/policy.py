@@ -197,7 +197,7 @@ def _parse_column(path: str, name: object, spec: object, subject_key: str) -> Co
 
 def _parse_column_metadata(path: str, where: str, spec: dict) -> tuple[str | None, str]:
     category = spec.get("category")
-    if category is not None and category not in CATEGORIES:
+    if category is not None and (not isinstance(category, str) or category not in CATEGORIES):
         raise _fail(path, f"{where}.category", f"{category!r} is not one of {' | '.join(CATEGORIES)}")
     note = spec.get("note", "")
     if not isinstance(note, str):

@@ -15,6 +15,7 @@ from html import escape
 from pathlib import Path
 
 from transforms.categories import CATEGORIES, NOT_PERSONAL
+from transforms.errors import PolicyError
 from transforms.policy import OnNoConsent, OnRetentionExpired, Policy, find_policies, load_policy
 
 TITLE = "Record of processing activities"
@@ -118,8 +119,11 @@ def section_for(policy: Policy, policy_label: str, lake_root: str | None) -> Sec
 
 
 def build_sections(policy_folder: str, lake_root: str | None = None) -> list[Section]:
+    paths = find_policies(policy_folder)
+    if not paths:
+        raise PolicyError(f"{policy_folder}: no policy files (*.yml, *.yaml) to register")
     sections = []
-    for path in find_policies(policy_folder):
+    for path in paths:
         policy = load_policy(path)
         sections.append(section_for(policy, f"{Path(policy_folder).as_posix().rstrip('/')}/{path.name}", lake_root))
     return sections
@@ -202,9 +206,10 @@ def stale_files(policy_folder: str, out_folder: str) -> list[str]:
 
 
 def write_register(policy_folder: str, out_folder: str, lake_root: str | None = None) -> list[str]:
+    files = render(policy_folder, lake_root)  # before anything is written: a bad policy stops it
     Path(out_folder).mkdir(parents=True, exist_ok=True)
     written = []
-    for name, content in render(policy_folder, lake_root).items():
+    for name, content in files.items():
         path = Path(out_folder) / name
         path.write_text(content, encoding="utf-8")
         written.append(str(path))

@@ -36,6 +36,7 @@ def build_report(lake: Lake, dataset: str, run_id: str) -> dict:
             "dataset": dataset,
             "published": False,
             "error": failed.get("error", "the enforce step left no result"),
+            "reported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "consentgate_version": __version__,
         }
     check_reconciliation(enforce["rows_in"], enforce["totals"])
@@ -99,8 +100,17 @@ def _run_order(report: dict) -> tuple[str, str]:
 def dataset_reports(lake: Lake, dataset: str) -> list[dict]:
     """Every run report of the dataset, oldest judgement first."""
     folder = lake.path("reports", dataset)
-    reports = [read_json(f"{folder}/{name}") for name in list_names(folder) if name.endswith(".json")]
+    reports = [_readable_report(f"{folder}/{name}") for name in list_names(folder) if name.endswith(".json")]
     return sorted((r for r in reports if r and "run_id" in r), key=_run_order)
+
+
+def _readable_report(path: str) -> dict | None:
+    # One damaged old report must not stop this run's report or the index.
+    try:
+        report = read_json(path)
+    except (ValueError, OSError):
+        return None
+    return report if isinstance(report, dict) else None
 
 
 def write_index(lake: Lake) -> str:

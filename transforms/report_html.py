@@ -125,7 +125,9 @@ def coverage_section(coverage: dict | None, own_purpose: str | None) -> str:
             if width:
                 segments.append(f"<rect x='{x}' y='0' width='{width}' height='12' fill='{COVERAGE_COLOURS[state]}'/>")
                 x += width
-        share = f"{100 * by_state.get('consented', 0) / subjects:.1f}%" if subjects else "-"
+        # The unlisted row adds up (subject, purpose) pairs: a share of subjects means nothing there.
+        unlisted = purpose.startswith("(")
+        share = f"{100 * by_state.get('consented', 0) / subjects:.1f}%" if subjects and not unlisted else "-"
         name = f"<b>{escape(purpose)}</b> (this dataset)" if purpose == own_purpose else escape(purpose)
         cells = "".join(f"<td class='n'>{by_state.get(state, 0)}</td>" for state in COVERAGE_STATES)
         parts.append(

@@ -30,6 +30,9 @@ def extra_spark_conf() -> dict[str, str]:
         raise ConsentgateError(
             f'{VARIABLE}: must be a JSON object of spark.* settings, e.g. {{"spark.sql.shuffle.partitions": "8"}}'
         )
+    for key, value in settings.items():
+        if value is None or isinstance(value, (dict, list)):
+            raise ConsentgateError(f"{VARIABLE}: {key} must be a string, a number or true/false")
     protected = sorted(set(settings) & set(PROTECTED))
     if protected:
         raise ConsentgateError(f"{VARIABLE}: {protected[0]} is set by consentgate and cannot be overridden")

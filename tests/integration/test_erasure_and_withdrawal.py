@@ -192,6 +192,7 @@ def test_explain_tells_what_happens_to_each_subject_and_why_without_personal_dat
         "erased": False,
         "published_rows": {},  # its one row is published anonymised, with no link to it
         "recipients": [],
+        "caveats": [],
     }
 
     erased = {e["dataset"]: e for e in explain(lake, ERASED, capsys)}

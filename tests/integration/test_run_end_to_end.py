@@ -178,9 +178,8 @@ def test_a_second_dataset_on_the_same_consent_log_gives_each_customer_the_same_p
     assert marketing == pseudonyms_consented_for("marketing")
     analytics = {r["customer_id"] for r in read_rows(current_version_dir(lake.root, "orders"))} - {None}
     assert analytics <= pseudonyms_consented_for("analytics")
-    both = marketing & analytics
-    assert both <= pseudonyms_consented_for("marketing") & pseudonyms_consented_for("analytics")
-    assert len(both) > 10
+    # Customers consenting to both purposes are found in both tables under one pseudonym.
+    assert len(marketing & analytics) > 10
 
 
 def test_consent_coverage_per_purpose_matches_the_reference_model(first_run):

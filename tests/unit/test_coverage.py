@@ -29,12 +29,25 @@ ORDERS = [("o1", "a", T - DAY), ("o2", "a", T - DAY), ("o3", "b", T - DAY), ("o4
 ORDERS += [("o6", "e", T - DAY), ("o7", None, T - DAY)]
 
 
-def test_coverage_counts_each_subject_once_per_purpose(spark):
+def coverage_of(spark):
     policy = load_policy(ORDERS_POLICY)
     orders = spark.createDataFrame(ORDERS, SOURCE_DDL)
     judged = orders.withColumn(SUBJECT, normalize_subject(F.col("customer_id")))
     consent = spark.createDataFrame(EVENTS, CONSENT_DDL)
-    coverage = consent_coverage(judged, consent, policy, T)
+    return consent_coverage(judged, consent, policy, T)
+
+
+def test_purposes_of_few_subjects_are_counted_without_their_names(spark):
+    # Marketing and share:acme have one subject each here: below the threshold for a name.
+    assert coverage_of(spark)["purposes"] == {
+        UNLISTED: {"consented": 2, "withdrawn": 1, "expired": 0, "refused": 0, "no_event": 0},
+        "analytics": {"consented": 1, "withdrawn": 0, "expired": 1, "refused": 1, "no_event": 2},
+    }
+
+
+def test_coverage_counts_each_subject_once_per_purpose(spark, monkeypatch):
+    monkeypatch.setattr("transforms.coverage.MIN_SUBJECTS_TO_NAME", 1)
+    coverage = coverage_of(spark)
     assert coverage == {
         "purpose": "analytics",
         "subjects": 5,  # a, b, c, d, e; the order without a subject is not one

@@ -109,6 +109,11 @@ def test_the_register_states_purpose_treatment_retention_and_policy_hash(monkeyp
     assert f"(sha256 `{orders.sha256}`)" in markdown
 
 
+def test_a_register_of_no_policies_is_refused(tmp_path, capsys):
+    assert main(["register", "--policies", str(tmp_path), "--out", str(tmp_path / "docs")]) == 2
+    assert "no policy files" in capsys.readouterr().err and not (tmp_path / "docs").exists()
+
+
 def test_a_changed_policy_makes_the_register_stale(tmp_path, capsys):
     policies, out = tmp_path / "policies", tmp_path / "docs"
     policies.mkdir()
@@ -120,7 +125,10 @@ def test_a_changed_policy_makes_the_register_stale(tmp_path, capsys):
     assert f"{out}/register.md, {out}/register.html: stale" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bad", ["{consented: keep, category: secret}", "{rule: keep, consented: drop}"])
+@pytest.mark.parametrize(
+    "bad",
+    ["{consented: keep, category: secret}", "{rule: keep, consented: drop}", "{rule: keep, category: [contact]}"],
+)
 def test_column_metadata_is_checked_when_the_policy_loads(tmp_path, capsys, bad):
     policy(tmp_path, "orders", f"  channel: {bad}\n")
     status, lines = lint(capsys, tmp_path)

@@ -28,6 +28,8 @@ def test_settings_become_spark_strings(monkeypatch):
         ('{"shuffle.partitions": "8"}', "CONSENTGATE_SPARK_CONF: must be a JSON object of spark.* settings"),
         ('{"spark.sql.session.timeZone": "Europe/Paris"}', "spark.sql.session.timeZone is set by consentgate"),
         ('{"spark.driver.extraJavaOptions": "-Dx=1"}', "spark.driver.extraJavaOptions is set by consentgate"),
+        ('{"spark.executor.memory": null}', "spark.executor.memory must be a string, a number or true/false"),
+        ('{"spark.executor.memory": {"size": 4}}', "spark.executor.memory must be a string, a number or true/false"),
     ],
 )
 def test_a_bad_value_stops_with_one_line_naming_the_variable(monkeypatch, value, message):
