@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TEST_KEY
+from tests.conftest import REPO, SMALL_INPUT_SPARK_CONF, TEST_KEY
 from tests.lakecheck import counts_by_reason, current_version_dir, expected_reasons, read_rows
 from tests.reference import ACTIONS
 from transforms.generate import generate_lake
@@ -40,8 +40,8 @@ def airflow_env(airflow_home: Path, lake: Lake, key: str | None) -> dict[str, st
         "CONSENTGATE_LAKE": lake.root,
         "CONSENTGATE_DRIVER_MEMORY": "1g",
         "CONSENTGATE_DATA_DOCS": "on",
-        # Sized for a few thousand rows, as a deployment would size its jobs; AQE stays on.
-        "CONSENTGATE_SPARK_CONF": json.dumps({"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"}),
+        # Sized for a few thousand rows, as a deployment would size its jobs.
+        "CONSENTGATE_SPARK_CONF": json.dumps(SMALL_INPUT_SPARK_CONF),
     }
     env.pop("CONSENTGATE_HMAC_KEY", None)
     if key:
