@@ -28,7 +28,8 @@ UNLISTED = "(unlisted purposes)"
 
 
 def consent_coverage(judged: DataFrame, consent: DataFrame, policy: Policy, t: datetime) -> dict:
-    subjects = judged.select(SUBJECT).where(F.col(SUBJECT).isNotNull()).distinct()
+    # Counted and joined: computed once.
+    subjects = judged.select(SUBJECT).where(F.col(SUBJECT).isNotNull()).distinct().cache()
     decided = consent_at(consent_events(consent, None, policy.subject_key_normalize), t, by=(SUBJECT, "purpose"))
     state = (
         F.when(is_valid_at(instant(t)), F.lit("consented"))
@@ -37,9 +38,13 @@ def consent_coverage(judged: DataFrame, consent: DataFrame, policy: Policy, t: d
         .otherwise(F.lit("refused"))
     )
     counted = decided.join(subjects, on=SUBJECT).groupBy("purpose", state.alias("state")).count()
-    subject_count = subjects.count()
+    try:
+        subject_count = subjects.count()
+        rows = counted.collect()
+    finally:
+        subjects.unpersist()
     by_purpose: dict[str | None, dict[str, int]] = {}
-    for row in counted.collect():
+    for row in rows:
         by_state = by_purpose.setdefault(row["purpose"], dict.fromkeys(STATES, 0))
         by_state[row["state"]] += row["count"]
 

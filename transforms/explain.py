@@ -46,11 +46,21 @@ class DatasetExplanation:
     caveats: list[str] = field(default_factory=list)
 
 
-def _subject_filter(column: DataFrame | str, subject_id: str, policy: Policy):
-    normalization = policy.subject_key_normalize
-    return normalize_subject(F.col(column).cast("string"), normalization) == normalize_subject(
-        F.lit(subject_id), normalization
+def _normalized(subject_id: str, policy: Policy):
+    """The asked-for id as the policy normalises subject keys."""
+    return normalize_subject(F.lit(subject_id), policy.subject_key_normalize)
+
+
+def _subject_filter(column: str, subject_id: str, policy: Policy):
+    return normalize_subject(F.col(column).cast("string"), policy.subject_key_normalize) == _normalized(
+        subject_id, policy
     )
+
+
+def _pseudonym(spark: SparkSession, pseudonymizer: Pseudonymizer, subject_id: str, policy: Policy) -> str:
+    """The subject's keyed pseudonym under ``pseudonymizer``'s key, computed by Spark."""
+    probe = pseudonymizer.attach(spark.range(1)).select(pseudonymizer.hmac_hex(_normalized(subject_id, policy)))
+    return probe.first()[0]
 
 
 def _iso(column: str):
@@ -60,7 +70,7 @@ def _iso(column: str):
 
 def _deciding_event(consent: DataFrame, subject_id: str, policy: Policy, t: datetime) -> tuple[dict | None, int]:
     events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
-    mine = events.filter(F.col(SUBJECT) == normalize_subject(F.lit(subject_id), policy.subject_key_normalize))
+    mine = events.filter(F.col(SUBJECT) == _normalized(subject_id, policy))
     decided = consent_at(mine, t)
     # The channel of the deciding event, read back from the log (the judgement needs
     # none): the subject's events of this purpose (or GPC refusals, for a sale or
@@ -79,7 +89,7 @@ def _deciding_event(consent: DataFrame, subject_id: str, policy: Policy, t: date
     )
     rows = decided.select(
         "consent_status",
-        F.when(F.year("consent_recorded_at") < 9999, _iso("consent_recorded_at")).alias("recorded_at"),
+        F.when(~undated, _iso("consent_recorded_at")).alias("recorded_at"),
         _iso("consent_expires_at").alias("expires_at"),
     ).collect()
     count = mine.count()
@@ -102,18 +112,15 @@ def _published_rows(spark: SparkSession, lake: Lake, policy: Policy, subject_id:
         return None  # nothing published, or no subject key to find its rows by
     folder = lake.clean_version(policy.dataset, version)
     published = spark.read.parquet(folder)
-    normalized = normalize_subject(F.lit(subject_id), policy.subject_key_normalize)
     if column.consented.name == "pseudonymize":
         # Hashed with the key the version was made with (an older one after a rotation).
         made_with = fingerprint_of(recorded_keys(lake, policy.dataset, folder, version), "hmac")
         key = keys.hmac_ring().get(made_with)
         if key is None:
             raise MissingKeyError(f"{folder}: made with key fingerprint {made_with}, which this run does not have")
-        pseudonymizer = Pseudonymizer(spark, key, tag="published")
-        probe = pseudonymizer.attach(spark.range(1)).select(pseudonymizer.hmac_hex(normalized).alias("p"))
-        expected = probe.first()["p"]
+        expected = _pseudonym(spark, Pseudonymizer(spark, key, tag="published"), subject_id, policy)
     else:
-        expected = spark.range(1).select(normalized.alias("p")).first()["p"]
+        expected = spark.range(1).select(_normalized(subject_id, policy)).first()[0]
     counted = published.filter(F.col(policy.subject_key) == F.lit(expected)).groupBy("record_state").count()
     return {row["record_state"]: row["count"] for row in counted.collect()}
 
@@ -131,10 +138,8 @@ def _caveats(policy: Policy, counts: dict[str, dict[str, int]]) -> list[str]:
 def _is_erased(spark: SparkSession, erasure, subject_id: str, policy: Policy, pseudonymizer: Pseudonymizer) -> bool:
     """Whether the subject is erased at t, whether or not it has rows in this dataset
     (a subject erased under a retired key included)."""
-    normalized = normalize_subject(F.lit(subject_id), policy.subject_key_normalize)
     for key, hashes in [(pseudonymizer, erasure.erased), *erasure.retired]:
-        probe = key.attach(spark.range(1)).select(key.hmac_hex(normalized).alias(SUBJECT_HASH))
-        if hashes.join(probe, on=SUBJECT_HASH).limit(1).count():
+        if hashes.filter(F.col(SUBJECT_HASH) == _pseudonym(spark, key, subject_id, policy)).limit(1).count():
             return True
     return False
 
