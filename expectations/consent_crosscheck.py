@@ -56,16 +56,30 @@ def valid_subjects(consent: DataFrame, policy: Policy, t: datetime) -> DataFrame
     )
 
 
-def valid_pseudonyms(spark: SparkSession, subjects: DataFrame, key: bytes) -> DataFrame:
-    """The subjects' pseudonyms, hashed on the driver with Python's hmac."""
-    hashed = [
-        (hmac.new(key, row.subject.encode("utf-8"), hashlib.sha256).hexdigest(),) for row in subjects.toLocalIterator()
-    ]
+def _hmac_hex(key: bytes, text: str) -> str:
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def valid_pseudonyms(
+    spark: SparkSession, subjects: DataFrame, key: bytes, recipient_key: bytes | None = None
+) -> DataFrame:
+    """The subjects' pseudonyms, hashed on the driver with Python's hmac; for a share,
+    the recipient's pseudonym of ours (``recipient_key``)."""
+    hashed = []
+    for row in subjects.toLocalIterator():
+        pseudonym = _hmac_hex(key, row.subject)
+        hashed.append((_hmac_hex(recipient_key, pseudonym) if recipient_key else pseudonym,))
     return spark.createDataFrame(hashed, f"{PSEUDONYM} string")
 
 
 def unconsented_published(
-    spark: SparkSession, consented_rows: DataFrame, consent: DataFrame, policy: Policy, t: datetime, key: bytes
+    spark: SparkSession,
+    consented_rows: DataFrame,
+    consent: DataFrame,
+    policy: Policy,
+    t: datetime,
+    key: bytes,
+    recipient_key: bytes | None = None,
 ) -> DataFrame | None:
     """Published consented rows whose subject is not in the independently computed valid
     set (expected: none); None when the policy does not publish a matchable subject key."""
@@ -74,7 +88,7 @@ def unconsented_published(
         return None
     subjects = valid_subjects(consent, policy, t)
     if subject.consented.name == "pseudonymize":
-        valid = valid_pseudonyms(spark, subjects, key)
+        valid = valid_pseudonyms(spark, subjects, key, recipient_key)
     else:
         valid = subjects.select(F.col("subject").alias(PSEUDONYM))
     return consented_rows.join(valid, consented_rows[policy.subject_key] == valid[PSEUDONYM], "left_anti").select(

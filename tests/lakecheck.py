@@ -46,12 +46,14 @@ def latest_report(lake_root: str, dataset: str) -> dict:
     return json.loads(reports[-1].read_text())
 
 
-def expected_reasons(lake_root: str, run_date, retention_days: int = 730, purpose: str = "analytics") -> dict:
+def expected_reasons(
+    lake_root: str, run_date, retention_days: int = 730, purpose: str = "analytics", sale_or_sharing: bool = False
+) -> dict:
     """order_id -> reason, from the raw files and the pure-Python reference model."""
     t = judgement_instant(run_date)
     raw = Path(lake_root) / "raw"
     events = [
-        reference.Event(e["subject_id"], e["purpose"], e["status"], e["recorded_at"], e["expires_at"])
+        reference.Event(e["subject_id"], e["purpose"], e["status"], e["recorded_at"], e["expires_at"], e["source"])
         for e in read_rows(raw / "consent")
     ]
     erasures = [(e["subject_id"], e["requested_at"]) for e in read_rows(raw / "erasure_requests")]
@@ -65,7 +67,14 @@ def expected_reasons(lake_root: str, run_date, retention_days: int = 730, purpos
             continue  # a later run's input
         subject = reference.normalize(order["customer_id"])
         expected[order["order_id"]] = reference.reason_for(
-            order["customer_id"], at, t, by_subject.get(subject, []), erasures, purpose, retention_days
+            order["customer_id"],
+            at,
+            t,
+            by_subject.get(subject, []),
+            erasures,
+            purpose,
+            retention_days,
+            sale_or_sharing=sale_or_sharing,
         )
     return expected
 

@@ -50,6 +50,8 @@ def asset_for(policy: Policy, lake: Lake) -> Asset:
     OpenLineage-style column lineage (which columns are masked).
     """
     extra = {"facets": column_lineage(policy, lake.root), "masked_columns": masked_columns(policy)}
+    if policy.is_share:
+        return Asset(name=f"export.{policy.shared_dataset}.{policy.recipient}", extra=extra)
     return Asset(name=f"clean.{policy.dataset}", extra=extra)
 
 
@@ -136,15 +138,31 @@ def write_report_task(lake_root: str, dataset: str, run_id: str) -> str:
     return path  # a path through XCom, never data
 
 
+def _doc_summary(policy: Policy) -> str:
+    settings = (
+        f"purpose `{policy.purpose}`, retention {policy.retention_days or 'unlimited'} days, consent checked at "
+        f"`{policy.check_consent_at.value}`"
+    )
+    if policy.is_share:
+        return (
+            f"Shares `{policy.shared_dataset}` with the third party **{policy.recipient}** under `{policy.path}` "
+            f"({settings}): only rows of customers with valid consent to `{policy.purpose}`, pseudonymised with "
+            f"{policy.recipient}'s own key, are validated and exported to `exports/{policy.recipient}/"
+            f"{policy.shared_dataset}/`, and every export is recorded in `reports/disclosures.jsonl`. "
+            f"Policy SHA-256 `{policy.sha256[:16]}…`."
+        )
+    return (
+        f"Enforces `{policy.path}` ({settings}, without consent: {policy.on_no_consent.value}), validates the "
+        f"result and publishes `clean.{policy.dataset}`. Policy SHA-256 `{policy.sha256[:16]}…`."
+    )
+
+
 def doc_for(policy: Policy) -> str:
     lines = [
-        f"# privacy_{policy.dataset}",
+        f"# {policy.dag_id}",
         policy.description or "",
         "",
-        f"Enforces `{policy.path}` (purpose `{policy.purpose}`, retention "
-        f"{policy.retention_days or 'unlimited'} days, consent checked at `{policy.check_consent_at.value}`, "
-        f"without consent: {policy.on_no_consent.value}), validates the result and publishes "
-        f"`clean.{policy.dataset}`. Policy SHA-256 `{policy.sha256[:16]}…`.",
+        _doc_summary(policy),
         "",
         "| column | category | consented rows | anonymised rows | note |",
         "| --- | --- | --- | --- | --- |",
@@ -177,14 +195,18 @@ def build_dag(policy_path: str | Path, lake_root: str, start_date: datetime | No
     python = os.environ.get("CONSENTGATE_PYSPARK_PYTHON", sys.executable)
     common_args = ["--policy", str(Path(policy_path).resolve()), "--lake", lake.root, "--run-id", RUN_ID]
     dag = DAG(
-        dag_id=f"privacy_{policy.dataset}",
-        description=f"Consent enforcement for {policy.dataset} ({policy.purpose})",
+        dag_id=policy.dag_id,
+        description=(
+            f"Consented export of {policy.shared_dataset} to {policy.recipient}"
+            if policy.is_share
+            else f"Consent enforcement for {policy.dataset} ({policy.purpose})"
+        ),
         doc_md=doc_for(policy),
         schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
         start_date=start_date or datetime(2026, 1, 1, tzinfo=UTC),
         catchup=False,
         max_active_runs=1,
-        tags=["consentgate", "privacy", policy.purpose],
+        tags=["consentgate", "share" if policy.is_share else "privacy", policy.purpose],
         default_args={
             "owner": "data-engineering",
             "retries": 0,

@@ -34,6 +34,7 @@ from transforms.pseudonym import Pseudonymizer
 from transforms.quarantine import expire_quarantine
 from transforms.reasons import ACTION, REASON, Action, Reason, action_code, action_for, reason_code
 from transforms.rules import NESTED_TYPES, TEMPORAL_TYPES, RuleContext, type_family
+from transforms.share import ChainedPseudonymizer, recipient_pseudonymizer
 from transforms.storage import restrict_to_owner, write_json, write_text
 from transforms.subjects import normalize_subject
 
@@ -147,12 +148,22 @@ def source_values(policy: Policy) -> dict:
 def rule_context(spark: SparkSession, policy: Policy, keys: RunKeys, pseudonymizer: Pseudonymizer) -> RuleContext:
     """The keyed helpers this policy's rules need, each with its own derived key."""
     uses = {rule.name for rule in policy.rules}
-    shift_key = keys.hmac.derive("date shift")
+    base_key, extra_keys = keys.hmac, ()
+    if policy.is_share:
+        # A recipient's pseudonyms and date shifts come from its own key.
+        recipient = recipient_pseudonymizer(spark, keys.hmac, policy)
+        pseudonymizer, base_key, extra_keys = (
+            ChainedPseudonymizer(pseudonymizer, recipient),
+            recipient.key,
+            (recipient,),
+        )
+    shift_key = base_key.derive("date shift")
     return RuleContext(
         pseudonymizer=pseudonymizer,
         date_shifter=Pseudonymizer(spark, shift_key, tag="shift") if "date_shift" in uses else None,
         encryptor=Encryptor(spark, keys.encryption) if keys.encryption and "encrypt" in uses else None,
         subject=F.col(SUBJECT),
+        extra_keys=extra_keys,
     )
 
 
@@ -165,7 +176,7 @@ def with_column_rules(judged: DataFrame, policy: Policy, context: RuleContext) -
     types = {field.name: field.dataType for field in judged.schema.fields}
     state = F.when(F.col(ACTION) == Action.KEPT.value, F.lit("consented")).otherwise(F.lit("anonymized"))
     published = judged.filter(F.col(ACTION).isin(Action.KEPT.value, Action.ANONYMIZED.value))
-    for helper in (context.date_shifter, context.encryptor):
+    for helper in (context.date_shifter, context.encryptor, *context.extra_keys):
         if helper is not None:
             published = helper.attach(published)
     sources = source_values(policy)
@@ -181,6 +192,19 @@ def with_column_rules(judged: DataFrame, policy: Policy, context: RuleContext) -
             consented, anonymized = consented.cast("string"), anonymized.cast("string")
         selected.append(F.when(state == "consented", consented).otherwise(anonymized).alias(column.name))
     return published.select(*selected, state.alias(STATE_COLUMN))
+
+
+def share_summary(judged: DataFrame, policy: Policy, context: RuleContext) -> dict:
+    """What a share's export discloses, for the disclosure log: how many subjects, and
+    with which recipient key (its fingerprint)."""
+    exported = judged.filter(F.col(ACTION) == Action.KEPT.value)
+    return {
+        "recipient": policy.recipient,
+        "purpose": policy.purpose,
+        "dataset": policy.shared_dataset,
+        "subjects": exported.select(SUBJECT).distinct().count(),
+        "recipient_key_fingerprint": context.pseudonymizer.key.fingerprint,
+    }
 
 
 @dataclass(frozen=True)
@@ -242,6 +266,7 @@ def run_enforce(
         # Counted apart from the judgement: a row lost or doubled by a join shows up here.
         rows_in = run_input(source, policy, run_date).count()
         coverage = consent_coverage(judged_rows, consent, policy, judgement_instant(run_date))
+        share = share_summary(judged, policy, context) if policy.is_share else None
         if rows_in != sum(totals.values()):
             raise StepStateError(
                 f"counts do not reconcile: {rows_in} input rows, {sum(totals.values())} judged; nothing is staged"
@@ -317,6 +342,7 @@ def run_enforce(
             "quarantine_expired": expired_quarantine,
             "consent_coverage": coverage,
             "lineage": column_lineage(policy, lake.root),
+            "share": share,
             "seconds": result.seconds,
         },
     )

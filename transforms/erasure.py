@@ -37,6 +37,7 @@ from transforms.keys import PREVIOUS_KEYS_ENV, SecretKey
 from transforms.lake import Lake, judgement_instant, output_markers
 from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
+from transforms.share import as_recipient_pseudonyms
 from transforms.storage import read_text, write_text
 from transforms.subjects import normalize_subject
 
@@ -203,7 +204,12 @@ def purge_published(
         def keep(rows: DataFrame) -> DataFrame:
             if policy.subject_key not in rows.columns or rule == "drop":
                 return rows  # nothing in these rows links to a subject
-            erased = F.broadcast(hashes.withColumnRenamed(SUBJECT_HASH, "_cg_erased"))
+            if policy.is_share:
+                # An export holds the recipient's pseudonyms of ours.
+                shared = as_recipient_pseudonyms(spark, hashes, SUBJECT_HASH, key_pseudonymizer.key, policy)
+                erased = F.broadcast(shared.withColumnRenamed(SUBJECT_HASH, "_cg_erased"))
+            else:
+                erased = F.broadcast(hashes.withColumnRenamed(SUBJECT_HASH, "_cg_erased"))
             if rule == "pseudonymize":
                 return rows.join(erased, F.col(policy.subject_key) == F.col("_cg_erased"), "left_anti")
             # The normalised key is published as it is: compare its pseudonym.

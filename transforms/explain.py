@@ -23,6 +23,7 @@ from transforms.consent import SUBJECT, consent_at, consent_events
 from transforms.enforce import judge, read_consent, read_source
 from transforms.erasure import SUBJECT_HASH, erasure_state
 from transforms.errors import MissingKeyError
+from transforms.fs import list_dirs
 from transforms.key_continuity import fingerprint_of, recorded_keys
 from transforms.keys import RunKeys
 from transforms.lake import Lake, judgement_instant
@@ -30,6 +31,7 @@ from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.publish import current_version
 from transforms.reasons import ACTION, REASON
+from transforms.share import ChainedPseudonymizer, recipient_pseudonymizer
 from transforms.subjects import normalize_subject
 
 
@@ -105,24 +107,47 @@ def _deciding_event(consent: DataFrame, subject_id: str, policy: Policy, t: date
     return event, count
 
 
-def _published_rows(spark: SparkSession, lake: Lake, policy: Policy, subject_id: str, keys: RunKeys) -> dict | None:
-    version = current_version(lake, policy.dataset)
-    column = policy.column(policy.subject_key)
-    if version is None or column is None or column.consented.removes_value:
-        return None  # nothing published, or no subject key to find its rows by
+def _rows_in_version(
+    spark: SparkSession, lake: Lake, policy: Policy, version: str, subject_id: str, keys: RunKeys
+) -> dict[str, int]:
+    """The subject's rows in one published version (or export), by record state."""
     folder = lake.clean_version(policy.dataset, version)
     published = spark.read.parquet(folder)
-    if column.consented.name == "pseudonymize":
+    if policy.column(policy.subject_key).consented.name == "pseudonymize":
         # Hashed with the key the version was made with (an older one after a rotation).
         made_with = fingerprint_of(recorded_keys(lake, policy.dataset, folder, version), "hmac")
         key = keys.hmac_ring().get(made_with)
         if key is None:
             raise MissingKeyError(f"{folder}: made with key fingerprint {made_with}, which this run does not have")
-        expected = _pseudonym(spark, Pseudonymizer(spark, key, tag="published"), subject_id, policy)
+        pseudonymizer = Pseudonymizer(spark, key, tag="published")
+        if policy.is_share:
+            pseudonymizer = ChainedPseudonymizer(pseudonymizer, recipient_pseudonymizer(spark, key, policy))
+        expected = _pseudonym(spark, pseudonymizer, subject_id, policy)
     else:
         expected = spark.range(1).select(_normalized(subject_id, policy)).first()[0]
     counted = published.filter(F.col(policy.subject_key) == F.lit(expected)).groupBy("record_state").count()
     return {row["record_state"]: row["count"] for row in counted.collect()}
+
+
+def _links_subject(policy: Policy) -> bool:
+    column = policy.column(policy.subject_key)
+    return column is not None and not column.consented.removes_value
+
+
+def _published_rows(spark: SparkSession, lake: Lake, policy: Policy, subject_id: str, keys: RunKeys) -> dict | None:
+    version = current_version(lake, policy.dataset)
+    if version is None or not _links_subject(policy):
+        return None  # nothing published, or no subject key to find its rows by
+    return _rows_in_version(spark, lake, policy, version, subject_id, keys)
+
+
+def _received_by_recipient(spark: SparkSession, lake: Lake, policy: Policy, subject_id: str, keys: RunKeys) -> bool:
+    """Whether any retained export of a share holds the subject's rows (an export pruned
+    since is in the disclosure log, which counts subjects but does not name them)."""
+    if not _links_subject(policy):
+        return False
+    versions = list_dirs(spark, lake.clean(policy.dataset))
+    return any(_rows_in_version(spark, lake, policy, version, subject_id, keys) for version in versions)
 
 
 def _caveats(policy: Policy, counts: dict[str, dict[str, int]]) -> list[str]:
@@ -172,6 +197,12 @@ def explain_subject(
                 caveats=_caveats(policy, counts),
             )
         )
+    # A recipient is named on the share and on the dataset it shares.
+    for share in policies:
+        if share.is_share and _received_by_recipient(spark, lake, share, subject_id, keys):
+            for explained, policy in zip(explanations, policies, strict=True):
+                if policy.shared_dataset == share.shared_dataset and share.recipient not in explained.recipients:
+                    explained.recipients.append(share.recipient)
     return explanations
 
 

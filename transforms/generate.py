@@ -23,6 +23,8 @@ DEFAULT_RUN_DATE = date(2026, 11, 28)
 POOL_SIZE = 500
 MICROS_PER_DAY = 86_400 * 1_000_000
 
+# The purpose of the shipped share policy (dags/policies/orders_to_acme_ads.yml).
+SHARE_PURPOSE = "share:acme_ads"
 # Consent scenarios: (name, share of customers in percent). Order matters: a customer's
 # bucket (0-99) falls into the scenario whose cumulative share first exceeds it.
 SCENARIOS = (
@@ -246,10 +248,22 @@ def build_consent(spark: SparkSession, seed: int, customers: DataFrame, t: datet
         value = F.array(*history) if history else no_events
         events = F.when(scenario == name, value) if events is None else events.when(scenario == name, value)
     # Extra purposes for a third of customers, so several purposes live in one log.
-    extra = F.when(
+    marketing = F.when(
         _pick(seed, "marketing", 3, cid) == 0,
         F.array(_event("marketing", "granted", days_before("mkt", 10, 900), None, "email")),
     ).otherwise(no_events)
+    # Sharing with the shipped share policy's recipient: a fifth agree, some of them withdraw later.
+    share_grant = _event(SHARE_PURPOSE, "granted", days_before("share", 30, 700), None, "web_form")
+    share_pick = _pick(seed, "share", 10, cid)
+    sharing = (
+        F.when(share_pick < 2, F.array(share_grant))
+        .when(
+            share_pick == 2,
+            F.array(share_grant, _event(SHARE_PURPOSE, "withdrawn", days_before("unshare", 1, 29), None, "app")),
+        )
+        .otherwise(no_events)
+    )
+    extra = F.concat(marketing, sharing)
     # Some logs carry the id with stray spaces: it must still match after trimming.
     logged_id = F.when(_pick(seed, "pad", 50, cid) == 0, F.concat(F.lit(" "), cid, F.lit(" "))).otherwise(cid)
     exploded = customers.select(

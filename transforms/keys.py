@@ -169,3 +169,10 @@ def load_run_keys(needs_encryption: bool, environ: dict[str, str] | None = None)
         previous_hmac=load_previous_hmac_keys(environ),
         encryption=load_encryption_key(environ) if needs_encryption else None,
     )
+
+
+def recipient_key(key: SecretKey, recipient: str) -> SecretKey:
+    """The key of one third party's pseudonyms, derived from the pseudonymisation key:
+    independent for every recipient, so two recipients cannot join their copies, and
+    rotated with it."""
+    return key.derive(f"recipient {recipient}")

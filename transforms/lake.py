@@ -15,6 +15,23 @@ _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]{0,199}")
 
 
+# Dataset and recipient names are [a-z][a-z0-9_]*, so the mark is unambiguous.
+_EXPORT_MARK = "-to-"
+
+
+def export_name(dataset: str, recipient: str) -> str:
+    """What a share's export is called in the lake's staging, reports and tombstones."""
+    return f"{dataset}{_EXPORT_MARK}{recipient}"
+
+
+def split_export(name: str) -> tuple[str, str] | None:
+    """``(dataset, recipient)`` of an export's name; None for a dataset's own name."""
+    if _EXPORT_MARK not in name:
+        return None
+    dataset, recipient = name.split(_EXPORT_MARK, 1)
+    return dataset, recipient
+
+
 def is_local(root: str) -> bool:
     return not _URI.match(root) or root.startswith("file://")
 
@@ -113,13 +130,23 @@ class Lake:
         return self.path("staging", dataset, run_id, f"{step}.json")
 
     def clean(self, dataset: str) -> str:
+        """Where a dataset's published versions live; a share's exports live under
+        ``exports/<recipient>/<dataset>/``, one folder per recipient to hand over."""
+        shared = split_export(dataset)
+        if shared is not None:
+            return self.path("exports", shared[1], shared[0])
         return self.path("clean", dataset)
 
     def clean_version(self, dataset: str, version: str) -> str:
-        return self.path("clean", dataset, version)
+        return f"{self.clean(dataset)}/{version}"
 
     def current_pointer(self, dataset: str) -> str:
-        return self.path("clean", dataset, "CURRENT")
+        return f"{self.clean(dataset)}/CURRENT"
+
+    @property
+    def disclosure_log(self) -> str:
+        """One JSON line per export made available to a third party."""
+        return self.path("reports", "disclosures.jsonl")
 
     def quarantine(self, dataset: str) -> str:
         return self.path("quarantine", dataset)

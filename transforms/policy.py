@@ -17,6 +17,7 @@ import yaml
 
 from transforms.categories import CATEGORIES
 from transforms.errors import PolicyError
+from transforms.lake import export_name
 from transforms.rules import ColumnRule, RuleSyntaxError, parse_rule
 
 
@@ -39,6 +40,13 @@ class SubjectKeyNormalization(StrEnum):
     LOWER = "lower"
 
 
+class PolicyKind(StrEnum):
+    # A dataset judged and published for internal analysts as clean.<dataset>.
+    PROCESSING = "processing"
+    # A dataset's consented rows exported to one third party (see transforms/share.py).
+    SHARE = "share"
+
+
 RECORD_STATES = ("consented", "anonymized")
 # The output column that tells an analyst which rules a row went through.
 STATE_COLUMN = "record_state"
@@ -50,6 +58,8 @@ _PURPOSE = re.compile(r"[a-z][a-z0-9_]*(:[a-z0-9][a-z0-9_.-]*)?")
 _COLUMN_METADATA = ("rule", "category", "note")
 _REQUIRED_KEYS = ("dataset", "source", "subject_key", "event_time", "purpose", "columns")
 _OPTIONAL_KEYS = (
+    "kind",
+    "recipient",
     "description",
     "retention_days",
     "check_consent_at",
@@ -66,6 +76,9 @@ _OPTIONAL_KEYS = (
 DEFAULT_K_MIN = 5
 DEFAULT_KEEP_VERSIONS = 5
 DEFAULT_QUARANTINE_RETENTION_DAYS = 30
+_RECIPIENT = re.compile(r"[a-z][a-z0-9_]*")
+# What a recipient must not receive as it is: two recipients could join their copies on it.
+DIRECT_IDENTIFIER_CATEGORIES = ("identifier", "contact", "name", "online")
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,21 @@ class Policy:
     k_min: int = DEFAULT_K_MIN
     keep_versions: int = DEFAULT_KEEP_VERSIONS
     quarantine_retention_days: int = DEFAULT_QUARANTINE_RETENTION_DAYS
+    kind: PolicyKind = PolicyKind.PROCESSING
+    recipient: str | None = None
+    # The dataset the rows come from: ``dataset`` itself, or for a share the dataset shared
+    # (``dataset`` is then the export's name, ``<dataset>-to-<recipient>``).
+    shared_dataset: str = ""
+
+    @property
+    def is_share(self) -> bool:
+        return self.kind is PolicyKind.SHARE
+
+    @property
+    def dag_id(self) -> str:
+        if self.is_share:
+            return f"share_{self.shared_dataset}_to_{self.recipient}"
+        return f"privacy_{self.dataset}"
 
     @property
     def output_columns(self) -> tuple[ColumnPolicy, ...]:
@@ -156,12 +184,14 @@ def _parse_rule(path: str, where: str, text: object) -> ColumnRule:
         raise _fail(path, where, str(err)) from None
 
 
-def _parse_column(path: str, name: object, spec: object, subject_key: str) -> ColumnPolicy:
+def _parse_column(path: str, name: object, spec: object, subject_key: str, share: bool = False) -> ColumnPolicy:
     if not isinstance(name, str) or not name:
         raise _fail(path, "columns", f"column name {name!r} is not a string")
     where = f"columns.{name}"
     if name == STATE_COLUMN:
         raise _fail(path, where, "the name is reserved for the output's record state")
+    if share:
+        return _parse_shared_column(path, where, name, spec)
     category, note = None, ""
     if isinstance(spec, dict):
         unknown = set(spec) - set(RECORD_STATES) - set(_COLUMN_METADATA)
@@ -193,6 +223,36 @@ def _parse_column(path: str, name: object, spec: object, subject_key: str) -> Co
         # Erasure finds a subject's published rows by this column: it must stay matchable.
         raise _fail(path, where, f"the subject key may only be kept, pseudonymised or dropped, not {consented.text!r}")
     return ColumnPolicy(name=name, consented=consented, anonymized=anonymized, category=category, note=note)
+
+
+def _parse_shared_column(path: str, where: str, name: str, spec: object) -> ColumnPolicy:
+    """A share exports consented rows only: one rule per column, and nothing a recipient
+    could join on with another recipient's copy."""
+    category, note = None, ""
+    if isinstance(spec, dict):
+        unknown = set(spec) - set(_COLUMN_METADATA)
+        if unknown:
+            problem = f"unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(_COLUMN_METADATA)})"
+            if unknown & set(RECORD_STATES):
+                problem += "; a share exports consented rows only, so a column has one rule"
+            raise _fail(path, where, problem)
+        category, note = _parse_column_metadata(path, where, spec)
+        text = spec.get("rule", "drop")
+        where = f"{where}.rule" if "rule" in spec else where
+    else:
+        text = spec
+    rule = _parse_rule(path, where, text)
+    if rule.spec.needs_encryption_key:
+        raise _fail(path, where, "a recipient cannot decrypt our ciphertext: encrypt is not allowed in a share")
+    if rule.name == "keep" and category in DIRECT_IDENTIFIER_CATEGORIES:
+        raise _fail(
+            path,
+            where,
+            f"a column of category {category} kept as it is would let two recipients join their copies: "
+            "pseudonymize, mask or drop it",
+        )
+    drop = parse_rule("drop")
+    return ColumnPolicy(name=name, consented=rule, anonymized=drop, category=category, note=note)
 
 
 def _parse_column_metadata(path: str, where: str, spec: dict) -> tuple[str | None, str]:
@@ -263,6 +323,10 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
         raise _fail(path, "dataset", f"{raw['dataset']!r} must match [a-z][a-z0-9_]*")
     if not _PURPOSE.fullmatch(raw["purpose"]):
         raise _fail(path, "purpose", f"{raw['purpose']!r} is not a purpose name")
+    kind = _enum(path, raw, "kind", PolicyKind, PolicyKind.PROCESSING)
+    recipient = _parse_share(path, raw) if kind is PolicyKind.SHARE else None
+    if recipient is None and "recipient" in raw:
+        raise _fail(path, "recipient", "only a share (kind: share) has a recipient")
     retention = raw.get("retention_days")
     if retention is not None and (isinstance(retention, bool) or not isinstance(retention, int) or retention <= 0):
         raise _fail(path, "retention_days", f"{retention!r} must be a positive whole number of days")
@@ -282,7 +346,10 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
     columns_raw = raw["columns"]
     if not isinstance(columns_raw, dict) or not columns_raw:
         raise _fail(path, "columns", "must be a non-empty mapping of column name to rule")
-    columns = tuple(_parse_column(path, name, spec, raw["subject_key"]) for name, spec in columns_raw.items())
+    columns = tuple(
+        _parse_column(path, name, spec, raw["subject_key"], share=recipient is not None)
+        for name, spec in columns_raw.items()
+    )
     subject = next((c for c in columns if c.name == raw["subject_key"]), None)
     linking = next((c for c in columns if c.consented.links_to_subject and c.name != raw["subject_key"]), None)
     if linking is not None and (subject is None or subject.consented.removes_value):
@@ -294,17 +361,28 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
             f"uses {linking.consented.text!r}, or an erased subject's values could not be found",
         )
     quasi_identifiers, k_min = _parse_k_anonymity(path, raw, {c.name for c in columns})
+    if recipient is not None and subject is not None and subject.consented.name == "keep":
+        raise _fail(
+            path,
+            f"columns.{raw['subject_key']}",
+            "a recipient gets its own pseudonym of the subject key, never the key itself: pseudonymize or drop it",
+        )
     return Policy(
         path=path,
         sha256=sha256,
-        dataset=raw["dataset"],
+        dataset=export_name(raw["dataset"], recipient) if recipient else raw["dataset"],
+        shared_dataset=raw["dataset"],
+        kind=kind,
+        recipient=recipient,
         source=raw["source"].strip("/"),
         subject_key=raw["subject_key"],
         event_time=raw["event_time"],
         purpose=raw["purpose"],
         retention_days=retention,
         check_consent_at=_enum(path, raw, "check_consent_at", CheckConsentAt, CheckConsentAt.RUN),
-        on_no_consent=_enum(path, raw, "on_no_consent", OnNoConsent, OnNoConsent.ANONYMIZE),
+        on_no_consent=_enum(
+            path, raw, "on_no_consent", OnNoConsent, OnNoConsent.DROP if recipient else OnNoConsent.ANONYMIZE
+        ),
         on_retention_expired=_enum(path, raw, "on_retention_expired", OnRetentionExpired, OnRetentionExpired.DROP),
         subject_key_normalize=normalizations,
         columns=columns,
@@ -318,6 +396,22 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
             path, raw, "quarantine_retention_days", DEFAULT_QUARANTINE_RETENTION_DAYS
         ),
     )
+
+
+def _parse_share(path: str, raw: dict) -> str:
+    """The recipient of a share, after the checks that keep a share to consented rows."""
+    recipient = raw.get("recipient")
+    if not isinstance(recipient, str) or not _RECIPIENT.fullmatch(recipient):
+        raise _fail(path, "recipient", f"{recipient!r} must be a name matching [a-z][a-z0-9_]*")
+    if raw["purpose"] != f"share:{recipient}":
+        raise _fail(path, "purpose", f"{raw['purpose']!r}: a share to {recipient} is for the purpose share:{recipient}")
+    for key, only in (("on_no_consent", "drop"), ("on_retention_expired", "drop")):
+        if raw.get(key, only) != only:
+            raise _fail(path, key, f"{raw[key]!r}: a share exports consented rows only ({key}: {only})")
+    for key in ("quasi_identifiers", "k_min"):
+        if key in raw:
+            raise _fail(path, key, "a share exports no anonymised rows, so k-anonymity does not apply")
+    return recipient
 
 
 def load_policy(path: str | Path) -> Policy:

@@ -23,7 +23,7 @@ from transforms.key_continuity import (
     recorded_keys,
     versions_keyed_otherwise,
 )
-from transforms.lake import Lake, judged_at_marker
+from transforms.lake import Lake, judged_at_marker, split_export
 from transforms.policy import Policy
 from transforms.steps import load_step, save_step
 from transforms.storage import read_text, write_text
@@ -74,8 +74,10 @@ def point_table_at(spark: SparkSession, table: str, location: str) -> None:
 
 
 def repoint_current(spark: SparkSession, lake: Lake, dataset: str, version: str) -> None:
-    """Makes ``version`` (already in place) the current one: catalog first, then CURRENT."""
-    point_table_at(spark, table_name(dataset), lake.clean_version(dataset, version))
+    """Makes ``version`` (already in place) the current one: catalog first, then CURRENT.
+    A share's export is handed to its recipient, not offered to analysts: no table."""
+    if split_export(dataset) is None:
+        point_table_at(spark, table_name(dataset), lake.clean_version(dataset, version))
     write_text(lake.current_pointer(dataset), version + "\n")
 
 
@@ -118,6 +120,12 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
         )
     version = _free_version(spark, lake, policy.dataset, run_id)
     target = lake.clean_version(policy.dataset, version)
+    disclosure = None
+    if policy.is_share:
+        from transforms.share import record_disclosure
+
+        # Logged before the export is made available: a disclosure is never unrecorded.
+        disclosure = record_disclosure(lake, policy, enforce_state, version, target)
     move(spark, staged, target)
     repoint_current(spark, lake, policy.dataset, version)
     retired = retire_versions_of_other_keys(spark, lake, policy.dataset, version)
@@ -130,8 +138,10 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
         "published_path": target,
         "retired_versions": retired,
         "removed_versions": pruned,
-        "table": table_name(policy.dataset),
+        "table": None if policy.is_share else table_name(policy.dataset),
         "seconds": round(time.monotonic() - started, 3),
     }
+    if disclosure is not None:
+        state["disclosure"] = disclosure
     save_step(lake, policy.dataset, run_id, "publish", state)
     return state

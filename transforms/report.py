@@ -76,6 +76,8 @@ def build_report(lake: Lake, dataset: str, run_id: str) -> dict:
         "published_version": publish.get("version"),
         "previous_version": publish.get("previous_version"),
         "table": publish.get("table"),
+        "share": enforce.get("share"),
+        "disclosure": publish.get("disclosure"),
         "quarantine_path": validate.get("moved_to") or enforce.get("quarantine_path"),
         "quarantine_rows_withheld_for_erasure": enforce.get("quarantine_rows_withheld_for_erasure", 0),
         "erasure": enforce.get("erasure", {}),

@@ -175,10 +175,20 @@ def render_report(report: dict, history: list[dict] | None = None) -> str:
         parts.append(f"<p class='bad'>Not published: {escape(report.get('error', 'unknown error'))}</p>")
         return _page(title, parts)
     published = "published" if report["published"] else "NOT published"
+    share = report.get("share")
+    destination = f"the export to {share['recipient']}" if share else str(report.get("table"))
     parts.append(
         f"<p id='outcome' class='{'good' if report['published'] else 'bad'}'>{escape(published)}: "
-        f"{report['rows_out']} of {report['rows_in']} input rows in {escape(str(report.get('table')))}</p>"
+        f"{report['rows_out']} of {report['rows_in']} input rows in {escape(destination)}</p>"
     )
+    if share:
+        parts.append(
+            f"<p id='disclosure'>Shared with {escape(share['recipient'])} for {escape(share['purpose'])}: "
+            f"{share['subjects']} customers, pseudonymised with the recipient's key "
+            f"{escape(share['recipient_key_fingerprint'])}"
+            + ("; recorded in <code>reports/disclosures.jsonl</code>" if report.get("disclosure") else "")
+            + "</p>"
+        )
     parts.append("<table id='totals'>" + _row("action", "rows", "share", header=True))
     for action in ACTIONS:
         n = report["totals"].get(action, 0)

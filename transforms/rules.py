@@ -61,6 +61,9 @@ class RuleContext:
     encryptor: Encryptor | None = None
     subject: Column | None = None
     column_name: str = ""
+    # Further keyed helpers whose key columns must be attached before the rules run (a
+    # share's recipient key, the second link of its pseudonyms).
+    extra_keys: tuple = ()
 
     def for_column(self, name: str) -> RuleContext:
         from dataclasses import replace

@@ -21,7 +21,7 @@ from transforms.enforce import read_consent
 from transforms.errors import MissingKeyError, StepStateError, ValidationFailed
 from transforms.fs import exists, move, upload_folder
 from transforms.key_continuity import fingerprint_of, read_keys_marker
-from transforms.keys import SecretKey
+from transforms.keys import SecretKey, recipient_key
 from transforms.lake import Lake, judgement_instant, parse_run_date
 from transforms.policy import STATE_COLUMN, Policy
 from transforms.steps import load_step, save_step
@@ -81,7 +81,8 @@ def derived_frames(
     from expectations.suite import CONSENT_CROSSCHECK, K_ANONYMITY_GROUPS, QUARANTINE
 
     consent = read_consent(spark, lake)
-    unconsented = unconsented_published(spark, slices["consented"], consent, policy, judged_at, key.material)
+    outer = recipient_key(key, policy.recipient).material if policy.is_share else None
+    unconsented = unconsented_published(spark, slices["consented"], consent, policy, judged_at, key.material, outer)
     frames = {CONSENT_CROSSCHECK: unconsented if unconsented is not None else spark.range(0)}
     if policy.quasi_identifiers:
         groups = slices["anonymized"].groupBy(*policy.quasi_identifiers).agg(F.count("*").alias("rows"))

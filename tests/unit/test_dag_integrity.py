@@ -37,6 +37,19 @@ def test_privacy_dag_runs_enforce_validate_publish_report_on_spark_default():
     assert dag.max_active_runs == 1
 
 
+def test_every_share_policy_gets_a_dag_that_exports_to_its_recipient():
+    dag = _dagbag().dags["share_orders_to_acme_ads"]
+    assert [t.task_id for t in dag.topological_sort()] == ["enforce", "validate", "publish", "report"]
+    assert dag.get_task("enforce").application_args[:3] == [
+        "enforce",
+        "--policy",
+        str(REPO / "dags" / "policies" / "orders_to_acme_ads.yml"),
+    ]
+    assert [a.name for a in dag.get_task("publish").outlets] == ["export.orders.acme_ads"]
+    assert "share" in dag.tags and "share:acme_ads" in dag.tags and dag.max_active_runs == 1
+    assert "acme_ads" in dag.doc_md and "reports/disclosures.jsonl" in dag.doc_md
+
+
 def test_parsing_the_dags_imports_neither_pyspark_nor_great_expectations():
     probe = (
         "import sys, runpy; runpy.run_path(sys.argv[1]); import json; "

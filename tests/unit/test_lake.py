@@ -33,3 +33,16 @@ def test_lake_layout_matches_the_contract(tmp_path):
     remote = Lake.at("s3a://bucket/lake/")
     assert remote.clean_version("orders", "v1") == "s3a://bucket/lake/clean/orders/v1"
     assert not remote.is_local
+
+
+def test_a_share_is_handed_over_under_exports_and_logged_lake_wide(tmp_path):
+    from transforms.lake import export_name, split_export
+
+    lake = Lake.at(str(tmp_path))
+    name = export_name("orders", "acme_ads")
+    assert split_export(name) == ("orders", "acme_ads") and split_export("orders") is None
+    assert lake.clean_version(name, "s1") == f"{tmp_path}/exports/acme_ads/orders/s1"
+    assert lake.current_pointer(name) == f"{tmp_path}/exports/acme_ads/orders/CURRENT"
+    assert lake.staging_data(name, "s1") == f"{tmp_path}/staging/orders-to-acme_ads/s1/data"
+    assert lake.current_pointer("orders") == f"{tmp_path}/clean/orders/CURRENT"
+    assert lake.disclosure_log == f"{tmp_path}/reports/disclosures.jsonl"

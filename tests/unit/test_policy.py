@@ -148,3 +148,57 @@ def test_retention_counts_are_positive_whole_numbers(tmp_path, key):
     for bad in ("0", "-1", "two", "true"):
         with pytest.raises(PolicyError, match=f"{key}: .* must be a whole number of at least 1"):
             load_policy(write(tmp_path, BASE + f"{key}: {bad}\n"))
+
+
+SHARE = """\
+kind: share
+dataset: orders
+recipient: acme_ads
+purpose: share:acme_ads
+source: raw/orders
+subject_key: customer_id
+event_time: ordered_at
+columns:
+  customer_id: {rule: pseudonymize, category: identifier}
+  ordered_at: generalize:day
+"""
+
+
+def test_a_share_exports_consented_rows_under_its_own_name(tmp_path):
+    policy = load_policy(write(tmp_path, SHARE))
+    assert (policy.dataset, policy.shared_dataset, policy.recipient) == ("orders-to-acme_ads", "orders", "acme_ads")
+    assert policy.dag_id == "share_orders_to_acme_ads"
+    assert policy.on_no_consent is OnNoConsent.DROP and policy.sale_or_sharing
+    # One rule per column: the consented rows'; nothing is exported anonymised.
+    assert [(c.consented.text, c.anonymized.text) for c in policy.columns] == [
+        ("pseudonymize", "drop"),
+        ("generalize:day", "drop"),
+    ]
+    assert load_policy(ORDERS_POLICY).dag_id == "privacy_orders"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (("recipient: acme_ads", "recipient: Acme Ads"), "recipient: 'Acme Ads' must be a name"),
+        (("purpose: share:acme_ads", "purpose: share:other"), "purpose: 'share:other': a share to acme_ads"),
+        (("kind: share\n", "kind: sharing\n"), "kind: 'sharing' is not one of processing | share"),
+        (("columns:", "on_no_consent: anonymize\ncolumns:"), "on_no_consent: 'anonymize': a share exports"),
+        (("columns:", "on_retention_expired: anonymize\ncolumns:"), "on_retention_expired: 'anonymize'"),
+        (("columns:", "quasi_identifiers: [ordered_at]\ncolumns:"), "quasi_identifiers: a share exports no"),
+        (("{rule: pseudonymize,", "{consented: pseudonymize,"), "columns.customer_id: unknown key 'consented'"),
+        (("{rule: pseudonymize,", "{rule: keep,"), "columns.customer_id.rule: a column of category identifier kept"),
+        (("generalize:day", "encrypt"), "columns.ordered_at: a recipient cannot decrypt"),
+    ],
+)
+def test_a_share_refuses_what_would_leak_beyond_consent(tmp_path, change, named):
+    with pytest.raises(PolicyError, match=named.replace("(", r"\(").replace("[", r"\[")):
+        load_policy(write(tmp_path, SHARE.replace(*change)))
+
+
+def test_a_share_never_hands_over_the_subject_key_itself(tmp_path):
+    text = SHARE.replace("{rule: pseudonymize, category: identifier}", "keep")
+    with pytest.raises(PolicyError, match="columns.customer_id: a recipient gets its own pseudonym"):
+        load_policy(write(tmp_path, text))
+    with pytest.raises(PolicyError, match="recipient: only a share"):
+        load_policy(write(tmp_path, SHARE.replace("kind: share\n", "")))

@@ -1,0 +1,224 @@
+"""Third-party sharing on hand-written histories over a generated lake: an export holds
+exactly the rows of customers whose consent to ``share:<recipient>`` is valid at t,
+each recipient's pseudonyms are its own (two recipients cannot join their copies),
+every export is in the disclosure log, an erasure reaches an export already made, and
+``explain`` names the recipients that hold a customer's rows."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, TEST_KEY
+from tests.lakecheck import expected_reasons, read_rows
+from transforms.cli import main
+from transforms.generate import generate_lake
+from transforms.lake import Lake, judgement_instant
+
+pytestmark = pytest.mark.integration
+RUN_DATE = date(2026, 11, 28)
+T = judgement_instant(RUN_DATE)
+ACME_POLICY = REPO / "dags" / "policies" / "orders_to_acme_ads.yml"
+ORDERS_POLICY = REPO / "dags" / "policies" / "orders.yml"
+# Hand-written customers: one shares with both recipients; the others must never be exported.
+SHARER = "C9999101"
+ANALYTICS_ONLY = "C9999102"  # consented to analytics, not to sharing
+WITHDREW = "C9999103"  # granted sharing, withdrew before t
+GPC = "C9999104"  # granted sharing, then a Global Privacy Control refusal under another purpose
+TOO_LATE = "C9999105"  # grants sharing only after t
+NEVER_EXPORTED = (ANALYTICS_ONLY, WITHDREW, GPC, TOO_LATE)
+
+
+def hex_hmac(key: bytes, text: str) -> str:
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def recipient_pseudonym(recipient: str, value: str) -> str:
+    """Written from the contract: HMAC(recipient key, our pseudonym), the recipient key
+    being HMAC(our key, "consentgate derived key: recipient <name>")."""
+    recipient_key = hmac.new(
+        TEST_KEY.encode(), f"consentgate derived key: recipient {recipient}".encode(), hashlib.sha256
+    ).digest()
+    return hex_hmac(recipient_key, hex_hmac(TEST_KEY.encode(), value))
+
+
+def order(order_id: str, customer: str, at: datetime) -> tuple:
+    return (order_id, customer, f"{order_id.lower()}@example.org", "+1-555-555-0142", "Share Test", date(1980, 5, 5),
+            "12345", "5 Share St", at, "web", "books", 2, None)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def keyed():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CONSENTGATE_HMAC_KEY", TEST_KEY)
+        yield
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory, keyed):
+    lake = Lake.at(str(tmp_path_factory.mktemp("sharing_lake")))
+    generate_lake(spark, lake, customers=150, orders=1200, seed=31, run_date=RUN_DATE)
+
+    def append(folder: str, rows: list[tuple]) -> None:
+        schema = spark.read.parquet(lake.raw(folder)).schema
+        spark.createDataFrame(rows, schema).write.mode("append").parquet(lake.raw(folder))
+
+    append(
+        "orders",
+        [order("S1", SHARER, T - timedelta(days=2)), order("S2", f" {SHARER}", T - timedelta(days=30))]
+        + [order(f"N{i}", subject, T - timedelta(days=3)) for i, subject in enumerate(NEVER_EXPORTED)],
+    )
+    granted = T - timedelta(days=60)
+    append(
+        "consent",
+        [
+            (SHARER, "share:acme_ads", "granted", granted, None, "web_form"),
+            (SHARER, "share:beta_media", "granted", granted, None, "app"),
+            (ANALYTICS_ONLY, "analytics", "granted", granted, None, "web_form"),
+            (WITHDREW, "share:acme_ads", "granted", granted, None, "web_form"),
+            (WITHDREW, "share:acme_ads", "withdrawn", T - timedelta(hours=2), None, "app"),
+            (GPC, "share:acme_ads", "granted", granted, None, "web_form"),
+            (GPC, "analytics", "denied", T - timedelta(days=1), None, "gpc"),
+            (TOO_LATE, "share:acme_ads", "granted", T + timedelta(hours=1), None, "web_form"),
+        ],
+    )
+    return lake
+
+
+@pytest.fixture(scope="module")
+def beta_policy(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("share_policies") / "orders_to_beta_media.yml"
+    path.write_text(ACME_POLICY.read_text().replace("acme_ads", "beta_media"))
+    return path
+
+
+def run(lake: Lake, policy: Path, run_id: str) -> dict:
+    code = main(["run", "--policy", str(policy), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", run_id])
+    assert code == 0
+    return json.loads(Path(lake.report_json(f"orders-to-{policy.stem.removeprefix('orders_to_')}", run_id)).read_text())
+
+
+def export_rows(lake: Lake, recipient: str) -> list[dict]:
+    folder = Path(lake.root) / "exports" / recipient / "orders"
+    return read_rows(folder / (folder / "CURRENT").read_text().strip())
+
+
+def disclosures(lake: Lake) -> list[dict]:
+    return [json.loads(line) for line in Path(lake.disclosure_log).read_text().splitlines()]
+
+
+def test_an_export_holds_exactly_the_consented_customers_in_the_recipients_own_pseudonyms(lake, beta_policy):
+    report = run(lake, ACME_POLICY, "s1")
+    reasons = expected_reasons(lake.root, RUN_DATE, retention_days=365, purpose="share:acme_ads", sale_or_sharing=True)
+    raw = {r["order_id"]: r for r in read_rows(lake.raw("orders"))}
+    consented = sorted(order_id for order_id, reason in reasons.items() if reason == "consented")
+    assert {"S1", "S2"} <= set(consented) and len(consented) > 20  # generated customers share too
+
+    rows = export_rows(lake, "acme_ads")
+    assert sorted((r["order_id"], r["customer_id"]) for r in rows) == sorted(
+        (recipient_pseudonym("acme_ads", o), recipient_pseudonym("acme_ads", raw[o]["customer_id"].strip()))
+        for o in consented
+    )
+    assert {r["record_state"] for r in rows} == {"consented"}
+    assert {r["ordered_at"].time() for r in rows} == {datetime.min.time()}  # generalize:day
+    sharer = recipient_pseudonym("acme_ads", SHARER)
+    assert sum(r["customer_id"] == sharer for r in rows) == 2
+    exported = {r["customer_id"] for r in rows}
+    for subject in NEVER_EXPORTED:
+        assert recipient_pseudonym("acme_ads", subject) not in exported
+    # Nothing an analyst or another recipient holds: not our pseudonyms, not the raw ids.
+    assert not exported & {hex_hmac(TEST_KEY.encode(), r["customer_id"].strip()) for r in raw.values()}
+    assert not {r["order_id"] for r in rows} & set(raw)
+    assert not (Path(lake.root) / "clean" / "orders-to-acme_ads").exists()
+
+    assert report["published"] and report["table"] is None
+    assert report["counts"]["consented"] == {"kept": len(consented)}
+    assert sum(n for reason, by in report["counts"].items() if reason != "consented" for n in by.values()) == (
+        report["rows_in"] - len(consented)
+    )
+    assert report["totals"]["anonymized"] == 0  # a share never exports anonymised rows
+
+    [entry] = disclosures(lake)
+    subjects = {raw[o]["customer_id"].strip() for o in consented}
+    assert {k: v for k, v in entry.items() if k not in ("at", "user", "path", "policy_path")} == {
+        "recipient": "acme_ads",
+        "purpose": "share:acme_ads",
+        "dataset": "orders",
+        "export": "orders-to-acme_ads",
+        "version": "s1",
+        "rows": len(consented),
+        "subjects": len(subjects),
+        "columns": ["customer_id", "order_id", "ordered_at", "product_category", "amount", "zip_code"],
+        "run_id": "s1",
+        "judged_at": T.isoformat(),
+        "policy_sha256": hashlib.sha256(ACME_POLICY.read_bytes()).hexdigest(),
+        "recipient_key_fingerprint": report["share"]["recipient_key_fingerprint"],
+    }
+    assert entry["path"].endswith("/exports/acme_ads/orders/s1")
+
+    # Another recipient: only the one customer who agreed to it, under pseudonyms of its own.
+    run(lake, beta_policy, "b1")
+    beta = export_rows(lake, "beta_media")
+    assert sorted(r["customer_id"] for r in beta) == [recipient_pseudonym("beta_media", SHARER)] * 2
+    assert not {r["customer_id"] for r in beta} & exported
+    assert not {r["order_id"] for r in beta} & {r["order_id"] for r in rows}
+    assert [e["recipient"] for e in disclosures(lake)] == ["acme_ads", "beta_media"]
+    assert disclosures(lake)[1]["subjects"] == 1 and disclosures(lake)[1]["rows"] == 2
+
+
+def explain(lake: Lake, subject: str, capsys, policies: Path) -> dict[str, dict]:
+    capsys.readouterr()
+    args = ["explain", "--subject", subject, "--lake", lake.root, "--run-date", "2026-11-28", "--json"]
+    assert main([*args, "--policies", str(policies)]) == 0
+    return {e["dataset"]: e for e in json.loads(capsys.readouterr().out)}
+
+
+def test_explain_names_the_recipients_holding_a_customers_rows(lake, beta_policy, capsys, tmp_path):
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    for policy in (ORDERS_POLICY, ACME_POLICY, beta_policy):
+        (folder / policy.name).write_text(policy.read_text())
+    sharer = explain(lake, SHARER, capsys, folder)
+    assert sharer["orders-to-acme_ads"]["rows"] == {"consented": {"kept": 2}}
+    assert sharer["orders-to-acme_ads"]["published_rows"] == {"consented": 2}
+    assert sharer["orders-to-acme_ads"]["deciding_event"]["source"] == "web_form"
+    assert sharer["orders-to-beta_media"]["deciding_event"]["source"] == "app"
+    for dataset in ("orders", "orders-to-acme_ads", "orders-to-beta_media"):
+        assert sharer[dataset]["recipients"] == ["acme_ads", "beta_media"]
+
+    # A refusal signalled by Global Privacy Control under another purpose decides the share.
+    (acme_only := tmp_path / "acme").mkdir()
+    (acme_only / ACME_POLICY.name).write_text(ACME_POLICY.read_text())
+    gpc = explain(lake, GPC, capsys, acme_only)
+    assert gpc["orders-to-acme_ads"]["rows"] == {"no_consent": {"dropped": 1}}
+    assert gpc["orders-to-acme_ads"]["recipients"] == []
+    assert gpc["orders-to-acme_ads"]["deciding_event"] == {
+        "status": "denied",
+        "recorded_at": (T - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
+        "expires_at": None,
+        "source": "gpc",
+    }
+
+
+# After the tests above: the sharing customer asks for erasure.
+def test_an_erasure_reaches_the_export_already_made(spark, lake):
+    schema = spark.read.parquet(lake.erasure_requests).schema
+    spark.createDataFrame([(SHARER, T - timedelta(days=1))], schema).write.mode("append").parquet(
+        lake.erasure_requests
+    )
+    before = export_rows(lake, "acme_ads")
+    first = json.loads(Path(lake.report_json("orders-to-acme_ads", "s1")).read_text())
+    report = run(lake, ACME_POLICY, "s2")
+    sharer = recipient_pseudonym("acme_ads", SHARER)
+    # The export already made was purged (its current copy replaced atomically), then s2 published.
+    assert report["erasure"]["purged_versions"] == ["s1.erased"]
+    purged = read_rows(Path(lake.root) / "exports" / "acme_ads" / "orders" / "s1.erased")
+    assert sorted(map(str, purged)) == sorted(map(str, (r for r in before if r["customer_id"] != sharer)))
+    assert sharer not in {r["customer_id"] for r in export_rows(lake, "acme_ads")}
+    assert report["counts"]["erased"]["dropped"] == first["counts"]["erased"]["dropped"] + 2
+    assert disclosures(lake)[-1]["rows"] == len(before) - 2
