@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded defaults: a synthetic lake, then the privacy_orders DAG
 # end to end under `airflow dags test` (Spark local mode, Airflow on SQLite, the
-# embedded Hive catalog, the ./lake folder).
+# embedded Hive catalog, the ./lake folder), then the share_orders_to_acme_ads DAG
+# (DEMO_SHARE=0 skips it).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 LAKE="${CONSENTGATE_LAKE:-$ROOT/lake}"
@@ -39,6 +40,16 @@ echo "  reports index: $LAKE/reports/index.html (every dataset's latest run; ope
 if [ "$status" -ne 0 ]; then
   echo "demo: the DAG run failed (exit $status); see $AIRFLOW_HOME/dags-test.log" >&2
   exit "$status"
+fi
+if [ "${DEMO_SHARE:-1}" != "0" ]; then
+  # The shipped share policy: the consented export to acme_ads, logged as a disclosure.
+  echo "demo: running DAG share_orders_to_acme_ads (logs in $AIRFLOW_HOME/dags-test-share.log)"
+  share_started=$(date +%s)
+  airflow dags test share_orders_to_acme_ads "$LOGICAL_DATE" > "$AIRFLOW_HOME/dags-test-share.log" 2>&1 || {
+    echo "demo: the share DAG run failed; see $AIRFLOW_HOME/dags-test-share.log" >&2; exit 1; }
+  python "$ROOT/scripts/task_durations.py" share_orders_to_acme_ads
+  echo "demo: share DAG run took $(( $(date +%s) - share_started )) s wall"
+  python -c "import json, sys; d = json.loads(open(sys.argv[1]).read().splitlines()[-1]); print('  disclosed to {recipient} for {purpose}: {rows} rows of {subjects} customers at {at} -> {path}'.format(**d))" "$LAKE/reports/disclosures.jsonl"
 fi
 CURRENT_DIR="$LAKE/clean/orders/$(tr -d '[:space:]' < "$LAKE/clean/orders/CURRENT")"
 QUERY="select record_state, count(*) as rows from read_parquet('$CURRENT_DIR/*.parquet') group by 1 order by 1"

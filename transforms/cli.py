@@ -225,8 +225,13 @@ def cmd_status(args) -> int:
         failed = f", failed: {', '.join(validation['failed'])}" if validation["failed"] else ""
         outcome = "passed" if validation["success"] else "FAILED"
         print(f"  validation: {outcome} ({validation['evaluated']} expectations{failed})")
-    print(f"  published: {report['published']}  table: {report.get('table')}")
-    print(f"  clean data:  {current_path(lake, report['dataset'])}")
+    share = report.get("share")
+    if share:
+        print(f"  published: {report['published']}  shared with: {share['recipient']} ({share['subjects']} customers)")
+        print(f"  export:      {current_path(lake, report['dataset'])}")
+    else:
+        print(f"  published: {report['published']}  table: {report.get('table')}")
+        print(f"  clean data:  {current_path(lake, report['dataset'])}")
     print(f"  report:      {report_path}")
     print(f"  quarantine:  {report.get('quarantine_path')}")
     return 0
@@ -329,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="summarise a dataset's last run report")
     status.add_argument("--lake", required=True)
-    status.add_argument("--dataset", required=True)
+    status.add_argument("--dataset", required=True, help="a dataset, or a share's <dataset>-to-<recipient>")
     status.add_argument("--report", help="a report file instead of the latest")
     status.set_defaults(handler=cmd_status)
 

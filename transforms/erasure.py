@@ -112,7 +112,11 @@ def erasure_state(
     run_date: date,
     pseudonymizer: Pseudonymizer,
     ring: dict[str, SecretKey] | None = None,
+    find_new: bool = True,
 ) -> ErasureState:
+    """The erased subjects at ``t``; with ``find_new``, also those this dataset has no
+    tombstone for yet (what a run must purge and record; a reader such as ``explain``
+    needs only who is erased)."""
     current = pseudonymizer.key.fingerprint
     ring = ring or {current: pseudonymizer.key}
     requests = _read_fail_closed(spark, lake.erasure_requests)
@@ -138,10 +142,13 @@ def erasure_state(
         return erased.groupBy(SUBJECT_HASH).agg(F.min("erased_at").alias("erased_at"))
 
     erased = erased_under(pseudonymizer).cache()
-    own = read_tombstones(spark, lake, policy.dataset).filter(_made_with(current))
-    # Materialised now: the tombstones this run appends must not change what it calls new.
-    new = erased.join(own.select(SUBJECT_HASH), on=SUBJECT_HASH, how="left_anti").cache()
-    new.count()
+    if find_new:
+        own = read_tombstones(spark, lake, policy.dataset).filter(_made_with(current))
+        # Materialised now: the tombstones this run appends must not change what it calls new.
+        new = erased.join(own.select(SUBJECT_HASH), on=SUBJECT_HASH, how="left_anti").cache()
+        new.count()
+    else:
+        new = erased.limit(0)
     retired = [
         (
             Pseudonymizer(spark, ring[fingerprint], tag=f"retired{index}"),

@@ -13,6 +13,8 @@ the id it was asked about: counts, reason codes and the subject's own consent ev
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -25,13 +27,12 @@ from transforms.erasure import SUBJECT_HASH, erasure_state
 from transforms.errors import MissingKeyError
 from transforms.fs import list_dirs
 from transforms.key_continuity import fingerprint_of, recorded_keys
-from transforms.keys import RunKeys
+from transforms.keys import RunKeys, SecretKey, recipient_key
 from transforms.lake import Lake, judgement_instant
 from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.publish import current_version
 from transforms.reasons import ACTION, REASON
-from transforms.share import ChainedPseudonymizer, recipient_pseudonymizer
 from transforms.subjects import normalize_subject
 
 
@@ -59,10 +60,31 @@ def _subject_filter(column: str, subject_id: str, policy: Policy):
     )
 
 
-def _pseudonym(spark: SparkSession, pseudonymizer: Pseudonymizer, subject_id: str, policy: Policy) -> str:
-    """The subject's keyed pseudonym under ``pseudonymizer``'s key, computed by Spark."""
-    probe = pseudonymizer.attach(spark.range(1)).select(pseudonymizer.hmac_hex(_normalized(subject_id, policy)))
-    return probe.first()[0]
+class _Subject:
+    """The asked-for id, normalised by Spark as each policy says (once per normalisation),
+    and its pseudonyms, hashed on the driver: one HMAC does not need a Spark job, and
+    Python's ``hmac`` gives the same bytes as the Spark HMAC (tests/unit/test_hmac_vectors.py)."""
+
+    def __init__(self, spark: SparkSession, subject_id: str):
+        self.spark = spark
+        self.subject_id = subject_id
+        self._normalized: dict[tuple, str | None] = {}
+
+    def normalized(self, policy: Policy) -> str | None:
+        how = policy.subject_key_normalize
+        if how not in self._normalized:
+            self._normalized[how] = self.spark.range(1).select(_normalized(self.subject_id, policy)).first()[0]
+        return self._normalized[how]
+
+    def pseudonym(self, policy: Policy, key: SecretKey, recipient: str | None = None) -> str | None:
+        """Our pseudonym under ``key``; with ``recipient``, that recipient's pseudonym of it."""
+        value = self.normalized(policy)
+        if value is None:
+            return None
+        ours = hmac.new(key.material, value.encode("utf-8"), hashlib.sha256).hexdigest()
+        if recipient is None:
+            return ours
+        return hmac.new(recipient_key(key, recipient).material, ours.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def _iso(column: str):
@@ -108,7 +130,7 @@ def _deciding_event(consent: DataFrame, subject_id: str, policy: Policy, t: date
 
 
 def _rows_in_version(
-    spark: SparkSession, lake: Lake, policy: Policy, version: str, subject_id: str, keys: RunKeys
+    spark: SparkSession, lake: Lake, policy: Policy, version: str, subject: _Subject, keys: RunKeys
 ) -> dict[str, int]:
     """The subject's rows in one published version (or export), by record state."""
     folder = lake.clean_version(policy.dataset, version)
@@ -119,12 +141,9 @@ def _rows_in_version(
         key = keys.hmac_ring().get(made_with)
         if key is None:
             raise MissingKeyError(f"{folder}: made with key fingerprint {made_with}, which this run does not have")
-        pseudonymizer = Pseudonymizer(spark, key, tag="published")
-        if policy.is_share:
-            pseudonymizer = ChainedPseudonymizer(pseudonymizer, recipient_pseudonymizer(spark, key, policy))
-        expected = _pseudonym(spark, pseudonymizer, subject_id, policy)
+        expected = subject.pseudonym(policy, key, policy.recipient)
     else:
-        expected = spark.range(1).select(_normalized(subject_id, policy)).first()[0]
+        expected = subject.normalized(policy)
     counted = published.filter(F.col(policy.subject_key) == F.lit(expected)).groupBy("record_state").count()
     return {row["record_state"]: row["count"] for row in counted.collect()}
 
@@ -134,20 +153,20 @@ def _links_subject(policy: Policy) -> bool:
     return column is not None and not column.consented.removes_value
 
 
-def _published_rows(spark: SparkSession, lake: Lake, policy: Policy, subject_id: str, keys: RunKeys) -> dict | None:
+def _published_rows(spark: SparkSession, lake: Lake, policy: Policy, subject: _Subject, keys: RunKeys) -> dict | None:
     version = current_version(lake, policy.dataset)
     if version is None or not _links_subject(policy):
         return None  # nothing published, or no subject key to find its rows by
-    return _rows_in_version(spark, lake, policy, version, subject_id, keys)
+    return _rows_in_version(spark, lake, policy, version, subject, keys)
 
 
-def _received_by_recipient(spark: SparkSession, lake: Lake, policy: Policy, subject_id: str, keys: RunKeys) -> bool:
+def _received_by_recipient(spark: SparkSession, lake: Lake, policy: Policy, subject: _Subject, keys: RunKeys) -> bool:
     """Whether any retained export of a share holds the subject's rows (an export pruned
     since is in the disclosure log, which counts subjects but does not name them)."""
     if not _links_subject(policy):
         return False
     versions = list_dirs(spark, lake.clean(policy.dataset))
-    return any(_rows_in_version(spark, lake, policy, version, subject_id, keys) for version in versions)
+    return any(_rows_in_version(spark, lake, policy, version, subject, keys) for version in versions)
 
 
 def _caveats(policy: Policy, counts: dict[str, dict[str, int]]) -> list[str]:
@@ -160,11 +179,12 @@ def _caveats(policy: Policy, counts: dict[str, dict[str, int]]) -> list[str]:
     return []
 
 
-def _is_erased(spark: SparkSession, erasure, subject_id: str, policy: Policy, pseudonymizer: Pseudonymizer) -> bool:
+def _is_erased(erasure, subject: _Subject, policy: Policy, pseudonymizer: Pseudonymizer) -> bool:
     """Whether the subject is erased at t, whether or not it has rows in this dataset
     (a subject erased under a retired key included)."""
-    for key, hashes in [(pseudonymizer, erasure.erased), *erasure.retired]:
-        if hashes.filter(F.col(SUBJECT_HASH) == _pseudonym(spark, key, subject_id, policy)).limit(1).count():
+    for key_pseudonymizer, hashes in [(pseudonymizer, erasure.erased), *erasure.retired]:
+        hashed = subject.pseudonym(policy, key_pseudonymizer.key)
+        if hashes.filter(F.col(SUBJECT_HASH) == F.lit(hashed)).limit(1).count():
             return True
     return False
 
@@ -175,11 +195,17 @@ def explain_subject(
     t = judgement_instant(run_date)
     consent = read_consent(spark, lake)
     pseudonymizer = Pseudonymizer(spark, keys.hmac)
+    subject = _Subject(spark, subject_id)
+    erasures = {}  # who is erased depends only on how subject keys are normalised
     explanations = []
     for policy in policies:
         source = read_source(spark, lake, policy)
         rows = source.filter(_subject_filter(policy.subject_key, subject_id, policy))
-        erasure = erasure_state(spark, lake, policy, run_date, pseudonymizer, keys.hmac_ring())
+        if policy.subject_key_normalize not in erasures:
+            erasures[policy.subject_key_normalize] = erasure_state(
+                spark, lake, policy, run_date, pseudonymizer, keys.hmac_ring(), find_new=False
+            )
+        erasure = erasures[policy.subject_key_normalize]
         judged = judge(rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired)
         counts: dict[str, dict[str, int]] = {}
         for row in judged.groupBy(REASON, ACTION).count().collect():
@@ -192,14 +218,14 @@ def explain_subject(
                 rows=dict(sorted(counts.items())),
                 deciding_event=event,
                 consent_events=history,
-                erased=_is_erased(spark, erasure, subject_id, policy, pseudonymizer),
-                published_rows=_published_rows(spark, lake, policy, subject_id, keys),
+                erased=_is_erased(erasure, subject, policy, pseudonymizer),
+                published_rows=_published_rows(spark, lake, policy, subject, keys),
                 caveats=_caveats(policy, counts),
             )
         )
     # A recipient is named on the share and on the dataset it shares.
     for share in policies:
-        if share.is_share and _received_by_recipient(spark, lake, share, subject_id, keys):
+        if share.is_share and _received_by_recipient(spark, lake, share, subject, keys):
             for explained, policy in zip(explanations, policies, strict=True):
                 if policy.shared_dataset == share.shared_dataset and share.recipient not in explained.recipients:
                     explained.recipients.append(share.recipient)

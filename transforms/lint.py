@@ -5,7 +5,7 @@ A policy that does not load is one finding (the loader's own message). A policy 
 loads is also checked for what the loader accepts but a privacy officer would not:
 a published column that does not say what it holds, personal data kept as it is with no
 note saying why, a column named like personal data declared ``category: none``, two
-policies for one dataset. With a local lake, the declared columns are checked against
+policies for one dataset or one DAG id. With a local lake, the declared columns are checked against
 the source's schema as the enforce job would check them (read by pyarrow, no Spark).
 """
 
@@ -84,6 +84,7 @@ def lint(paths: list[str], lake_root: str | None = None) -> tuple[int, list[Find
         files.extend(find_policies(path) if path.is_dir() else [path])
     findings: list[Finding] = []
     seen: dict[str, str] = {}
+    dag_ids: dict[str, str] = {}
     for file in files:
         try:
             policy = load_policy(file)
@@ -94,7 +95,13 @@ def lint(paths: list[str], lake_root: str | None = None) -> tuple[int, list[Find
             findings.append(
                 Finding(policy.path, "dataset", f"{policy.dataset!r} is also the dataset of {seen[policy.dataset]}")
             )
+        elif policy.dag_id in dag_ids:
+            where = "recipient" if policy.is_share else "dataset"
+            findings.append(
+                Finding(policy.path, where, f"DAG id {policy.dag_id!r} is also that of {dag_ids[policy.dag_id]}")
+            )
         seen.setdefault(policy.dataset, policy.path)
+        dag_ids.setdefault(policy.dag_id, policy.path)
         findings.extend(column_findings(policy))
         if lake_root is not None:
             findings.extend(schema_findings(policy, lake_root))

@@ -79,6 +79,7 @@ DEFAULT_QUARANTINE_RETENTION_DAYS = 30
 _RECIPIENT = re.compile(r"[a-z][a-z0-9_]*")
 # What a recipient must not receive as it is: two recipients could join their copies on it.
 DIRECT_IDENTIFIER_CATEGORIES = ("identifier", "contact", "name", "online")
+MAX_SHARED_MASK_CHARACTERS = 4
 
 
 @dataclass(frozen=True)
@@ -244,15 +245,25 @@ def _parse_shared_column(path: str, where: str, name: str, spec: object) -> Colu
     rule = _parse_rule(path, where, text)
     if rule.spec.needs_encryption_key:
         raise _fail(path, where, "a recipient cannot decrypt our ciphertext: encrypt is not allowed in a share")
-    if rule.name == "keep" and category in DIRECT_IDENTIFIER_CATEGORIES:
+    if category is None and not rule.removes_value:
+        # What goes to a third party must say what it is: the register lists it, and the
+        # checks below depend on it.
+        raise _fail(path, where, f"a column exported to a third party needs a category ({' | '.join(CATEGORIES)})")
+    if category in DIRECT_IDENTIFIER_CATEGORIES and not _hides_identifier(rule):
         raise _fail(
             path,
             where,
-            f"a column of category {category} kept as it is would let two recipients join their copies: "
-            "pseudonymize, mask or drop it",
+            f"a column of category {category} exported as {rule.text!r} would let two recipients join their "
+            f"copies: pseudonymize, redact, mask (at most {MAX_SHARED_MASK_CHARACTERS} characters shown) or drop it",
         )
     drop = parse_rule("drop")
     return ColumnPolicy(name=name, consented=rule, anonymized=drop, category=category, note=note)
+
+
+def _hides_identifier(rule: ColumnRule) -> bool:
+    if rule.name == "mask":
+        return (rule.argument or 4) <= MAX_SHARED_MASK_CHARACTERS
+    return rule.removes_value or rule.name in ("pseudonymize", "redact")
 
 
 def _parse_column_metadata(path: str, where: str, spec: dict) -> tuple[str | None, str]:
@@ -361,12 +372,6 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
             f"uses {linking.consented.text!r}, or an erased subject's values could not be found",
         )
     quasi_identifiers, k_min = _parse_k_anonymity(path, raw, {c.name for c in columns})
-    if recipient is not None and subject is not None and subject.consented.name == "keep":
-        raise _fail(
-            path,
-            f"columns.{raw['subject_key']}",
-            "a recipient gets its own pseudonym of the subject key, never the key itself: pseudonymize or drop it",
-        )
     return Policy(
         path=path,
         sha256=sha256,
@@ -391,7 +396,7 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
         tcf=tcf,
         quasi_identifiers=quasi_identifiers,
         k_min=k_min,
-        keep_versions=_positive_int(path, raw, "keep_versions", DEFAULT_KEEP_VERSIONS),
+        keep_versions=_positive_int(path, raw, "keep_versions", 1 if recipient else DEFAULT_KEEP_VERSIONS),
         quarantine_retention_days=_positive_int(
             path, raw, "quarantine_retention_days", DEFAULT_QUARANTINE_RETENTION_DAYS
         ),
@@ -411,6 +416,21 @@ def _parse_share(path: str, raw: dict) -> str:
     for key in ("quasi_identifiers", "k_min"):
         if key in raw:
             raise _fail(path, key, "a share exports no anonymised rows, so k-anonymity does not apply")
+    if raw.get("sale_or_sharing", True) is not True:
+        raise _fail(path, "sale_or_sharing", "a share is sharing: a Global Privacy Control refusal always applies")
+    if raw.get("keep_versions", 1) != 1:
+        # The recipient's folder holds the current export only: an older one could still
+        # hold customers who have withdrawn since.
+        raise _fail(path, "keep_versions", f"{raw['keep_versions']!r}: a share keeps only its current export (1)")
+    subject = raw["columns"].get(raw["subject_key"]) if isinstance(raw["columns"], dict) else None
+    rule = subject.get("rule") if isinstance(subject, dict) else subject
+    if rule != "pseudonymize":
+        # Erasure, explain and the consent cross-check find a customer's exported rows by it.
+        raise _fail(
+            path,
+            f"columns.{raw['subject_key']}",
+            "a recipient gets its own pseudonym of the subject key: its rule must be pseudonymize",
+        )
     return recipient
 
 

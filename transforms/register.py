@@ -31,6 +31,8 @@ class Section:
 
 def _retention(policy: Policy) -> str:
     versions = f"the last {policy.keep_versions} published versions are kept"
+    if policy.is_share:
+        versions = "only the current export is kept (earlier ones are in the disclosure log)"
     quarantine = f"quarantined rows are removed after {policy.quarantine_retention_days} days"
     if policy.retention_days is None:
         return f"no limit declared for the rows; {versions}; {quarantine}"
@@ -111,7 +113,7 @@ def share_section_for(policy: Policy, policy_label: str, lake_root: str | None) 
         ),
         ("Without consent", "rows of customers without valid consent to this purpose are not exported"),
         ("Retention", _retention(policy)),
-        ("Erasure", "requests remove the customer from every retained export; earlier exports stay logged"),
+        ("Erasure", "requests remove the customer from the current export; earlier exports stay logged"),
         (
             "Keys",
             f"pseudonyms and date shifts use {policy.recipient}'s own key, derived from `CONSENTGATE_HMAC_KEY`: "

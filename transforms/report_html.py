@@ -192,8 +192,8 @@ def render_report(report: dict, history: list[dict] | None = None) -> str:
     parts.append("<table id='totals'>" + _row("action", "rows", "share", header=True))
     for action in ACTIONS:
         n = report["totals"].get(action, 0)
-        share = f"{100 * n / report['rows_in']:.1f}%" if report["rows_in"] else "-"
-        parts.append(f"<tr><td>{action}</td><td class='n'>{n}</td><td class='n'>{share}</td></tr>")
+        portion = f"{100 * n / report['rows_in']:.1f}%" if report["rows_in"] else "-"
+        parts.append(f"<tr><td>{action}</td><td class='n'>{n}</td><td class='n'>{portion}</td></tr>")
     parts.append("</table>")
     parts.append("<h2>Rows by reason and action</h2>" + reason_chart(report["counts"]))
     parts.append("<table id='counts'>" + _row("reason", "action", "rows", header=True))

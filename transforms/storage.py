@@ -93,7 +93,20 @@ def append_audit_line(path: str, entry: dict) -> dict:
     """Appends ``entry``, stamped with the time and the operating-system user, as one
     JSON line to an audit log (decryptions, rollbacks); returns the stamped entry."""
     stamped = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "user": getpass.getuser(), **entry}
-    write_text(path, (read_text(path) or "") + json.dumps(stamped, sort_keys=True) + "\n")
+    line = (json.dumps(stamped, sort_keys=True) + "\n").encode("utf-8")
+    if is_local(path):
+        # One write to a file opened for appending: two jobs logging at once (two shares
+        # publishing) both keep their line.
+        target = local_path(path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+        return stamped
+    # Object stores cannot append: read and rewrite (one writer at a time on a remote lake).
+    write_text(path, (read_text(path) or "") + line.decode("utf-8"))
     return stamped
 
 

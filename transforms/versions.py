@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 from transforms.errors import ConsentgateError
 from transforms.fs import exists, list_dirs, modified_at, remove
 from transforms.key_continuity import read_keys_marker
-from transforms.lake import Lake, judged_at_marker
+from transforms.lake import Lake, judged_at_marker, split_export
 from transforms.storage import append_audit_line, read_text
 
 
@@ -38,6 +38,9 @@ def prune_versions(spark: SparkSession, lake: Lake, dataset: str, current: str, 
 def rollback(spark: SparkSession, lake: Lake, dataset: str, version: str, reason: str) -> dict:
     from transforms.publish import current_version, repoint_current
 
+    if split_export(dataset) is not None:
+        # The recipient would get an older judgement, with customers who withdrew since.
+        raise ConsentgateError(f"{dataset}: a share's export is never rolled back; run the share again")
     if not reason.strip():
         raise ConsentgateError("--reason is required: why the rollback, for the rollback log")
     folder = lake.clean_version(dataset, version)

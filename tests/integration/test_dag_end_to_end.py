@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -60,15 +59,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def query(airflow_home: Path, sql: str, *args) -> tuple | None:
+    """One row from the metadata database; None while the scheduler holds its lock."""
+    try:
+        with sqlite3.connect(airflow_home / "airflow.db", timeout=10) as db:
+            return db.execute(sql, args).fetchone()
+    except sqlite3.OperationalError:
+        return None
+
+
 def dag_run_state(airflow_home: Path, dag_id: str) -> str | None:
-    with sqlite3.connect(airflow_home / "airflow.db") as db:
-        row = db.execute("select state from dag_run where dag_id = ?", (dag_id,)).fetchone()
+    """The state of the DAG's latest run."""
+    row = query(airflow_home, "select state from dag_run where dag_id = ? order by id desc limit 1", dag_id)
     return row[0] if row else None
 
 
 def is_serialized(airflow_home: Path, dag_id: str) -> bool:
-    with sqlite3.connect(airflow_home / "airflow.db") as db:
-        return db.execute("select count(*) from serialized_dag where dag_id = ?", (dag_id,)).fetchone()[0] > 0
+    row = query(airflow_home, "select count(*) from serialized_dag where dag_id = ?", dag_id)
+    return bool(row and row[0])
 
 
 def wait_for(condition, seconds: float, what: str) -> None:
@@ -108,15 +116,29 @@ def airflow_services(env: dict[str, str], log: Path):
                 )
             yield env
         finally:
-            for service in services:
-                with suppress(ProcessLookupError):
-                    os.killpg(service.pid, signal.SIGTERM)
-            for service in services:
-                try:
-                    service.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(service.pid, signal.SIGKILL)
-                    service.wait()
+            stop(services)
+
+
+def stop(services: list[subprocess.Popen]) -> None:
+    """SIGTERM to every service and everything it started (task runners have process
+    groups of their own, and spark-submit starts a JVM), then SIGKILL to what is left."""
+    import psutil
+
+    tree = []
+    for service in services:
+        with suppress(psutil.NoSuchProcess):
+            parent = psutil.Process(service.pid)
+            tree += [parent, *parent.children(recursive=True)]
+    for process in tree:
+        with suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    for process in alive:
+        with suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(alive, timeout=10)
+    for service in services:
+        service.wait(timeout=10)
 
 
 def airflow(env, *args, log: Path) -> int:

@@ -134,13 +134,10 @@ def test_an_export_holds_exactly_the_consented_customers_in_the_recipients_own_p
     # Nothing an analyst or another recipient holds: not our pseudonyms, not the raw ids.
     assert not exported & {hex_hmac(TEST_KEY.encode(), r["customer_id"].strip()) for r in raw.values()}
     assert not {r["order_id"] for r in rows} & set(raw)
-    assert not (Path(lake.root) / "clean" / "orders-to-acme_ads").exists()
+    assert not (Path(lake.root) / "clean").exists()  # nothing for analysts, nothing in the catalog
 
     assert report["published"] and report["table"] is None
     assert report["counts"]["consented"] == {"kept": len(consented)}
-    assert sum(n for reason, by in report["counts"].items() if reason != "consented" for n in by.values()) == (
-        report["rows_in"] - len(consented)
-    )
     assert report["totals"]["anonymized"] == 0  # a share never exports anonymised rows
 
     [entry] = disclosures(lake)
@@ -205,20 +202,36 @@ def test_explain_names_the_recipients_holding_a_customers_rows(lake, beta_policy
     }
 
 
-# After the tests above: the sharing customer asks for erasure.
-def test_an_erasure_reaches_the_export_already_made(spark, lake):
+# After the tests above: the sharing customer asks for erasure, a generated one withdraws.
+def test_erasure_and_withdrawal_reach_the_export_already_made(spark, lake):
     schema = spark.read.parquet(lake.erasure_requests).schema
     spark.createDataFrame([(SHARER, T - timedelta(days=1))], schema).write.mode("append").parquet(
         lake.erasure_requests
     )
+    reasons = expected_reasons(lake.root, RUN_DATE, retention_days=365, purpose="share:acme_ads", sale_or_sharing=True)
+    raw = {r["order_id"]: r for r in read_rows(lake.raw("orders"))}
+    withdrawing = sorted(raw[o]["customer_id"].strip() for o, reason in reasons.items() if reason == "consented")[0]
+    spark.createDataFrame(
+        [(withdrawing, "share:acme_ads", "withdrawn", T - timedelta(hours=3), None, "app")],
+        spark.read.parquet(lake.consent).schema,
+    ).write.mode("append").parquet(lake.consent)
     before = export_rows(lake, "acme_ads")
+    gone = {recipient_pseudonym("acme_ads", SHARER), recipient_pseudonym("acme_ads", withdrawing)}
+    leaving = [r for r in before if r["customer_id"] in gone]
+    assert {r["customer_id"] for r in leaving} == gone
+
     first = json.loads(Path(lake.report_json("orders-to-acme_ads", "s1")).read_text())
     report = run(lake, ACME_POLICY, "s2")
-    sharer = recipient_pseudonym("acme_ads", SHARER)
-    # The export already made was purged (its current copy replaced atomically), then s2 published.
+    # The export already made was purged of the erased customer (its current copy replaced
+    # atomically); then s2 replaced it, and the recipient's folder holds s2 alone, so the
+    # customer who withdrew is in no export the recipient can still be handed.
     assert report["erasure"]["purged_versions"] == ["s1.erased"]
-    purged = read_rows(Path(lake.root) / "exports" / "acme_ads" / "orders" / "s1.erased")
-    assert sorted(map(str, purged)) == sorted(map(str, (r for r in before if r["customer_id"] != sharer)))
-    assert sharer not in {r["customer_id"] for r in export_rows(lake, "acme_ads")}
+    assert sorted(p.name for p in (Path(lake.root) / "exports" / "acme_ads" / "orders").iterdir()) == [
+        "CURRENT",
+        "s2",
+    ]
+    assert not gone & {r["customer_id"] for r in export_rows(lake, "acme_ads")}
     assert report["counts"]["erased"]["dropped"] == first["counts"]["erased"]["dropped"] + 2
-    assert disclosures(lake)[-1]["rows"] == len(before) - 2
+    assert report["counts"]["withdrawn"]["dropped"] == first["counts"]["withdrawn"]["dropped"] + len(leaving) - 2
+    assert disclosures(lake)[-1]["rows"] == len(before) - len(leaving)
+    assert disclosures(lake)[-1]["version"] == "s2"

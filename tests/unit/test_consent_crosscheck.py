@@ -60,3 +60,31 @@ def test_published_rows_without_valid_consent_are_found(spark):
         [(pseudonym["C1"],), (pseudonym["C2"],), (pseudonym["C2"],)], "customer_id string"
     )
     assert unconsented_published(spark, published, consent, policy, T, key).count() == 2
+
+
+def test_an_export_is_checked_in_its_recipients_pseudonyms(spark):
+    from transforms.keys import SecretKey, recipient_key
+
+    policy = load_policy(ORDERS_POLICY.with_name("orders_to_acme_ads.yml"))
+    key = SecretKey(material=b"crosscheck-test-key-01", version="1", source="test")
+    outer = recipient_key(key, "acme_ads").material
+    consent = spark.createDataFrame(
+        [
+            ("C1", "share:acme_ads", "granted", T - DAY, None, "web"),
+            ("C2", "analytics", "granted", T - DAY, None, "web"),
+        ],
+        CONSENT_DDL,
+    )
+
+    def ours(subject: str) -> str:
+        return hmac.new(key.material, subject.encode(), hashlib.sha256).hexdigest()
+
+    def theirs(subject: str) -> str:
+        return hmac.new(outer, ours(subject).encode(), hashlib.sha256).hexdigest()
+
+    # C2 consented to analytics only; C1's row with our own pseudonym is not an export's.
+    published = spark.createDataFrame([(theirs("C1"),), (theirs("C2"),), (ours("C1"),)], "customer_id string")
+    unconsented = unconsented_published(spark, published, consent, policy, T, key.material, outer)
+    assert unconsented.count() == 2
+    only_c1 = spark.createDataFrame([(theirs("C1"),)], "customer_id string")
+    assert unconsented_published(spark, only_c1, consent, policy, T, key.material, outer).count() == 0

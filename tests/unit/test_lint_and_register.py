@@ -133,3 +133,35 @@ def test_column_metadata_is_checked_when_the_policy_loads(tmp_path, capsys, bad)
     policy(tmp_path, "orders", f"  channel: {bad}\n")
     status, lines = lint(capsys, tmp_path)
     assert status == 2 and len(lines) == 1 and "columns.channel" in lines[0]
+
+
+SHARE = """\
+kind: share
+dataset: {dataset}
+recipient: {recipient}
+purpose: share:{recipient}
+source: raw/orders
+subject_key: customer_id
+event_time: ordered_at
+columns:
+  customer_id: {{rule: pseudonymize, category: identifier}}
+"""
+
+
+def test_two_shares_whose_dags_would_share_an_id_are_a_finding(tmp_path, capsys):
+    (tmp_path / "a.yml").write_text(SHARE.format(dataset="a_to_b", recipient="c"))
+    (tmp_path / "b.yml").write_text(SHARE.format(dataset="a", recipient="b_to_c"))
+    assert lint(capsys, tmp_path) == (
+        2,
+        [f"{tmp_path}/b.yml: recipient: DAG id 'share_a_to_b_to_c' is also that of {tmp_path}/a.yml"],
+    )
+
+
+def test_the_register_lists_each_share_as_a_disclosure_and_the_datasets_recipients(monkeypatch):
+    monkeypatch.chdir(REPO)
+    markdown = render("dags/policies")["register.md"]
+    assert "## orders shared with acme_ads" in markdown
+    assert "| Recipient | acme_ads (third party) |" in markdown
+    assert "| customer_id | identifier | pseudonymised (keyed HMAC-SHA256) | not exported |  |" in markdown
+    assert "third parties: acme_ads (only customers who consented to `share:acme_ads`; see its section)" in markdown
+    assert "`clean.customers`; third parties: none |" in markdown
