@@ -1,0 +1,212 @@
+"""The pipeline against the engine's floor, from one process and one run: a plain Spark
+copy of the input (the floor), the bare consent join, consentgate's enforce job, the
+same judgement with the column rules as Python UDFs, and validation, each in seconds
+and as a ratio to the copy, plus the driver's peak memory.
+
+A script, not a timed test. Its last line is machine-readable:
+
+    enforce_vs_copy=1.42 udf_speedup=2.3 validate_vs_enforce=0.31 incremental_vs_full=na rows=5000000
+
+``udf_speedup`` compares like with like: the judgement, the counts and the column rules
+written to Parquet, once with Spark's built-in functions (what the enforce job uses)
+and once with the rules as row-at-a-time Python UDFs. ``incremental_vs_full`` is ``na``
+until incremental runs exist (issue 6).
+
+Usage: .venv/bin/python benchmarks/pipeline.py [--orders 1000000] [--driver-memory 2g]
+(``bash scripts/bench.sh pipeline`` sets up the environment first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import os
+import resource
+import tempfile
+import time
+from datetime import date
+
+RUN_DATE = date(2026, 11, 28)
+POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dags", "policies", "orders.yml")
+
+
+def timed(action) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def plain_copy(spark, lake, out: str) -> None:
+    spark.read.parquet(lake.raw("orders")).write.mode("overwrite").parquet(out)
+
+
+def bare_consent_join(spark, lake, out: str) -> None:
+    """Every order with its customer's latest analytics event: the join without the rules."""
+    from pyspark.sql import functions as F
+
+    consent = spark.read.parquet(lake.consent).filter(F.col("purpose") == "analytics")
+    latest = consent.groupBy(F.trim("subject_id").alias("customer_id")).agg(
+        F.max_by("status", "recorded_at").alias("status")
+    )
+    orders = spark.read.parquet(lake.raw("orders"))
+    orders.join(latest, "customer_id", "left").write.mode("overwrite").parquet(out)
+
+
+def udf_rules(policy, key: bytes):
+    """The policy's column rules as Python UDFs (the rules the shipped orders policy uses)."""
+    from datetime import datetime
+
+    from pyspark.sql import functions as F
+
+    def pseudonymize(value):
+        return None if value is None else hmac.new(key, str(value).encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def mask(value, shown=4):
+        return None if value is None else "*" * max(len(value) - shown, 0) + value[-shown:]
+
+    def truncate(value, unit):
+        if value is None:
+            return None
+        if unit == "year":
+            return value.replace(month=1, day=1) if not isinstance(value, datetime) else datetime(value.year, 1, 1)
+        if isinstance(value, datetime):
+            return (
+                datetime(value.year, value.month, 1)
+                if unit == "month"
+                else datetime(value.year, value.month, value.day)
+            )
+        return value.replace(day=1) if unit == "month" else value
+
+    def prefix(value, n):
+        return None if value is None else value[:n]
+
+    def as_udf(rule, dtype: str):
+        if rule.name == "pseudonymize":
+            return F.udf(pseudonymize, "string")
+        if rule.name == "mask":
+            return F.udf(lambda v, n=rule.argument or 4: mask(v, n), "string")
+        if rule.name == "generalize" and rule.argument in ("year", "month", "day"):
+            return F.udf(lambda v, u=rule.argument: truncate(v, u), dtype)
+        if rule.name == "generalize" and str(rule.argument).startswith("prefix"):
+            return F.udf(lambda v, n=int(str(rule.argument)[6:]): prefix(v, n), "string")
+        return None
+
+    return as_udf
+
+
+def rules_core(spark, lake, policy, keys, out: str, with_udfs: bool) -> None:
+    """Judgement, counts and column rules written to Parquet; the rules either as the
+    enforce job applies them (built-in functions) or as Python UDFs."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from transforms.consent import SUBJECT
+    from transforms.enforce import judge, read_consent, rule_context, with_column_rules
+    from transforms.policy import STATE_COLUMN
+    from transforms.pseudonym import Pseudonymizer
+    from transforms.reasons import ACTION, REASON, Action
+
+    source = spark.read.parquet(lake.path(policy.source))
+    pseudonymizer = Pseudonymizer(spark, keys.hmac)
+    erased = spark.createDataFrame([], "_cg_subject_hash string")
+    judged = judge(source, read_consent(spark, lake), erased, policy, RUN_DATE, pseudonymizer).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+    judged.groupBy(REASON, ACTION).count().collect()
+    if not with_udfs:
+        output = with_column_rules(judged, policy, rule_context(spark, policy, keys, pseudonymizer))
+    else:
+        as_udf = udf_rules(policy, keys.hmac.material)
+        types = dict(judged.dtypes)
+        state = F.when(F.col(ACTION) == Action.KEPT.value, "consented").otherwise("anonymized")
+        published = judged.filter(F.col(ACTION).isin(Action.KEPT.value, Action.ANONYMIZED.value))
+        selected = []
+        for column in policy.output_columns:
+            value = F.col(SUBJECT) if column.name == policy.subject_key else F.col(column.name)
+            by_state = []
+            for rule in (column.consented, column.anonymized):
+                udf = as_udf(rule, types[column.name])
+                if udf is not None:
+                    by_state.append(udf(value))
+                elif rule.removes_value:
+                    by_state.append(F.lit(None))
+                else:
+                    by_state.append(value)  # keep
+            selected.append(F.when(state == "consented", by_state[0]).otherwise(by_state[1]).alias(column.name))
+        output = published.select(*selected, state.alias(STATE_COLUMN))
+    output.write.mode("overwrite").parquet(out)
+    judged.unpersist()
+
+
+def peak_driver_memory_mb(spark) -> tuple[float, float]:
+    """(JVM heap peak, Python process peak RSS) of the driver, in MiB."""
+    jvm = spark.sparkContext._jvm
+    pools = jvm.java.lang.management.ManagementFactory.getMemoryPoolMXBeans()
+    heap = sum(p.getPeakUsage().getUsed() for p in pools if p.getType().toString() == "Heap memory")
+    return heap / 2**20, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=1_000_000)
+    parser.add_argument("--customers", type=int, help="default: one per ten orders")
+    parser.add_argument("--driver-memory", default="2g")
+    parser.add_argument("--lake", help="an already generated lake (default: generate one in a temporary folder)")
+    args = parser.parse_args()
+
+    os.environ.setdefault("CONSENTGATE_DATA_DOCS", "off")
+    from transforms.generate import generate_lake
+    from transforms.keys import RunKeys, SecretKey
+    from transforms.lake import Lake
+    from transforms.policy import load_policy
+    from transforms.session import get_session
+    from transforms.validate import run_validate
+
+    lake = Lake.at(args.lake or tempfile.mkdtemp(prefix="consentgate-bench-"))
+    spark = get_session(
+        lake,
+        "consentgate-benchmark",
+        extra_conf={"spark.ui.enabled": "false", "spark.driver.memory": args.driver_memory},
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    if not args.lake:
+        customers = args.customers or max(args.orders // 10, 100)
+        seconds = timed(
+            lambda: generate_lake(spark, lake, customers=customers, orders=args.orders, seed=42, run_date=RUN_DATE)
+        )
+        print(f"generated {args.orders} orders of {customers} customers in {seconds:.1f} s")
+    rows = spark.read.parquet(lake.raw("orders")).count()
+    policy = load_policy(POLICY)
+    key = SecretKey(os.urandom(32), "bench", "benchmark")
+    keys = RunKeys(hmac=key)
+    out = lake.path("_benchmark")
+
+    from transforms.enforce import run_enforce
+
+    plain_copy(spark, lake, f"{out}/warm-up")  # JIT and file listing, counted nowhere
+    seconds = {
+        "copy": timed(lambda: plain_copy(spark, lake, f"{out}/copy")),
+        "consent_join": timed(lambda: bare_consent_join(spark, lake, f"{out}/join")),
+        "enforce": timed(lambda: run_enforce(spark, policy, lake, RUN_DATE, "bench", keys)),
+        "validate": timed(lambda: run_validate(spark, policy, lake, "bench", key)),
+        "rules_builtin": timed(lambda: rules_core(spark, lake, policy, keys, f"{out}/builtin", with_udfs=False)),
+        "rules_udf": timed(lambda: rules_core(spark, lake, policy, keys, f"{out}/udf", with_udfs=True)),
+    }
+    for name, value in seconds.items():
+        print(f"{name:<14} {value:8.1f} s  x{value / seconds['copy']:.2f} of the copy")
+    heap, rss = peak_driver_memory_mb(spark)
+    print(
+        f"peak driver memory: JVM heap {heap:.0f} MiB (spark.driver.memory={args.driver_memory}), Python {rss:.0f} MiB"
+    )
+    print(
+        f"enforce_vs_copy={seconds['enforce'] / seconds['copy']:.2f} "
+        f"udf_speedup={seconds['rules_udf'] / seconds['rules_builtin']:.2f} "
+        f"validate_vs_enforce={seconds['validate'] / seconds['enforce']:.2f} "
+        f"incremental_vs_full=na rows={rows} peak_heap_mb={heap:.0f}"
+    )
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
