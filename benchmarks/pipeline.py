@@ -140,7 +140,9 @@ def rules_core(spark, lake, policy, keys, out: str, with_udfs: bool) -> None:
 
 
 def peak_driver_memory_mb(spark) -> tuple[float, float]:
-    """(JVM heap peak, Python process peak RSS) of the driver, in MiB."""
+    """(JVM heap peak, Python process peak RSS) of the driver, in MiB. The JVM figure adds
+    each heap pool's own peak (young and old generations peak at different moments), so it
+    is an upper bound and can exceed ``spark.driver.memory``."""
     jvm = spark.sparkContext._jvm
     pools = jvm.java.lang.management.ManagementFactory.getMemoryPoolMXBeans()
     heap = sum(p.getPeakUsage().getUsed() for p in pools if p.getType().toString() == "Heap memory")

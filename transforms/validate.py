@@ -144,7 +144,9 @@ def validate_output(
     frames.update(derived_frames(spark, policy, lake, frames, enforce_state, key, judged_at))
     results = []
     # Counts only: no unexpected values, neither in the results nor in the Data Docs.
-    result_format = {"result_format": "SUMMARY", "partial_unexpected_count": 0, "include_unexpected_rows": False}
+    # (SUMMARY would also tally the unexpected values, a Spark job per expectation for
+    # figures never kept: about 0.9 s of every validation on a small input.)
+    result_format = {"result_format": "BASIC", "partial_unexpected_count": 0, "include_unexpected_rows": False}
     for group in slices:
         name = f"{policy.dataset}.{group.slice_name}"
         suite = context.suites.add(gx.ExpectationSuite(name=name))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from tests.conftest import ORDERS_POLICY, SMALL_INPUT_SPARK_CONF, TEST_KEY
+from tests.conftest import ORDERS_POLICY, SHORT_JVM_OPTIONS, SMALL_INPUT_SPARK_CONF, TEST_KEY
 from tests.lakecheck import current_version_dir, expected_reasons, generated_lake, read_rows
 from transforms.cli import main
 
@@ -233,6 +233,7 @@ def enforce_in_a_child_process(lake, policy: Path, run_id: str) -> subprocess.Po
         "CONSENTGATE_SPARK_MASTER": "local[2]",
         "PYSPARK_PYTHON": sys.executable,
         "CONSENTGATE_SPARK_CONF": json.dumps(SMALL_INPUT_SPARK_CONF),
+        **SHORT_JVM_OPTIONS,
     }
     command = [sys.executable, "-m", "transforms.cli", "enforce", "--policy", str(policy), "--lake", lake.root]
     command += ["--run-date", "2026-11-28", "--run-id", run_id]

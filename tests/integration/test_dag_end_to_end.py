@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SMALL_INPUT_SPARK_CONF, TEST_KEY
+from tests.conftest import REPO, SHORT_JVM_OPTIONS, SMALL_INPUT_SPARK_CONF, TEST_KEY
 from tests.lakecheck import counts_by_reason, current_version_dir, expected_reasons, read_rows
 from tests.reference import ACTIONS
 from transforms.generate import generate_lake
@@ -46,6 +46,7 @@ def airflow_env(airflow_home: Path, lake: Lake, key: str | None) -> dict[str, st
         "CONSENTGATE_DATA_DOCS": "on",
         # Sized for a few thousand rows, as a deployment would size its jobs.
         "CONSENTGATE_SPARK_CONF": json.dumps(SMALL_INPUT_SPARK_CONF),
+        **SHORT_JVM_OPTIONS,
     }
     env.pop("CONSENTGATE_HMAC_KEY", None)
     if key:
@@ -100,6 +101,11 @@ def airflow_services(env: dict[str, str], log: Path):
         # Only the run this test triggers: no scheduled runs of any DAG.
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         "AIRFLOW__CORE__PARALLELISM": "2",
+        # Two cores: one API server worker, and the DAG file parsed once rather than
+        # every 30 s, leave the CPU to the Spark jobs.
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "600",
     }
     services = []
     with log.open("a") as out:
@@ -197,9 +203,7 @@ def dag_lake(spark, tmp_path_factory):
     return lake
 
 
-def test_the_scheduler_runs_the_dag_and_it_publishes_what_the_reference_model_expects(
-    dag_lake, airflow_home, tmp_path
-):
+def test_the_scheduler_runs_the_dag_and_it_publishes_what_the_reference_model_expects(dag_lake, airflow_home, tmp_path):
     log = tmp_path / "airflow.log"
     with airflow_services(airflow_env(airflow_home, dag_lake, TEST_KEY), log) as env:
         wait_for(lambda: is_serialized(airflow_home, "privacy_orders"), 180, "the DAG processor to parse the DAGs")

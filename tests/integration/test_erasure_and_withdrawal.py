@@ -168,13 +168,20 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
 def explain(lake: Lake, subject: str, capsys, *policy: str) -> list[dict]:
     capsys.readouterr()
     args = ["explain", "--subject", subject, "--lake", lake.root, "--run-date", "2026-11-28", "--json"]
-    policies = list(policy) or ["--policies", str(REPO / "dags" / "policies")]
-    assert main([*args, *policies]) == 0
+    assert main([*args, *policy]) == 0
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.fixture
+def dataset_policies(tmp_path) -> list[str]:
+    """The two datasets' policies (test_sharing.py explains shares)."""
+    for policy in (ORDERS_POLICY, CUSTOMERS_POLICY):
+        (tmp_path / policy.name).write_text(policy.read_text())
+    return ["--policies", str(tmp_path)]
+
+
 # After the test above: the subject withdrew from analytics, the other was erased.
-def test_explain_tells_what_happens_to_each_subject_and_why_without_personal_data(lake, capsys):
+def test_explain_tells_what_happens_to_each_subject_and_why_without_personal_data(lake, capsys, dataset_policies):
     from transforms.explain import DatasetExplanation, render_text
 
     [withdrawing] = explain(lake, f"\u00a0{WITHDRAWING} ", capsys, "--policy", str(ORDERS_POLICY))
@@ -195,7 +202,7 @@ def test_explain_tells_what_happens_to_each_subject_and_why_without_personal_dat
         "caveats": [],
     }
 
-    erased = {e["dataset"]: e for e in explain(lake, ERASED, capsys)}
+    erased = {e["dataset"]: e for e in explain(lake, ERASED, capsys, *dataset_policies)}
     # X1, X2 and X4 are erased; X3 has no event time, which takes precedence.
     assert erased["orders"]["rows"] == {"erased": {"dropped": 3}, "invalid_event_time": {"quarantined": 1}}
     assert erased["orders"]["erased"] is True and erased["orders"]["published_rows"] == {}

@@ -205,9 +205,7 @@ def test_explain_names_the_recipients_holding_a_customers_rows(lake, beta_policy
 # After the tests above: the sharing customer asks for erasure, a generated one withdraws.
 def test_erasure_and_withdrawal_reach_the_export_already_made(spark, lake):
     schema = spark.read.parquet(lake.erasure_requests).schema
-    spark.createDataFrame([(SHARER, T - timedelta(days=1))], schema).write.mode("append").parquet(
-        lake.erasure_requests
-    )
+    spark.createDataFrame([(SHARER, T - timedelta(days=1))], schema).write.mode("append").parquet(lake.erasure_requests)
     reasons = expected_reasons(lake.root, RUN_DATE, retention_days=365, purpose="share:acme_ads", sale_or_sharing=True)
     raw = {r["order_id"]: r for r in read_rows(lake.raw("orders"))}
     withdrawing = sorted(raw[o]["customer_id"].strip() for o, reason in reasons.items() if reason == "consented")[0]

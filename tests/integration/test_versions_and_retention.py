@@ -45,35 +45,32 @@ def versions(lake) -> list[str]:
 def test_newest_versions_are_kept_a_rollback_restores_one_and_old_quarantine_goes(spark, lake, policy_file, capsys):
     run(lake, policy_file, "day1", "2026-11-26")
     run(lake, policy_file, "day2", "2026-11-27")
-    report = run(lake, policy_file, "day3", "2026-11-28")
-    assert versions(lake) == ["day2", "day3"]
-    assert report["removed_versions"] == ["day1"]
-    day2_rows = read_rows(Path(lake.root) / "clean" / "orders" / "day2")
-
+    assert versions(lake) == ["day1", "day2"]
+    day1_rows = read_rows(Path(lake.root) / "clean" / "orders" / "day1")
     capsys.readouterr()
-    assert main(["rollback", "--dataset", "orders", "--lake", lake.root, "--to", "day1", "--reason", "x"]) == 2
-    assert "no such version (retained: day2, day3)" in capsys.readouterr().err
-    assert main(["rollback", "--dataset", "orders", "--lake", lake.root, "--to", "day2", "--reason", "INC-7"]) == 0
-    assert current_version_dir(lake.root, "orders").name == "day2"
+    assert main(["rollback", "--dataset", "orders", "--lake", lake.root, "--to", "day0", "--reason", "x"]) == 2
+    assert "no such version (retained: day1, day2)" in capsys.readouterr().err
+    assert main(["rollback", "--dataset", "orders", "--lake", lake.root, "--to", "day1", "--reason", "INC-7"]) == 0
+    assert current_version_dir(lake.root, "orders").name == "day1"
     assert sorted(map(str, spark.table("clean.orders").collect())) == sorted(
-        map(str, spark.read.parquet(str(Path(lake.root) / "clean" / "orders" / "day2")).collect())
+        map(str, spark.read.parquet(str(Path(lake.root) / "clean" / "orders" / "day1")).collect())
     )
-    assert len(read_rows(current_version_dir(lake.root, "orders"))) == len(day2_rows)
+    assert len(read_rows(current_version_dir(lake.root, "orders"))) == len(day1_rows)
     log = [json.loads(x) for x in (Path(lake.root) / "reports" / "orders" / "rollbacks.jsonl").read_text().splitlines()]
-    assert [(e["from"], e["to"], e["reason"]) for e in log] == [("day3", "day2", "INC-7")]
-
+    assert [(e["from"], e["to"], e["reason"]) for e in log] == [("day2", "day1", "INC-7")]
     # A quarantine folder older than its retention: the next run removes it.
     quarantine = Path(lake.root) / "quarantine" / "orders"
     runs = sorted(p.name for p in quarantine.iterdir())
-    assert runs == ["day1", "day2", "day3"]  # the generated lake has rows without an event time
+    assert runs == ["day1", "day2"]  # the generated lake has rows without an event time
     assert oct((quarantine / "day1").stat().st_mode & 0o777) == "0o700"
     ten_days_ago = time.time() - 10 * 86_400
     for path in [quarantine / "day1", *(quarantine / "day1").rglob("*")]:
         os.utime(path, (ten_days_ago, ten_days_ago))
-
-    # The next run judges afresh and publishes over the rolled-back version.
-    report = run(lake, policy_file, "day3-again", "2026-11-28")
-    assert current_version_dir(lake.root, "orders").name == "day3-again"
-    assert versions(lake) == ["day3", "day3-again"]
+    # The next run judges afresh and publishes over the rolled-back version; with
+    # keep_versions: 2 the oldest of the three (the rolled-back one) goes.
+    report = run(lake, policy_file, "day3", "2026-11-28")
+    assert current_version_dir(lake.root, "orders").name == "day3"
+    assert versions(lake) == ["day2", "day3"]
+    assert report["removed_versions"] == ["day1"]
     assert report["quarantine_expired"] == ["day1"]
-    assert sorted(p.name for p in quarantine.iterdir()) == ["day2", "day3", "day3-again"]
+    assert sorted(p.name for p in quarantine.iterdir()) == ["day2", "day3"]
