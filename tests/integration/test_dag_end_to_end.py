@@ -101,11 +101,6 @@ def airflow_services(env: dict[str, str], log: Path):
         # Only the run this test triggers: no scheduled runs of any DAG.
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         "AIRFLOW__CORE__PARALLELISM": "2",
-        # Two cores: one API server worker, and the DAG file parsed once rather than
-        # every 30 s, leave the CPU to the Spark jobs.
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "600",
     }
     services = []
     with log.open("a") as out:
