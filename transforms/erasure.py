@@ -208,15 +208,14 @@ def purge_published(
     rule = subject_column.consented.name if subject_column else "drop"
 
     def keep_published(hashes: DataFrame, key_pseudonymizer: Pseudonymizer):
+        if policy.is_share:
+            # An export holds the recipient's pseudonyms of ours.
+            hashes = as_recipient_pseudonyms(spark, hashes, SUBJECT_HASH, key_pseudonymizer.key, policy)
+
         def keep(rows: DataFrame) -> DataFrame:
             if policy.subject_key not in rows.columns or rule == "drop":
                 return rows  # nothing in these rows links to a subject
-            if policy.is_share:
-                # An export holds the recipient's pseudonyms of ours.
-                shared = as_recipient_pseudonyms(spark, hashes, SUBJECT_HASH, key_pseudonymizer.key, policy)
-                erased = F.broadcast(shared.withColumnRenamed(SUBJECT_HASH, "_cg_erased"))
-            else:
-                erased = F.broadcast(hashes.withColumnRenamed(SUBJECT_HASH, "_cg_erased"))
+            erased = F.broadcast(hashes.withColumnRenamed(SUBJECT_HASH, "_cg_erased"))
             if rule == "pseudonymize":
                 return rows.join(erased, F.col(policy.subject_key) == F.col("_cg_erased"), "left_anti")
             # The normalised key is published as it is: compare its pseudonym.

@@ -25,7 +25,6 @@ from transforms.consent import SUBJECT, consent_at, consent_events
 from transforms.enforce import judge, read_consent, read_source
 from transforms.erasure import SUBJECT_HASH, erasure_state
 from transforms.errors import MissingKeyError
-from transforms.fs import list_dirs
 from transforms.key_continuity import fingerprint_of, recorded_keys
 from transforms.keys import RunKeys, SecretKey, recipient_key
 from transforms.lake import Lake, judgement_instant
@@ -160,15 +159,6 @@ def _published_rows(spark: SparkSession, lake: Lake, policy: Policy, subject: _S
     return _rows_in_version(spark, lake, policy, version, subject, keys)
 
 
-def _received_by_recipient(spark: SparkSession, lake: Lake, policy: Policy, subject: _Subject, keys: RunKeys) -> bool:
-    """Whether any retained export of a share holds the subject's rows (an export pruned
-    since is in the disclosure log, which counts subjects but does not name them)."""
-    if not _links_subject(policy):
-        return False
-    versions = list_dirs(spark, lake.clean(policy.dataset))
-    return any(_rows_in_version(spark, lake, policy, version, subject, keys) for version in versions)
-
-
 def _caveats(policy: Policy, counts: dict[str, dict[str, int]]) -> list[str]:
     if policy.quasi_identifiers and any("anonymized" in by_action for by_action in counts.values()):
         # Suppression depends on every subject's rows in the group, not on this subject's alone.
@@ -223,9 +213,11 @@ def explain_subject(
                 caveats=_caveats(policy, counts),
             )
         )
-    # A recipient is named on the share and on the dataset it shares.
-    for share in policies:
-        if share.is_share and _received_by_recipient(spark, lake, share, subject, keys):
+    # A recipient whose current export (a share keeps no other) holds the subject's rows is
+    # named on the share and on the dataset it shares; earlier exports are in the
+    # disclosure log, which counts subjects but does not name them.
+    for share, shared in zip(policies, explanations, strict=True):
+        if share.is_share and shared.published_rows:
             for explained, policy in zip(explanations, policies, strict=True):
                 if policy.shared_dataset == share.shared_dataset and share.recipient not in explained.recipients:
                     explained.recipients.append(share.recipient)
