@@ -10,6 +10,8 @@ from pyspark.sql import functions as F
 
 # Unicode White_Space at either end, as Java's (?U)\s sees it.
 _EDGE_WHITESPACE = r"(?U)^\s+|\s+$"
+# The White_Space characters below U+0080: an ASCII key needs only these trimmed.
+_ASCII_WHITESPACE = "\t\n\x0b\x0c\r "
 
 
 def normalize_subject(value: Column, steps: Iterable[str] = ()) -> Column:
@@ -19,10 +21,11 @@ def normalize_subject(value: Column, steps: Iterable[str] = ()) -> Column:
     """
     trimmed = F.regexp_replace(value, _EDGE_WHITESPACE, "")
     # ICU ships with Spark; reflect() keeps NFC inside the JVM (no Python UDF).
-    nfc = F.when(
-        trimmed.isNotNull(),
-        F.call_function("reflect", F.lit("com.ibm.icu.text.Normalizer"), F.lit("compose"), trimmed, F.lit(False)),
-    )
+    composed = F.call_function("reflect", F.lit("com.ibm.icu.text.Normalizer"), F.lit("compose"), trimmed, F.lit(False))
+    # Most keys are ASCII, which is already NFC: they skip the regular expression and the
+    # reflective call, the two costliest steps of judging a row.
+    is_ascii = F.length(value) == F.octet_length(value)
+    nfc = F.when(is_ascii, F.btrim(value, F.lit(_ASCII_WHITESPACE))).when(value.isNotNull(), composed)
     for step in steps:
         if step == "lower":
             nfc = F.lower(nfc)

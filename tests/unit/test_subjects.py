@@ -1,0 +1,39 @@
+"""Subject keys normalise as the contract says (trim Unicode white space, NFC, optional
+lower case) on both of normalize_subject's paths: ASCII keys and the others."""
+
+from __future__ import annotations
+
+import random
+
+from pyspark.sql import functions as F
+
+from tests.reference import normalize
+from tests.unit.test_hmac_vectors import random_strings
+from transforms.subjects import normalize_subject
+
+ASCII_EDGES = ["\t", "\n", "\x0b", "\x0c", "\r", " ", "\x1c", "\x1f", "\x00", "A"]
+
+
+def ascii_strings(count: int, seed: int = 20261129) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        "".join(rng.choice(ASCII_EDGES) for _ in range(rng.randint(0, 3)))
+        + "".join(rng.choice("aZ0 .\t") for _ in range(rng.randint(0, 6)))
+        + "".join(rng.choice(ASCII_EDGES) for _ in range(rng.randint(0, 3)))
+        for _ in range(count)
+    ]
+
+
+def test_normalised_keys_equal_the_reference_on_ascii_and_unicode_strings(spark):
+    strings = [None, "", "   ", "Cafe\u0301", "\u00a0Caf\u00e9\u3000", *ascii_strings(2_000), *random_strings(2_000)]
+    df = spark.createDataFrame(list(enumerate(strings)), "i int, v string")
+    rows = df.select(
+        "i", normalize_subject(F.col("v")).alias("plain"), normalize_subject(F.col("v"), ["lower"]).alias("lower")
+    ).collect()
+    assert len(rows) == len(strings)
+    wrong = [
+        row.i
+        for row in rows
+        if (row.plain, row.lower) != (normalize(strings[row.i]), normalize(strings[row.i], lower=True))
+    ]
+    assert wrong == []
