@@ -28,7 +28,7 @@ from transforms.keys import KEY_CONNECTIONS
 from transforms.lake import Lake
 from transforms.lineage import column_lineage, masked_columns
 from transforms.policy import Policy, load_policy
-from transforms.spark_settings import extra_spark_conf
+from transforms.spark_settings import job_spark_conf
 
 # The run date is the day whose end (t) closes the data interval: clearing and rerunning
 # a DAG run judges at the same instant.
@@ -180,7 +180,7 @@ def doc_for(policy: Policy) -> str:
 
 def spark_conf(lake: Lake, python: str) -> dict[str, str]:
     conf = {
-        **extra_spark_conf(),
+        **job_spark_conf(),
         "spark.pyspark.python": python,
         "spark.pyspark.driver.python": python,
         "spark.ui.showConsoleProgress": "false",

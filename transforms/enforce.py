@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from functools import reduce
 
-from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -24,6 +23,7 @@ from transforms.coverage import consent_coverage
 from transforms.encryption import Encryptor
 from transforms.erasure import SUBJECT_HASH, erasure_state, purge_published, record_tombstones, with_subject_hash
 from transforms.errors import SchemaError, StepStateError
+from transforms.fs import remove
 from transforms.kanonymity import quasi_identifier_values, suppress_small_groups
 from transforms.key_continuity import check_key_continuity, write_keys_marker
 from transforms.keys import RunKeys
@@ -98,6 +98,46 @@ def run_input(source: DataFrame, policy: Policy, run_date: date) -> DataFrame:
     return source.filter(event_time.isNull() | (event_time < instant(judgement_instant(run_date))))
 
 
+def with_subject(rows: DataFrame, policy: Policy) -> DataFrame:
+    """Adds the normalised subject key (null when missing or blank)."""
+    subject = normalize_subject(F.col(policy.subject_key).cast("string"), policy.subject_key_normalize)
+    return rows.withColumn(SUBJECT, subject)
+
+
+def subject_states(
+    rows: DataFrame,
+    consent: DataFrame,
+    erased: DataFrame,
+    policy: Policy,
+    run_date: date,
+    pseudonymizer: Pseudonymizer,
+    retired: list[tuple[Pseudonymizer, DataFrame]] = (),
+) -> DataFrame:
+    """One row per subject of ``rows`` (which carry ``_cg_subject``): the deciding consent
+    event at ``t`` and whether the subject is erased.
+
+    Everything that depends on the subject alone is decided here, once per subject
+    rather than once per row: a customer's pseudonym is hashed once, under each key, and
+    the rows then take their subject's state in a single join.
+    """
+    t = judgement_instant(run_date)
+    subjects = rows.select(SUBJECT).where(F.col(SUBJECT).isNotNull()).distinct()
+    hashed = with_subject_hash(pseudonymizer.attach(subjects), pseudonymizer)
+    events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
+    flags = [f"{ERASED_FLAG}_0"]
+    erased_flag = erased.select(SUBJECT_HASH).distinct().withColumn(flags[0], F.lit(True))
+    states = pseudonymizer.detach(hashed.join(erased_flag, on=SUBJECT_HASH, how="left")).drop(SUBJECT_HASH)
+    for index, (retired_key, hashes) in enumerate(retired, start=1):
+        retired_hash, flag = f"{SUBJECT_HASH}_{index}", f"{ERASED_FLAG}_{index}"
+        flags.append(flag)
+        hashed = retired_key.attach(states).withColumn(retired_hash, retired_key.hmac_hex(F.col(SUBJECT)))
+        matches = hashes.select(F.col(SUBJECT_HASH).alias(retired_hash), F.lit(True).alias(flag))
+        states = retired_key.detach(hashed.join(matches, on=retired_hash, how="left")).drop(retired_hash)
+    is_erased = reduce(lambda a, b: a | b, [F.coalesce(F.col(flag), F.lit(False)) for flag in flags])
+    states = states.withColumn(ERASED_FLAG, is_erased).drop(*flags)
+    return states.join(consent_at(events, t), on=SUBJECT, how="left")
+
+
 def judge(
     source: DataFrame,
     consent: DataFrame,
@@ -106,34 +146,28 @@ def judge(
     run_date: date,
     pseudonymizer: Pseudonymizer,
     retired: list[tuple[Pseudonymizer, DataFrame]] = (),
+    states: DataFrame | None = None,
 ) -> DataFrame:
     """The run's input rows, each with its reason code and action (columns _cg_reason, _cg_action).
 
     ``erased`` holds the keyed pseudonyms (``_cg_subject_hash``) of erased subjects, and
-    ``retired`` those made with retired keys (with each key's pseudonymiser); the rows
+    ``retired`` those made with retired keys (with each key's pseudonymiser); ``states``,
+    when given, is their ``subject_states`` for this input, already computed. The rows
     come back with the pseudonymiser's pads attached, ready for the column rules.
     """
     t = judgement_instant(run_date)
-    rows = run_input(source, policy, run_date).withColumn(
-        SUBJECT, normalize_subject(F.col(policy.subject_key).cast("string"), policy.subject_key_normalize)
-    )
-    rows = with_subject_hash(pseudonymizer.attach(rows), pseudonymizer)
-    events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
-    flags = [f"{ERASED_FLAG}_0"]
-    erased_flag = erased.select(SUBJECT_HASH).distinct().withColumn(flags[0], F.lit(True))
-    joined = rows.join(consent_at(events, t), on=SUBJECT, how="left").join(erased_flag, on=SUBJECT_HASH, how="left")
-    for index, (retired_key, hashes) in enumerate(retired, start=1):
-        retired_hash, flag = f"{SUBJECT_HASH}_{index}", f"{ERASED_FLAG}_{index}"
-        flags.append(flag)
-        hashed = retired_key.attach(joined).withColumn(retired_hash, retired_key.hmac_hex(F.col(SUBJECT)))
-        matches = hashes.select(F.col(SUBJECT_HASH).alias(retired_hash), F.lit(True).alias(flag))
-        joined = retired_key.detach(hashed.join(matches, on=retired_hash, how="left")).drop(retired_hash)
+    rows = with_subject(run_input(source, policy, run_date), policy)
+    if states is None:
+        states = subject_states(rows, consent, erased, policy, run_date, pseudonymizer, retired)
+    # A left join: rows with no subject stay, to be quarantined. Spark broadcasts the
+    # states when they are small (spark.sql.autoBroadcastJoinThreshold, on the size of
+    # the cached states) and sort-merges otherwise, splitting skewed subjects (AQE).
+    joined = rows.join(states, on=SUBJECT, how="left")
+    joined = pseudonymizer.attach(joined.withColumn(ERASED_FLAG, F.coalesce(F.col(ERASED_FLAG), F.lit(False))))
     if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
+        events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
         joined = with_consent_at_event(joined, events, policy.event_time)
-    is_erased = reduce(lambda a, b: a | b, [F.coalesce(F.col(flag), F.lit(False)) for flag in flags])
-    joined = joined.withColumn(ERASED_FLAG, is_erased).drop(*flags)
-    is_erased = F.col(ERASED_FLAG)
-    return joined.withColumn(REASON, reason_code(policy, t, F.col(SUBJECT), is_erased)).withColumn(
+    return joined.withColumn(REASON, reason_code(policy, t, F.col(SUBJECT), F.col(ERASED_FLAG))).withColumn(
         ACTION, action_code(policy, F.col(REASON))
     )
 
@@ -194,15 +228,16 @@ def with_column_rules(judged: DataFrame, policy: Policy, context: RuleContext) -
     return published.select(*selected, state.alias(STATE_COLUMN))
 
 
-def share_summary(judged: DataFrame, policy: Policy, context: RuleContext) -> dict:
+def share_summary(spark: SparkSession, staging_path: str, policy: Policy, context: RuleContext) -> dict:
     """What a share's export discloses, for the disclosure log: how many subjects, and
     with which recipient key (its fingerprint)."""
-    exported = judged.filter(F.col(ACTION) == Action.KEPT.value)
+    # An export's subject key is always pseudonymised, one pseudonym per subject.
+    exported = spark.read.parquet(staging_path).select(policy.subject_key).distinct()
     return {
         "recipient": policy.recipient,
         "purpose": policy.purpose,
         "dataset": policy.shared_dataset,
-        "subjects": exported.select(SUBJECT).distinct().count(),
+        "subjects": exported.count(),
         "recipient_key_fingerprint": context.pseudonymizer.key.fingerprint,
     }
 
@@ -217,12 +252,32 @@ class EnforceResult:
     seconds: float
 
 
-def count_by_reason(judged: DataFrame, policy: Policy) -> dict[str, dict[str, int]]:
-    """``{reason: {action: n}}`` for every reason code, zeros included, so reports compare."""
+_WITHHELD = "quarantined_erased"
+
+
+def judgement_metrics(policy: Policy) -> list[Column]:
+    """Aggregates collected while the output is written (``DataFrame.observe``), so the
+    reasons are counted without judging the rows a second time: one per (reason, action)
+    pair, and the quarantined rows of erased subjects."""
+    metrics = [
+        F.count_if((F.col(REASON) == reason.value) & (F.col(ACTION) == action.value)).alias(f"{reason}|{action}")
+        for reason in Reason
+        for action in Action
+    ]
+    withheld = (F.col(ACTION) == Action.QUARANTINED.value) & F.col(ERASED_FLAG)
+    return [*metrics, F.count_if(withheld).alias(_WITHHELD)]
+
+
+def counts_from_metrics(metrics: dict, policy: Policy) -> tuple[dict[str, dict[str, int]], int]:
+    """``{reason: {action: n}}`` for every reason code, zeros included so reports compare,
+    and the number of quarantined rows withheld because their subject is erased."""
     counts = {reason.value: {action_for(reason, policy).value: 0} for reason in Reason}
-    for row in judged.groupBy(REASON, ACTION).count().collect():
-        counts[row[REASON]][row[ACTION]] = row["count"]
-    return counts
+    for reason in Reason:
+        for action in Action:
+            n = int(metrics[f"{reason}|{action}"])
+            if n:
+                counts[reason.value][action.value] = n
+    return counts, int(metrics[_WITHHELD])
 
 
 def totals_by_action(counts: dict[str, dict[str, int]]) -> dict[str, int]:
@@ -255,45 +310,67 @@ def run_enforce(
     record_tombstones(lake, policy.dataset, erasure, keys.hmac.fingerprint)
     context = rule_context(spark, policy, keys, pseudonymizer)
     consent = read_consent(spark, lake)
-    judged = judge(source, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired)
-    if policy.quasi_identifiers:
-        judged = quasi_identifier_values(judged, policy, context, source_values(policy))
-    judged_rows = judged.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        judged = suppress_small_groups(judged_rows, policy) if policy.quasi_identifiers else judged_rows
-        counts = count_by_reason(judged, policy)
-        totals = totals_by_action(counts)
-        # Counted apart from the judgement: a row lost or doubled by a join shows up here.
-        rows_in = run_input(source, policy, run_date).count()
-        coverage = consent_coverage(judged_rows, consent, policy, judgement_instant(run_date))
-        share = share_summary(judged, policy, context) if policy.is_share else None
-        if rows_in != sum(totals.values()):
-            raise StepStateError(
-                f"counts do not reconcile: {rows_in} input rows, {sum(totals.values())} judged; nothing is staged"
-            )
+    t = judgement_instant(run_date)
 
-        output = with_column_rules(judged, policy, context)
-        # Rows reach a partition in the order shuffle blocks arrive, which varies from
-        # run to run; sorted, a rerun of the same input writes byte-identical files.
+    input_rows = with_subject(run_input(source, policy, run_date), policy)
+    # Small next to the rows (one per customer), read by every pass below.
+    states = subject_states(
+        input_rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired
+    ).cache()
+    states.count()  # materialised, so that the planner sizes the joins below on the real states
+    try:
+
+        def judged_rows(rows: DataFrame) -> DataFrame:
+            return judge(rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired, states)
+
+        judged = judged_rows(source)
+        if policy.quasi_identifiers:
+            judged = suppress_small_groups(
+                quasi_identifier_values(judged, policy, context, source_values(policy)), policy
+            )
+        # One pass judges every row, counts the reasons and writes the output: the judged
+        # rows are never cached, which at scale cost more than judging them.
+        observation = Observation("consentgate_judgement")
+        output = with_column_rules(judged.observe(observation, *judgement_metrics(policy)), policy, context)
+        # Rows reach a partition in the order shuffle blocks arrive, which varies from run to
+        # run; sorted, a rerun of the same input writes byte-identical files.
         output = output.sortWithinPartitions(*output.columns)
         staging_path = lake.staging_data(policy.dataset, run_id)
         output.write.mode("overwrite").parquet(staging_path)
-        write_text(judged_at_marker(staging_path), judgement_instant(run_date).isoformat() + "\n")
+        counts, withheld = counts_from_metrics(observation.get, policy)
+        totals = totals_by_action(counts)
+        # Counted apart from the judgement: a row lost or doubled by a join shows up here.
+        rows_in = run_input(source, policy, run_date).count()
+        if rows_in != sum(totals.values()):
+            remove(spark, lake.staging_run(policy.dataset, run_id))
+            raise StepStateError(
+                f"counts do not reconcile: {rows_in} input rows, {sum(totals.values())} judged; nothing is staged"
+            )
+        write_text(judged_at_marker(staging_path), t.isoformat() + "\n")
         write_keys_marker(staging_path, keys)
+        coverage = consent_coverage(states.select(SUBJECT), consent, policy, t)
+        share = share_summary(spark, staging_path, policy, context) if policy.is_share else None
 
-        quarantine_path, withheld = None, 0
+        quarantine_path = None
         if totals[Action.QUARANTINED.value]:
             quarantine_path = lake.quarantine_rows(policy.dataset, run_id)
-            quarantined = judged.filter(F.col(ACTION) == Action.QUARANTINED.value)
+            # Only rows with no subject or no event time are quarantined: judging just those
+            # finds them without a second pass over the whole input.
+            unjudgeable = (
+                with_subject(source, policy)
+                .filter(F.col(SUBJECT).isNull() | F.col(policy.event_time).cast("timestamp").isNull())
+                .drop(SUBJECT)
+            )
+            # (k-anonymity only ever suppresses anonymised rows.)
+            quarantined = judged_rows(unjudgeable).filter(F.col(ACTION) == Action.QUARANTINED.value)
             # An erased subject's unjudgeable rows (e.g. no event time) are counted but not kept.
-            is_erased = F.col(ERASED_FLAG)
-            withheld = quarantined.filter(is_erased).count()
-            quarantined.filter(~is_erased).select(*source.columns, F.col(REASON).alias(QUARANTINE_REASON)).write.mode(
-                "overwrite"
-            ).parquet(quarantine_path)
+            retained = quarantined.filter(~F.col(ERASED_FLAG))
+            retained.select(*source.columns, F.col(REASON).alias(QUARANTINE_REASON)).write.mode("overwrite").parquet(
+                quarantine_path
+            )
             restrict_to_owner(lake.quarantine_run(policy.dataset, run_id))
     finally:
-        judged_rows.unpersist()
+        states.unpersist()
 
     result = EnforceResult(
         rows_in=rows_in,

@@ -15,7 +15,7 @@ from pyspark.sql import SparkSession
 
 from transforms.java_options import driver_java_options
 from transforms.lake import Lake, local_path
-from transforms.spark_settings import extra_spark_conf
+from transforms.spark_settings import job_spark_conf
 
 
 def session_conf(lake: Lake) -> dict[str, str]:
@@ -66,7 +66,7 @@ def get_session(lake: Lake, app_name: str = "consentgate", extra_conf: dict[str,
     # master comes from the submit; only a job started from plain Python picks one here.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(os.environ.get("CONSENTGATE_SPARK_MASTER", "local[*]"))
-    for key, value in {**extra_spark_conf(), **session_conf(lake), **(extra_conf or {})}.items():
+    for key, value in {**job_spark_conf(), **session_conf(lake), **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("CONSENTGATE_SPARK_LOG_LEVEL", "WARN"))

@@ -37,3 +37,12 @@ def test_a_bad_value_stops_with_one_line_naming_the_variable(monkeypatch, value,
     with pytest.raises(ConsentgateError) as raised:
         extra_spark_conf()
     assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_jobs_start_with_few_shuffle_partitions_unless_the_deployment_sets_them(monkeypatch):
+    from transforms.spark_settings import job_spark_conf
+
+    monkeypatch.delenv("CONSENTGATE_SPARK_CONF", raising=False)
+    assert job_spark_conf() == {"spark.sql.shuffle.partitions": "16"}
+    monkeypatch.setenv("CONSENTGATE_SPARK_CONF", '{"spark.sql.shuffle.partitions": 400}')
+    assert job_spark_conf() == {"spark.sql.shuffle.partitions": "400"}
