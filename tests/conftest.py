@@ -64,6 +64,10 @@ def spark(session_lake):
             # On inputs of a few thousand rows AQE's re-planning costs more than it saves
             # (about 15% of a run); the DAG test, the demo and the benchmarks keep it on.
             "spark.sql.adaptive.enabled": "false",
+            # Compiling generated code for every query costs more than it saves on a few
+            # thousand rows: interpreted expressions make a run about 20% faster. The DAG
+            # test's spark-submit jobs, the demo and the benchmarks run generated code.
+            "spark.sql.codegen.factoryMode": "NO_CODEGEN",
         },
     )
     session.sparkContext.setLogLevel("ERROR")
