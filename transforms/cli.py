@@ -138,7 +138,7 @@ def _run_step(step, policy, lake, run_date, run_id) -> None:
     except ValidationFailed:
         raise  # the validate step has recorded its own results
     except ConsentgateError as err:
-        record_failure(lake, policy.dataset, run_id, step, str(err))
+        record_failure(lake, policy.dataset, run_id, step, str(err), **getattr(err, "state", {}))
         raise
 
 

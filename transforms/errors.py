@@ -33,6 +33,15 @@ class StepStateError(ConsentgateError):
     """A step was asked to continue a run whose previous step left no usable state."""
 
 
+class Superseded(StepStateError):
+    """The run judged at an earlier ``t`` than the current version: it is not published
+    (it would bring back rows whose consent was withdrawn since), and a backfill moves on."""
+
+    def __init__(self, message: str, current_version: str):
+        super().__init__(message)
+        self.state = {"superseded_by": current_version}
+
+
 class ValidationFailed(ConsentgateError):
     """The staged output failed its expectations; nothing was published."""
 

@@ -15,7 +15,7 @@ import time
 
 from pyspark.sql import SparkSession
 
-from transforms.errors import StepStateError
+from transforms.errors import StepStateError, Superseded
 from transforms.fs import exists, move, remove
 from transforms.key_continuity import (
     check_publishable_keys,
@@ -108,9 +108,10 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
         # An older judgement would bring back rows whose consent was withdrawn since.
         current_t = read_text(judged_at_marker(lake.clean_version(policy.dataset, previous)))
         if current_t is not None and current_t.strip() > enforce_state["judged_at"]:
-            raise StepStateError(
+            raise Superseded(
                 f"run {run_id} was judged at {enforce_state['judged_at']}, before the current version "
-                f"{previous} ({current_t.strip()}): an older judgement is not published"
+                f"{previous} ({current_t.strip()}): an older judgement is not published",
+                current_version=previous,
             )
         check_publishable_keys(
             read_keys_marker(staged),

@@ -91,6 +91,9 @@ def build_report(lake: Lake, dataset: str, run_id: str) -> dict:
     }
     if "error" in publish:
         report["publish_error"] = publish["error"]
+    if publish.get("superseded_by"):
+        # A backfilled or cleared old run: judged and validated, kept as a report only.
+        report["superseded_by"] = publish["superseded_by"]
     return report
 
 

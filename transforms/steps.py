@@ -29,6 +29,7 @@ def start_step(lake: Lake, dataset: str, run_id: str, step: str) -> None:
         delete(lake.step_state(dataset, run_id, later))
 
 
-def record_failure(lake: Lake, dataset: str, run_id: str, step: str, message: str) -> None:
-    """Leaves the one-line reason where the DAG's task and the report find it."""
-    save_step(lake, dataset, run_id, step, {"ok": False, "error": message})
+def record_failure(lake: Lake, dataset: str, run_id: str, step: str, message: str, **fields) -> None:
+    """Leaves the one-line reason (and what else the error says, e.g. ``superseded_by``)
+    where the DAG's task and the report find it."""
+    save_step(lake, dataset, run_id, step, {"ok": False, "error": message, **fields})

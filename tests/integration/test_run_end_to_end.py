@@ -333,3 +333,6 @@ def test_an_older_judgement_is_not_published_over_a_newer_one(generated, hmac_ke
     assert main([*args, "--run-id", "older"]) == 2
     assert "an older judgement is not published" in capsys.readouterr().err
     assert current_version_dir(generated.root, "orders") == before
+    # Judged and validated, reported, and marked as superseded (a backfill moves on).
+    report = json.loads(Path(generated.report_json("orders", "older")).read_text())
+    assert report["published"] is False and report["superseded_by"] == before.name

@@ -59,3 +59,38 @@ def test_the_failure_summary_names_the_step_run_and_recorded_reason(tmp_path, ca
         f"consentgate: validate of orders failed in run {run_id}: validation failed: x(consented.email)",
         f"consentgate: report of orders failed in run {run_id}: see the task log",
     ]
+
+
+def test_a_backfilled_run_older_than_the_current_version_skips_publish_and_succeeds(tmp_path, monkeypatch):
+    import pytest
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    import transforms.report
+    from transforms.airflow_dag import write_report_task
+
+    lake = Lake.at(str(tmp_path))
+    run_id = "backfill__2026-11-02T000000Z"
+    publish = build_dag(ORDERS_POLICY, lake.root).get_task("publish")
+    publish.consentgate_run_id = run_id  # as rendered from the template
+
+    def spark_submit_fails(self, context):
+        # What the publish job leaves when it refuses an older judgement (exit 2).
+        write_json(
+            lake.step_state("orders", run_id, "publish"),
+            {"ok": False, "error": "an older judgement is not published", "superseded_by": "scheduled__v9"},
+        )
+        raise RuntimeError("spark-submit exited with 2")
+
+    monkeypatch.setattr(SparkSubmitOperator, "execute", spark_submit_fails)
+    with pytest.raises(AirflowSkipException, match="an older judgement is not published"):
+        publish.execute({})
+
+    reports = {"superseded": {"published": False, "superseded_by": "scheduled__v9"}, "failed": {"published": False}}
+    for outcome, report in reports.items():
+        monkeypatch.setattr(transforms.report, "write_report", lambda *args, report=report: ("r.json", report))
+        if outcome == "superseded":
+            assert write_report_task(lake.root, "orders", run_id) == "r.json"
+        else:
+            with pytest.raises(AirflowFailException):
+                write_report_task(lake.root, "orders", run_id)
