@@ -7,12 +7,16 @@ A script, not a timed test. Its last line is machine-readable:
 
     enforce_vs_copy=1.42 udf_speedup=2.3 validate_vs_enforce=0.31 incremental_vs_full=na rows=5000000
 
-``udf_speedup`` compares like with like: the judgement, the counts and the column rules
-written to Parquet, once with Spark's built-in functions (what the enforce job uses)
-and once with the rules as row-at-a-time Python UDFs. ``incremental_vs_full`` is ``na``
-until incremental runs exist (issue 6).
+``udf_speedup`` compares like with like: the enforce job's main pass (the judgement and
+the column rules, sorted and written to Parquet), once with Spark's built-in functions
+(what the job uses) and once with the rules as row-at-a-time Python UDFs.
+``incremental_vs_full`` is ``na``: runs are not incremental yet (issue 6). With several
+sizes, the last line also gives how enforce's time grew from the second-largest size to
+the largest.
 
-Usage: .venv/bin/python benchmarks/pipeline.py [--orders 1000000] [--driver-memory 2g]
+Usage: .venv/bin/python benchmarks/pipeline.py [--orders 1000000,5000000,20000000] [--driver-memory 2g]
+(several sizes run one after the other in the same process; each size's lake is
+generated in a temporary folder and removed after it is measured)
 (``bash scripts/bench.sh pipeline`` sets up the environment first).
 """
 
@@ -23,6 +27,7 @@ import hashlib
 import hmac
 import os
 import resource
+import shutil
 import tempfile
 import time
 from datetime import date
@@ -96,24 +101,33 @@ def udf_rules(policy, key: bytes):
 
 
 def rules_core(spark, lake, policy, keys, out: str, with_udfs: bool) -> None:
-    """Judgement, counts and column rules written to Parquet; the rules either as the
-    enforce job applies them (built-in functions) or as Python UDFs."""
-    from pyspark import StorageLevel
+    """The enforce job's main pass (judgement, column rules, Parquet) with the rules either
+    as the job applies them (built-in functions) or as Python UDFs."""
     from pyspark.sql import functions as F
 
     from transforms.consent import SUBJECT
-    from transforms.enforce import judge, read_consent, rule_context, with_column_rules
+    from transforms.enforce import (
+        judge,
+        read_consent,
+        rule_context,
+        run_input,
+        subject_states,
+        with_column_rules,
+        with_subject,
+    )
     from transforms.policy import STATE_COLUMN
     from transforms.pseudonym import Pseudonymizer
-    from transforms.reasons import ACTION, REASON, Action
+    from transforms.reasons import ACTION, Action
 
     source = spark.read.parquet(lake.path(policy.source))
     pseudonymizer = Pseudonymizer(spark, keys.hmac)
     erased = spark.createDataFrame([], "_cg_subject_hash string")
-    judged = judge(source, read_consent(spark, lake), erased, policy, RUN_DATE, pseudonymizer).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
-    judged.groupBy(REASON, ACTION).count().collect()
+    consent = read_consent(spark, lake)
+    # As the job does: the subjects' states cached and counted, so the join is sized on them.
+    rows = with_subject(run_input(source, policy, RUN_DATE), policy)
+    states = subject_states(rows, consent, erased, policy, RUN_DATE, pseudonymizer).cache()
+    states.count()
+    judged = judge(source, consent, erased, policy, RUN_DATE, pseudonymizer, states=states)
     if not with_udfs:
         output = with_column_rules(judged, policy, rule_context(spark, policy, keys, pseudonymizer))
     else:
@@ -135,8 +149,8 @@ def rules_core(spark, lake, policy, keys, out: str, with_udfs: bool) -> None:
                     by_state.append(value)  # keep
             selected.append(F.when(state == "consented", by_state[0]).otherwise(by_state[1]).alias(column.name))
         output = published.select(*selected, state.alias(STATE_COLUMN))
-    output.write.mode("overwrite").parquet(out)
-    judged.unpersist()
+    output.sortWithinPartitions(*output.columns).write.mode("overwrite").parquet(out)
+    states.unpersist()
 
 
 def peak_driver_memory_mb(spark) -> tuple[float, float]:
@@ -149,43 +163,33 @@ def peak_driver_memory_mb(spark) -> tuple[float, float]:
     return heap / 2**20, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orders", type=int, default=1_000_000)
-    parser.add_argument("--customers", type=int, help="default: one per ten orders")
-    parser.add_argument("--driver-memory", default="2g")
-    parser.add_argument("--lake", help="an already generated lake (default: generate one in a temporary folder)")
-    args = parser.parse_args()
+def reset_peak_memory(spark) -> None:
+    jvm = spark.sparkContext._jvm
+    for pool in jvm.java.lang.management.ManagementFactory.getMemoryPoolMXBeans():
+        pool.resetPeakUsage()
 
-    os.environ.setdefault("CONSENTGATE_DATA_DOCS", "off")
+
+def measure(spark, lake, orders: int, customers: int | None, generate: bool, driver_memory: str) -> dict:
+    """One size: the lake generated (unless given), then each stage timed once."""
+    from transforms.enforce import run_enforce
     from transforms.generate import generate_lake
     from transforms.keys import RunKeys, SecretKey
-    from transforms.lake import Lake
     from transforms.policy import load_policy
-    from transforms.session import get_session
     from transforms.validate import run_validate
 
-    lake = Lake.at(args.lake or tempfile.mkdtemp(prefix="consentgate-bench-"))
-    spark = get_session(
-        lake,
-        "consentgate-benchmark",
-        extra_conf={"spark.ui.enabled": "false", "spark.driver.memory": args.driver_memory},
-    )
-    spark.sparkContext.setLogLevel("ERROR")
-    if not args.lake:
-        customers = args.customers or max(args.orders // 10, 100)
+    reset_peak_memory(spark)
+    if generate:
+        customers = customers or max(orders // 10, 100)
         seconds = timed(
-            lambda: generate_lake(spark, lake, customers=customers, orders=args.orders, seed=42, run_date=RUN_DATE)
+            lambda: generate_lake(spark, lake, customers=customers, orders=orders, seed=42, run_date=RUN_DATE)
         )
-        print(f"generated {args.orders} orders of {customers} customers in {seconds:.1f} s")
+        print(f"generated {orders} orders of {customers} customers in {seconds:.1f} s", flush=True)
     rows = spark.read.parquet(lake.raw("orders")).count()
     policy = load_policy(POLICY)
     # A fixed key (synthetic data): a lake reused with --lake holds tombstones made with it.
     key = SecretKey(hashlib.sha256(b"consentgate benchmark key").digest(), "bench", "benchmark")
     keys = RunKeys(hmac=key)
     out = lake.path("_benchmark")
-
-    from transforms.enforce import run_enforce
 
     plain_copy(spark, lake, f"{out}/warm-up")  # JIT and file listing, counted nowhere
     seconds = {
@@ -199,16 +203,54 @@ def main() -> None:
     for name, value in seconds.items():
         print(f"{name:<14} {value:8.1f} s  x{value / seconds['copy']:.2f} of the copy")
     heap, rss = peak_driver_memory_mb(spark)
-    print(
-        f"peak driver memory: JVM heap {heap:.0f} MiB (spark.driver.memory={args.driver_memory}), Python {rss:.0f} MiB"
-    )
-    print(
+    print(f"peak driver memory: JVM heap {heap:.0f} MiB (spark.driver.memory={driver_memory}), Python {rss:.0f} MiB")
+    line = (
         f"enforce_vs_copy={seconds['enforce'] / seconds['copy']:.2f} "
         f"udf_speedup={seconds['rules_udf'] / seconds['rules_builtin']:.2f} "
         f"validate_vs_enforce={seconds['validate'] / seconds['enforce']:.2f} "
         f"incremental_vs_full=na rows={rows} peak_heap_mb={heap:.0f}"
     )
+    print(line, flush=True)
+    return {"rows": rows, "seconds": seconds, "line": line}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", default="1000000", help="one size or several, e.g. 1000000,5000000,20000000")
+    parser.add_argument("--customers", type=int, help="default: one per ten orders")
+    parser.add_argument("--driver-memory", default="2g")
+    parser.add_argument("--lake", help="an already generated lake (default: generate one per size, then remove it)")
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.orders.split(",")]
+
+    os.environ.setdefault("CONSENTGATE_DATA_DOCS", "off")
+    from transforms.lake import Lake
+    from transforms.session import get_session
+
+    base = args.lake or tempfile.mkdtemp(prefix="consentgate-bench-")
+    spark = get_session(
+        Lake.at(base),
+        "consentgate-benchmark",
+        extra_conf={"spark.ui.enabled": "false", "spark.driver.memory": args.driver_memory},
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    results = []
+    for orders in [sizes[0]] if args.lake else sizes:
+        print(f"== {orders} orders", flush=True)
+        lake = Lake.at(base if args.lake else os.path.join(base, str(orders)))
+        results.append(measure(spark, lake, orders, args.customers, not args.lake, args.driver_memory))
+        if not args.lake:
+            shutil.rmtree(lake.root, ignore_errors=True)
+    line = results[-1]["line"]
+    if len(results) > 1:
+        # How enforce scales from the second-largest size to the largest (linear: the ratio of sizes).
+        previous, largest = results[-2], results[-1]
+        growth = largest["seconds"]["enforce"] / previous["seconds"]["enforce"]
+        line += f" enforce_time_{largest['rows']}_vs_{previous['rows']}={growth:.2f}"
+    print(line)
     spark.stop()
+    if not args.lake:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, TriggerRule
 
 from transforms import spark_entry
-from transforms.java_options import driver_java_options
+from transforms.java_options import driver_java_options, executor_java_options
 from transforms.keys import KEY_CONNECTIONS
 from transforms.lake import Lake
 from transforms.lineage import column_lineage, masked_columns
@@ -120,18 +120,26 @@ class ConsentgateSparkSubmitOperator(SparkSubmitOperator):
             from transforms.steps import load_step
 
             state = load_step(Lake.at(self.lake_root), self.dataset, self.consentgate_run_id, self.step, required=False)
+            if state and state.get("superseded_by"):
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                # A backfill of a date older than the current version: not an error.
+                raise AirflowSkipException(f"consentgate {self.step}: {state['error']}") from err
             if state and state.get("error"):
                 raise AirflowException(f"consentgate {self.step} failed: {state['error']}") from err
             raise
 
 
 def write_report_task(lake_root: str, dataset: str, run_id: str) -> str:
-    """Writes the run report whatever happened upstream; fails the run if nothing was published."""
+    """Writes the run report whatever happened upstream; fails the run if nothing was
+    published, unless a newer judgement is current (a backfilled or cleared old run)."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from transforms.report import write_report
 
     path, report = write_report(Lake.at(lake_root), dataset, run_id)
+    if report.get("superseded_by"):
+        return path  # judged and validated; a newer version stays current
     if not report["published"]:
         reason = report.get("error") or "; ".join(report.get("validation", {}).get("failed", [])) or "see the report"
         raise AirflowFailException(f"{dataset}: nothing published ({reason}); report at {path}")
@@ -186,6 +194,7 @@ def spark_conf(lake: Lake, python: str) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
     }
     conf["spark.driver.extraJavaOptions"] = driver_java_options(lake.catalog if lake.is_local else None)
+    conf["spark.executor.extraJavaOptions"] = executor_java_options(conf.get("spark.executor.extraJavaOptions"))
     return conf
 
 

@@ -13,7 +13,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from transforms.java_options import driver_java_options
+from transforms.java_options import driver_java_options, executor_java_options
 from transforms.lake import Lake, local_path
 from transforms.spark_settings import job_spark_conf
 
@@ -31,6 +31,9 @@ def session_conf(lake: Lake) -> dict[str, str]:
     if embedded:
         conf.update(embedded_catalog_conf(lake))
     conf["spark.driver.extraJavaOptions"] = driver_java_options(local_path(lake.catalog) if embedded else None)
+    conf["spark.executor.extraJavaOptions"] = executor_java_options(
+        job_spark_conf().get("spark.executor.extraJavaOptions")
+    )
     return conf
 
 

@@ -1,12 +1,15 @@
 """The privacy_orders DAG on a small generated lake, run by the real Airflow scheduler
-(API server, scheduler and DAG processor on the embedded SQLite database, spark-submit in
-local mode): the published rows and the report are checked against the pure-Python
-reference model. A run without a key goes through `airflow dags test`."""
+(API server, scheduler and DAG processor on the embedded SQLite database) on a Spark
+standalone cluster (a master and one worker on 127.0.0.1, started from the pyspark
+installation): the published rows and the report are checked against the pure-Python
+reference model and against the same job in local mode. A run without a key goes
+through `airflow dags test` in local mode."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -19,18 +22,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SHORT_JVM_OPTIONS, SMALL_INPUT_SPARK_CONF, TEST_KEY
+from tests.conftest import ORDERS_POLICY, REPO, SHORT_JVM_OPTIONS, SMALL_INPUT_SPARK_CONF, TEST_KEY
 from tests.lakecheck import counts_by_reason, current_version_dir, expected_reasons, read_rows
 from tests.reference import ACTIONS
+from transforms.enforce import run_enforce
 from transforms.generate import generate_lake
+from transforms.keys import load_run_keys
 from transforms.lake import Lake
+from transforms.policy import load_policy
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 28)
 LOGICAL_DATE = "2026-11-29"  # its data interval ends at RUN_DATE + 1 day, 00:00 UTC
 
 
-def airflow_env(airflow_home: Path, lake: Lake, key: str | None) -> dict[str, str]:
+def airflow_env(airflow_home: Path, lake: Lake, key: str | None, master: str = "local[2]") -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
@@ -40,7 +46,7 @@ def airflow_env(airflow_home: Path, lake: Lake, key: str | None) -> dict[str, st
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(spark_connection(master)),
         "CONSENTGATE_LAKE": lake.root,
         "CONSENTGATE_DRIVER_MEMORY": "1g",
         "CONSENTGATE_DATA_DOCS": "on",
@@ -52,6 +58,14 @@ def airflow_env(airflow_home: Path, lake: Lake, key: str | None) -> dict[str, st
     if key:
         env["CONSENTGATE_HMAC_KEY"] = key
     return env
+
+
+def spark_connection(master: str) -> dict:
+    """``spark_default`` as a deployment writes it: the master URL's host, and its port apart."""
+    if master.startswith("spark://"):
+        host, port = master.rsplit(":", 1)
+        return {"conn_type": "spark", "host": host, "port": int(port)}
+    return {"conn_type": "spark", "host": master}
 
 
 def free_port() -> int:
@@ -142,6 +156,51 @@ def stop(services: list[subprocess.Popen]) -> None:
         service.wait(timeout=10)
 
 
+@contextmanager
+def standalone_cluster(work: Path, log: Path):
+    """A Spark standalone master and one worker (2 cores, 2 GiB) on 127.0.0.1, from the
+    pyspark installation; yields the master URL and stops both, executors included."""
+    import pyspark
+
+    spark_class = Path(pyspark.__file__).parent / "bin" / "spark-class"
+    port, ui_port = free_port(), free_port()
+    env = {**os.environ, "SPARK_HOME": str(spark_class.parent.parent), **SHORT_JVM_OPTIONS}
+    master = f"spark://127.0.0.1:{port}"
+    commands = [
+        ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--webui-port", str(ui_port)],
+        ["org.apache.spark.deploy.worker.Worker", master, "--host", "127.0.0.1", "--cores", "2", "--memory", "2g"]
+        + ["--webui-port", str(free_port()), "--work-dir", str(work)],
+    ]
+    processes = []
+    with log.open("a") as out:
+        try:
+            for command in commands:
+                processes.append(
+                    subprocess.Popen(
+                        [str(spark_class), *command],
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+            wait_for(lambda: alive_workers(ui_port) == 1, 120, "the Spark worker to register with the master")
+            yield master
+        finally:
+            stop(processes)
+
+
+def alive_workers(ui_port: int) -> int:
+    from urllib.request import urlopen
+
+    try:
+        with urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=5) as response:
+            return int(json.load(response).get("aliveworkers", 0))
+    except OSError:
+        return 0
+
+
 def airflow(env, *args, log: Path) -> int:
     with log.open("a") as out:
         return subprocess.run(
@@ -198,15 +257,21 @@ def dag_lake(spark, tmp_path_factory):
     return lake
 
 
-def test_the_scheduler_runs_the_dag_and_it_publishes_what_the_reference_model_expects(dag_lake, airflow_home, tmp_path):
+def test_the_dag_on_a_standalone_cluster_publishes_what_local_mode_and_the_reference_model_give(
+    spark, dag_lake, airflow_home, tmp_path
+):
     log = tmp_path / "airflow.log"
-    with airflow_services(airflow_env(airflow_home, dag_lake, TEST_KEY), log) as env:
-        wait_for(lambda: is_serialized(airflow_home, "privacy_orders"), 180, "the DAG processor to parse the DAGs")
-        logical_date = f"{LOGICAL_DATE}T00:00:00+00:00"
-        assert airflow(env, "dags", "trigger", "privacy_orders", "--logical-date", logical_date, log=log) == 0
-        finished = ("success", "failed")
-        wait_for(lambda: dag_run_state(airflow_home, "privacy_orders") in finished, 600, "the DAG run to finish")
+    worker_dir = tmp_path / "spark-worker"
+    with standalone_cluster(worker_dir, tmp_path / "cluster.log") as master:
+        with airflow_services(airflow_env(airflow_home, dag_lake, TEST_KEY, master), log) as env:
+            wait_for(lambda: is_serialized(airflow_home, "privacy_orders"), 180, "the DAG processor to parse the DAGs")
+            logical_date = f"{LOGICAL_DATE}T00:00:00+00:00"
+            assert airflow(env, "dags", "trigger", "privacy_orders", "--logical-date", logical_date, log=log) == 0
+            finished = ("success", "failed")
+            wait_for(lambda: dag_run_state(airflow_home, "privacy_orders") in finished, 600, "the DAG run to finish")
     assert dag_run_state(airflow_home, "privacy_orders") == "success", log.read_text()[-3000:]
+    # The tasks ran on the cluster: its worker started an executor for each Spark step.
+    assert len(list(worker_dir.glob("app-*"))) == 3
 
     reports = list(Path(dag_lake.root, "reports", "orders").glob("*.json"))
     assert len(reports) == 1
@@ -238,6 +303,7 @@ def test_the_scheduler_runs_the_dag_and_it_publishes_what_the_reference_model_ex
     # published file, nor anywhere in Airflow's metadata database (XComs included).
     assert Path(report["validation"]["data_docs"]).is_file()
     scanned = [p for p in airflow_home.rglob("*") if p.is_file() and p.suffix != ".db"]
+    scanned += [p for p in worker_dir.rglob("*") if p.is_file() and p.name in ("stdout", "stderr")]
     for folder in ("reports", "staging", "clean", "tombstones"):
         scanned += [p for p in Path(dag_lake.root, folder).rglob("*") if p.is_file()]
     leaks = {str(p): canaries_in(p.read_bytes().decode("utf-8", errors="replace")) for p in scanned}
@@ -246,6 +312,20 @@ def test_the_scheduler_runs_the_dag_and_it_publishes_what_the_reference_model_ex
     with sqlite3.connect(airflow_home / "airflow.db") as db:
         dump = "\n".join(db.iterdump())
     assert "xcom" in dump and canaries_in(dump) == [] and TEST_KEY not in dump
+
+    # The same job in local mode (this process's local[2] session) stages the same rows.
+    keys = load_run_keys(needs_encryption=False, environ={"CONSENTGATE_HMAC_KEY": TEST_KEY})
+    local = run_enforce(spark, load_policy(ORDERS_POLICY), dag_lake, RUN_DATE, "local-mode", keys)
+    try:
+        assert local.counts == report["counts"]
+        assert sorted_rows(read_rows(Path(local.staging_path))) == sorted_rows(published)
+    finally:
+        shutil.rmtree(dag_lake.staging_run("orders", "local-mode"))
+        shutil.rmtree(dag_lake.quarantine_run("orders", "local-mode"), ignore_errors=True)
+
+
+def sorted_rows(rows: list[dict]) -> list[tuple]:
+    return sorted(tuple(sorted((k, str(v)) for k, v in row.items())) for row in rows)
 
 
 def test_dag_without_a_key_fails_and_publishes_nothing(dag_lake, airflow_home, tmp_path):
