@@ -29,6 +29,7 @@ import os
 import resource
 import shutil
 import tempfile
+import threading
 import time
 from datetime import date
 
@@ -153,20 +154,36 @@ def rules_core(spark, lake, policy, keys, out: str, with_udfs: bool) -> None:
     states.unpersist()
 
 
-def peak_driver_memory_mb(spark) -> tuple[float, float]:
-    """(JVM heap peak, Python process peak RSS) of the driver, in MiB. The JVM figure adds
-    each heap pool's own peak (young and old generations peak at different moments), so it
-    is an upper bound and can exceed ``spark.driver.memory``."""
-    jvm = spark.sparkContext._jvm
-    pools = jvm.java.lang.management.ManagementFactory.getMemoryPoolMXBeans()
-    heap = sum(p.getPeakUsage().getUsed() for p in pools if p.getType().toString() == "Heap memory")
-    return heap / 2**20, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+class HeapSampler:
+    """The driver JVM's used heap, sampled every half second from a thread of its own:
+    its peak is what the driver really held (GC pools peak at different moments, so
+    adding their own peaks overstates it)."""
 
+    def __init__(self, spark):
+        self.runtime = spark.sparkContext._jvm.java.lang.Runtime.getRuntime()
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
 
-def reset_peak_memory(spark) -> None:
-    jvm = spark.sparkContext._jvm
-    for pool in jvm.java.lang.management.ManagementFactory.getMemoryPoolMXBeans():
-        pool.resetPeakUsage()
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, self.runtime.totalMemory() - self.runtime.freeMemory())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2**20
+
+    @property
+    def max_mb(self) -> float:
+        return self.runtime.maxMemory() / 2**20
 
 
 def measure(spark, lake, orders: int, customers: int | None, generate: bool, driver_memory: str) -> dict:
@@ -177,7 +194,6 @@ def measure(spark, lake, orders: int, customers: int | None, generate: bool, dri
     from transforms.policy import load_policy
     from transforms.validate import run_validate
 
-    reset_peak_memory(spark)
     if generate:
         customers = customers or max(orders // 10, 100)
         seconds = timed(
@@ -192,23 +208,27 @@ def measure(spark, lake, orders: int, customers: int | None, generate: bool, dri
     out = lake.path("_benchmark")
 
     plain_copy(spark, lake, f"{out}/warm-up")  # JIT and file listing, counted nowhere
-    seconds = {
-        "copy": timed(lambda: plain_copy(spark, lake, f"{out}/copy")),
-        "consent_join": timed(lambda: bare_consent_join(spark, lake, f"{out}/join")),
-        "enforce": timed(lambda: run_enforce(spark, policy, lake, RUN_DATE, "bench", keys)),
-        "validate": timed(lambda: run_validate(spark, policy, lake, "bench", key)),
-        "rules_builtin": timed(lambda: rules_core(spark, lake, policy, keys, f"{out}/builtin", with_udfs=False)),
-        "rules_udf": timed(lambda: rules_core(spark, lake, policy, keys, f"{out}/udf", with_udfs=True)),
-    }
+    with HeapSampler(spark) as heap:
+        seconds = {
+            "copy": timed(lambda: plain_copy(spark, lake, f"{out}/copy")),
+            "consent_join": timed(lambda: bare_consent_join(spark, lake, f"{out}/join")),
+            "enforce": timed(lambda: run_enforce(spark, policy, lake, RUN_DATE, "bench", keys)),
+            "validate": timed(lambda: run_validate(spark, policy, lake, "bench", key)),
+            "rules_builtin": timed(lambda: rules_core(spark, lake, policy, keys, f"{out}/builtin", with_udfs=False)),
+            "rules_udf": timed(lambda: rules_core(spark, lake, policy, keys, f"{out}/udf", with_udfs=True)),
+        }
     for name, value in seconds.items():
         print(f"{name:<14} {value:8.1f} s  x{value / seconds['copy']:.2f} of the copy")
-    heap, rss = peak_driver_memory_mb(spark)
-    print(f"peak driver memory: JVM heap {heap:.0f} MiB (spark.driver.memory={driver_memory}), Python {rss:.0f} MiB")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"peak driver memory: JVM heap {heap.peak_mb:.0f} of {heap.max_mb:.0f} MiB used "
+        f"(spark.driver.memory={driver_memory}), Python {rss:.0f} MiB"
+    )
     line = (
         f"enforce_vs_copy={seconds['enforce'] / seconds['copy']:.2f} "
         f"udf_speedup={seconds['rules_udf'] / seconds['rules_builtin']:.2f} "
         f"validate_vs_enforce={seconds['validate'] / seconds['enforce']:.2f} "
-        f"incremental_vs_full=na rows={rows} peak_heap_mb={heap:.0f}"
+        f"incremental_vs_full=na rows={rows} peak_heap_mb={heap.peak_mb:.0f}"
     )
     print(line, flush=True)
     return {"rows": rows, "seconds": seconds, "line": line}
@@ -221,7 +241,9 @@ def main() -> None:
     parser.add_argument("--driver-memory", default="2g")
     parser.add_argument("--lake", help="an already generated lake (default: generate one per size, then remove it)")
     args = parser.parse_args()
-    sizes = [int(n) for n in args.orders.split(",")]
+    sizes = sorted(int(n) for n in args.orders.split(","))
+    if args.lake and len(sizes) > 1:
+        parser.error("--lake holds one lake: give one size, or none")
 
     os.environ.setdefault("CONSENTGATE_DATA_DOCS", "off")
     from transforms.lake import Lake
@@ -235,7 +257,7 @@ def main() -> None:
     )
     spark.sparkContext.setLogLevel("ERROR")
     results = []
-    for orders in [sizes[0]] if args.lake else sizes:
+    for orders in sizes:
         print(f"== {orders} orders", flush=True)
         lake = Lake.at(base if args.lake else os.path.join(base, str(orders)))
         results.append(measure(spark, lake, orders, args.customers, not args.lake, args.driver_memory))
@@ -243,7 +265,7 @@ def main() -> None:
             shutil.rmtree(lake.root, ignore_errors=True)
     line = results[-1]["line"]
     if len(results) > 1:
-        # How enforce scales from the second-largest size to the largest (linear: the ratio of sizes).
+        # How enforce's time grows from the second-largest size to the largest (linear: the ratio of sizes).
         previous, largest = results[-2], results[-1]
         growth = largest["seconds"]["enforce"] / previous["seconds"]["enforce"]
         line += f" enforce_time_{largest['rows']}_vs_{previous['rows']}={growth:.2f}"

@@ -64,12 +64,15 @@ def valid_pseudonyms(
     spark: SparkSession, subjects: DataFrame, key: bytes, recipient_key: bytes | None = None
 ) -> DataFrame:
     """The subjects' pseudonyms, hashed on the driver with Python's hmac; for a share,
-    the recipient's pseudonym of ours (``recipient_key``)."""
-    hashed = []
-    for row in subjects.toLocalIterator():
-        pseudonym = _hmac_hex(key, row.subject)
-        hashed.append((_hmac_hex(recipient_key, pseudonym) if recipient_key else pseudonym,))
-    return spark.createDataFrame(hashed, f"{PSEUDONYM} string")
+    the recipient's pseudonym of ours (``recipient_key``). Subjects come to the driver
+    and their pseudonyms go back as Arrow tables (hundreds of thousands of rows)."""
+    import pyarrow as pa
+
+    pseudonyms = []
+    for subject in subjects.select("subject").toArrow().column("subject").to_pylist():
+        pseudonym = _hmac_hex(key, subject)
+        pseudonyms.append(_hmac_hex(recipient_key, pseudonym) if recipient_key else pseudonym)
+    return spark.createDataFrame(pa.table({PSEUDONYM: pa.array(pseudonyms, pa.string())}))
 
 
 def unconsented_published(

@@ -8,9 +8,11 @@ one-line reason; 3 validation failed, nothing published; 1 an unexpected interna
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
+import threading
 import traceback
 from datetime import UTC, datetime
 
@@ -90,7 +92,13 @@ def _step_validate(policy, lake, run_date, run_id) -> None:
     from transforms.validate import run_validate
 
     key = load_hmac_key()  # the consent cross-check recomputes pseudonyms; before Spark starts
-    state = run_validate(_spark(lake, "validate", policy.dataset), policy, lake, run_id, key)
+    # Great Expectations takes seconds to import: it loads while Spark starts, not after.
+    # (A failed import raises again, in this thread, where validation imports it.)
+    importing = threading.Thread(target=importlib.import_module, args=("great_expectations",), daemon=True)
+    importing.start()
+    spark = _spark(lake, "validate", policy.dataset)
+    importing.join()
+    state = run_validate(spark, policy, lake, run_id, key)
     _say("validated", dataset=policy.dataset, run_id=run_id, evaluated=state["evaluated"], seconds=state["seconds"])
 
 

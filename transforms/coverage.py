@@ -27,9 +27,10 @@ _PURPOSE = re.compile(r"[a-z][a-z0-9_]{0,40}(:[a-z0-9][a-z0-9_.-]{0,40})?")
 UNLISTED = "(unlisted purposes)"
 
 
-def consent_coverage(judged: DataFrame, consent: DataFrame, policy: Policy, t: datetime) -> dict:
+def consent_coverage(input_subjects: DataFrame, consent: DataFrame, policy: Policy, t: datetime) -> dict:
+    """``input_subjects``: the run's input rows' normalised subjects (``_cg_subject``)."""
     # Counted and joined: computed once.
-    subjects = judged.select(SUBJECT).where(F.col(SUBJECT).isNotNull()).distinct().cache()
+    subjects = input_subjects.select(SUBJECT).where(F.col(SUBJECT).isNotNull()).distinct().cache()
     decided = consent_at(consent_events(consent, None, policy.subject_key_normalize), t, by=(SUBJECT, "purpose"))
     state = (
         F.when(is_valid_at(instant(t)), F.lit("consented"))

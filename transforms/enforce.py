@@ -255,7 +255,7 @@ class EnforceResult:
 _WITHHELD = "quarantined_erased"
 
 
-def judgement_metrics(policy: Policy) -> list[Column]:
+def judgement_metrics() -> list[Column]:
     """Aggregates collected while the output is written (``DataFrame.observe``), so the
     reasons are counted without judging the rows a second time: one per (reason, action)
     pair, and the quarantined rows of erased subjects."""
@@ -317,8 +317,8 @@ def run_enforce(
     states = subject_states(
         input_rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired
     ).cache()
-    states.count()  # materialised, so that the planner sizes the joins below on the real states
     try:
+        states.count()  # materialised, so that the planner sizes the joins below on the real states
 
         def judged_rows(rows: DataFrame) -> DataFrame:
             return judge(rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired, states)
@@ -331,7 +331,7 @@ def run_enforce(
         # One pass judges every row, counts the reasons and writes the output: the judged
         # rows are never cached, which at scale cost more than judging them.
         observation = Observation("consentgate_judgement")
-        output = with_column_rules(judged.observe(observation, *judgement_metrics(policy)), policy, context)
+        output = with_column_rules(judged.observe(observation, *judgement_metrics()), policy, context)
         # Rows reach a partition in the order shuffle blocks arrive, which varies from run to
         # run; sorted, a rerun of the same input writes byte-identical files.
         output = output.sortWithinPartitions(*output.columns)
@@ -342,10 +342,12 @@ def run_enforce(
         # Counted apart from the judgement: a row lost or doubled by a join shows up here.
         rows_in = run_input(source, policy, run_date).count()
         if rows_in != sum(totals.values()):
-            remove(spark, lake.staging_run(policy.dataset, run_id))
-            raise StepStateError(
-                f"counts do not reconcile: {rows_in} input rows, {sum(totals.values())} judged; nothing is staged"
-            )
+            try:
+                remove(spark, lake.staging_run(policy.dataset, run_id))
+            finally:  # the mismatch is the reason the run stops, even if the removal failed
+                raise StepStateError(
+                    f"counts do not reconcile: {rows_in} input rows, {sum(totals.values())} judged; nothing is staged"
+                )
         write_text(judged_at_marker(staging_path), t.isoformat() + "\n")
         write_keys_marker(staging_path, keys)
         coverage = consent_coverage(states.select(SUBJECT), consent, policy, t)

@@ -47,7 +47,6 @@ def suppress_small_groups(judged: DataFrame, policy: Policy) -> DataFrame:
         .agg(F.countDistinct(SUBJECT).alias("subjects"))
         .filter(F.col("subjects") < policy.k_min)
         .select(*[F.col(q).alias(f"{q}_small") for q in quasi], F.lit(True).alias(_SMALL))
-        .cache()  # read by every action on the result; small next to the judged rows
     )
     same_group = reduce(lambda a, b: a & b, [F.col(q).eqNullSafe(F.col(f"{q}_small")) for q in quasi])
     marked = judged.join(small_groups, same_group, "left")

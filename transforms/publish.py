@@ -108,6 +108,9 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
         # An older judgement would bring back rows whose consent was withdrawn since.
         current_t = read_text(judged_at_marker(lake.clean_version(policy.dataset, previous)))
         if current_t is not None and current_t.strip() > enforce_state["judged_at"]:
+            # Never to be published, and it may hold customers who withdrew since: the
+            # counts stay in the report, the rows go.
+            remove(spark, staged)
             raise Superseded(
                 f"run {run_id} was judged at {enforce_state['judged_at']}, before the current version "
                 f"{previous} ({current_t.strip()}): an older judgement is not published",

@@ -17,9 +17,9 @@ VARIABLE = "CONSENTGATE_SPARK_CONF"
 # Judgements are made in UTC, and the logging configuration keeps data out of the logs.
 PROTECTED = ("spark.sql.session.timeZone", "spark.driver.extraJavaOptions", "spark.sql.catalogImplementation")
 # Defaults a deployment may override. Spark's 200 shuffle partitions cost a run on one
-# machine more than its work (a 1M-row enforce took 59 s with 200, 24 s with 8-16): most
-# of a run's shuffles are small (erasure, consent states, counts). A cluster sized for
-# more sets its own number.
+# machine more than its work (the same 1M-row enforce took 59 s with 200, 24-27 s with
+# 8-16): most of a run's shuffles are small (erasure, consent states, counts). A
+# cluster sized for more sets its own number.
 DEFAULTS = {"spark.sql.shuffle.partitions": "16"}
 
 

@@ -24,7 +24,9 @@ def normalize_subject(value: Column, steps: Iterable[str] = ()) -> Column:
     composed = F.call_function("reflect", F.lit("com.ibm.icu.text.Normalizer"), F.lit("compose"), trimmed, F.lit(False))
     # Most keys are ASCII, which is already NFC: they skip the regular expression and the
     # reflective call, the two costliest steps of judging a row.
-    is_ascii = F.length(value) == F.octet_length(value)
+    # (Spark counts an invalid byte as a character: such a key is not ASCII, it is repaired
+    # by the reflective path as before.)
+    is_ascii = (F.length(value) == F.octet_length(value)) & F.is_valid_utf8(value)
     nfc = F.when(is_ascii, F.btrim(value, F.lit(_ASCII_WHITESPACE))).when(value.isNotNull(), composed)
     for step in steps:
         if step == "lower":

@@ -336,3 +336,4 @@ def test_an_older_judgement_is_not_published_over_a_newer_one(generated, hmac_ke
     # Judged and validated, reported, and marked as superseded (a backfill moves on).
     report = json.loads(Path(generated.report_json("orders", "older")).read_text())
     assert report["published"] is False and report["superseded_by"] == before.name
+    assert report["rows_in"] > 0 and not Path(generated.staging_data("orders", "older")).exists()

@@ -3,6 +3,7 @@ written by hand (and with the pure-Python reference model)."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -161,3 +162,33 @@ def test_gpc_signal_refuses_every_sale_or_sharing_purpose(spark):
     assert got == {"o1": "no_consent", "o2": "consented", "o3": "consented"}
     # Not a sale or sharing purpose: the same signal does not touch analytics grants.
     assert not policy.sale_or_sharing
+
+
+@pytest.mark.parametrize(
+    ("threshold", "join"), [("10485760", "BroadcastHashJoin"), ("-1", "SortMergeJoin")], ids=["broadcast", "sort_merge"]
+)
+def test_both_join_strategies_give_every_reason_code(spark, inputs, threshold, join):
+    """The run caches and counts the subjects' states before joining, so the planner sees
+    their real size: broadcast when small, sort-merge over the threshold."""
+    from transforms.enforce import run_input, subject_states, with_subject
+
+    source, consent, requests = inputs
+    policy = load_policy(ORDERS_POLICY)
+    pseudonymizer = Pseudonymizer(spark, SecretKey(b"reasons-test-key-0123", "1", "test"))
+    erased = request_hashes(requests, policy, RUN_DATE, pseudonymizer)
+    saved = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", threshold)
+    rows = with_subject(run_input(source, policy, RUN_DATE), policy)
+    states = subject_states(rows, consent, erased, policy, RUN_DATE, pseudonymizer).cache()
+    try:
+        states.count()
+        judged = judge(source, consent, erased, policy, RUN_DATE, pseudonymizer, states=states)
+        plan = judged._jdf.queryExecution().executedPlan().toString()
+        got = {r.order_id: (r[REASON], r[ACTION]) for r in judged.select("order_id", REASON, ACTION).collect()}
+    finally:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", saved)
+        states.unpersist()
+    # The plan prints top down: its first join is the rows' with their subjects' states.
+    first_join = re.search(r"\b(BroadcastHashJoin|SortMergeJoin|ShuffledHashJoin)\b.*", plan).group(0)
+    assert first_join.startswith(f"{join} [_cg_subject#") and "LeftOuter" in first_join
+    assert got == {o: (reason, reference.ACTIONS[reason]) for o, _, _, reason in ORDERS}

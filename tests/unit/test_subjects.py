@@ -1,10 +1,12 @@
 """Subject keys normalise as the contract says (trim Unicode white space, NFC, optional
-lower case) on both of normalize_subject's paths: ASCII keys and the others."""
+lower case) on both of normalize_subject's paths (ASCII keys and the others), with
+generated code (production) and interpreted (the test session's default)."""
 
 from __future__ import annotations
 
 import random
 
+import pytest
 from pyspark.sql import functions as F
 
 from tests.reference import normalize
@@ -24,7 +26,15 @@ def ascii_strings(count: int, seed: int = 20261129) -> list[str]:
     ]
 
 
-def test_normalised_keys_equal_the_reference_on_ascii_and_unicode_strings(spark):
+@pytest.fixture(params=["CODEGEN_ONLY", "NO_CODEGEN"])
+def codegen(spark, request):
+    saved = spark.conf.get("spark.sql.codegen.factoryMode")
+    spark.conf.set("spark.sql.codegen.factoryMode", request.param)
+    yield request.param
+    spark.conf.set("spark.sql.codegen.factoryMode", saved)
+
+
+def test_normalised_keys_equal_the_reference_on_ascii_and_unicode_strings(spark, codegen):
     strings = [None, "", "   ", "Cafe\u0301", "\u00a0Caf\u00e9\u3000", *ascii_strings(2_000), *random_strings(2_000)]
     df = spark.createDataFrame(list(enumerate(strings)), "i int, v string")
     rows = df.select(
@@ -37,3 +47,10 @@ def test_normalised_keys_equal_the_reference_on_ascii_and_unicode_strings(spark)
         if (row.plain, row.lower) != (normalize(strings[row.i]), normalize(strings[row.i], lower=True))
     ]
     assert wrong == []
+
+
+def test_a_key_that_is_not_valid_utf8_takes_the_repairing_path(spark, codegen):
+    # Latin-1 "cafe" with an acute e: as many bytes as Spark counts characters, yet not ASCII.
+    latin1 = spark.range(1).select(F.unhex(F.lit("20636166E920")).cast("string").alias("v"))
+    [row] = latin1.select(normalize_subject(F.col("v")).alias("key")).collect()
+    assert row.key == "caf\ufffd"
