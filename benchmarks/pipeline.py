@@ -107,15 +107,7 @@ def rules_core(spark, lake, policy, keys, out: str, with_udfs: bool) -> None:
     from pyspark.sql import functions as F
 
     from transforms.consent import SUBJECT
-    from transforms.enforce import (
-        judge,
-        read_consent,
-        rule_context,
-        run_input,
-        subject_states,
-        with_column_rules,
-        with_subject,
-    )
+    from transforms.enforce import cached_subject_states, judge, read_consent, rule_context, with_column_rules
     from transforms.policy import STATE_COLUMN
     from transforms.pseudonym import Pseudonymizer
     from transforms.reasons import ACTION, Action
@@ -125,9 +117,7 @@ def rules_core(spark, lake, policy, keys, out: str, with_udfs: bool) -> None:
     erased = spark.createDataFrame([], "_cg_subject_hash string")
     consent = read_consent(spark, lake)
     # As the job does: the subjects' states cached and counted, so the join is sized on them.
-    rows = with_subject(run_input(source, policy, RUN_DATE), policy)
-    states = subject_states(rows, consent, erased, policy, RUN_DATE, pseudonymizer).cache()
-    states.count()
+    states = cached_subject_states(source, consent, erased, policy, RUN_DATE, pseudonymizer)
     judged = judge(source, consent, erased, policy, RUN_DATE, pseudonymizer, states=states)
     if not with_udfs:
         output = with_column_rules(judged, policy, rule_context(spark, policy, keys, pseudonymizer))

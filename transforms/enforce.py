@@ -138,6 +138,28 @@ def subject_states(
     return states.join(consent_at(events, t), on=SUBJECT, how="left")
 
 
+def cached_subject_states(
+    source: DataFrame,
+    consent: DataFrame,
+    erased: DataFrame,
+    policy: Policy,
+    run_date: date,
+    pseudonymizer: Pseudonymizer,
+    retired: list[tuple[Pseudonymizer, DataFrame]] = (),
+) -> DataFrame:
+    """``subject_states`` of the run's input, cached and materialised, so that the planner
+    sizes the join to the rows on the real states (broadcast when small, sort-merge
+    otherwise). Small next to the rows (one per customer); the caller unpersists it."""
+    rows = with_subject(run_input(source, policy, run_date), policy)
+    states = subject_states(rows, consent, erased, policy, run_date, pseudonymizer, retired).cache()
+    try:
+        states.count()
+    except BaseException:
+        states.unpersist()
+        raise
+    return states
+
+
 def judge(
     source: DataFrame,
     consent: DataFrame,
@@ -312,13 +334,9 @@ def run_enforce(
     consent = read_consent(spark, lake)
     t = judgement_instant(run_date)
 
-    input_rows = with_subject(run_input(source, policy, run_date), policy)
-    # Small next to the rows (one per customer), read by every pass below.
-    states = subject_states(
-        input_rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired
-    ).cache()
+    # Read by every pass below.
+    states = cached_subject_states(source, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired)
     try:
-        states.count()  # materialised, so that the planner sizes the joins below on the real states
 
         def judged_rows(rows: DataFrame) -> DataFrame:
             return judge(rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired, states)

@@ -170,7 +170,7 @@ def test_gpc_signal_refuses_every_sale_or_sharing_purpose(spark):
 def test_both_join_strategies_give_every_reason_code(spark, inputs, threshold, join):
     """The run caches and counts the subjects' states before joining, so the planner sees
     their real size: broadcast when small, sort-merge over the threshold."""
-    from transforms.enforce import run_input, subject_states, with_subject
+    from transforms.enforce import cached_subject_states
 
     source, consent, requests = inputs
     policy = load_policy(ORDERS_POLICY)
@@ -178,16 +178,16 @@ def test_both_join_strategies_give_every_reason_code(spark, inputs, threshold, j
     erased = request_hashes(requests, policy, RUN_DATE, pseudonymizer)
     saved = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
     spark.conf.set("spark.sql.autoBroadcastJoinThreshold", threshold)
-    rows = with_subject(run_input(source, policy, RUN_DATE), policy)
-    states = subject_states(rows, consent, erased, policy, RUN_DATE, pseudonymizer).cache()
+    states = None
     try:
-        states.count()
+        states = cached_subject_states(source, consent, erased, policy, RUN_DATE, pseudonymizer)
         judged = judge(source, consent, erased, policy, RUN_DATE, pseudonymizer, states=states)
         plan = judged._jdf.queryExecution().executedPlan().toString()
         got = {r.order_id: (r[REASON], r[ACTION]) for r in judged.select("order_id", REASON, ACTION).collect()}
     finally:
         spark.conf.set("spark.sql.autoBroadcastJoinThreshold", saved)
-        states.unpersist()
+        if states is not None:
+            states.unpersist()
     # The plan prints top down: its first join is the rows' with their subjects' states.
     first_join = re.search(r"\b(BroadcastHashJoin|SortMergeJoin|ShuffledHashJoin)\b.*", plan).group(0)
     assert first_join.startswith(f"{join} [_cg_subject#") and "LeftOuter" in first_join
