@@ -10,9 +10,11 @@ A script, not a timed test. Its last line is machine-readable:
 ``udf_speedup`` compares like with like: the enforce job's main pass (the judgement and
 the column rules, sorted and written to Parquet), once with Spark's built-in functions
 (what the job uses) and once with the rules as row-at-a-time Python UDFs.
-``incremental_vs_full`` is ``na``: runs are not incremental yet (issue 6). With several
-sizes, the last line also gives how enforce's time grew from the second-largest size to
-the largest.
+``incremental_vs_full`` is an incremental enforce after 1% of the customers withdrew
+(recorded before ``t``) against the full enforce, both against the published full run;
+``next_day_vs_full`` is the run of the next day with no consent change (new periods
+and retention only). With several sizes, the last line also gives how enforce's time
+grew from the second-largest size to the largest.
 
 Usage: .venv/bin/python benchmarks/pipeline.py [--orders 1000000,5000000,20000000] [--driver-memory 2g]
 (several sizes run one after the other in the same process; each size's lake is
@@ -31,7 +33,7 @@ import shutil
 import tempfile
 import threading
 import time
-from datetime import date
+from datetime import date, timedelta
 
 RUN_DATE = date(2026, 11, 28)
 POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dags", "policies", "orders.yml")
@@ -57,6 +59,30 @@ def bare_consent_join(spark, lake, out: str) -> None:
     )
     orders = spark.read.parquet(lake.raw("orders"))
     orders.join(latest, "customer_id", "left").write.mode("overwrite").parquet(out)
+
+
+def withdraw_one_percent(spark, lake) -> int:
+    """1% of the customers with orders withdraw from analytics an hour before ``t``."""
+    from pyspark.sql import functions as F
+
+    from transforms.consent import instant
+    from transforms.lake import judgement_instant
+
+    consent = spark.read.parquet(lake.consent)
+    customers = spark.read.parquet(lake.raw("orders")).select(F.trim("customer_id").alias("subject_id")).distinct()
+    chosen = customers.filter(F.pmod(F.xxhash64("subject_id"), F.lit(100)) == 0).cache()
+    withdrawals = chosen.select(
+        "subject_id",
+        F.lit("analytics").alias("purpose"),
+        F.lit("withdrawn").alias("status"),
+        instant(judgement_instant(RUN_DATE) - timedelta(hours=1)).alias("recorded_at"),
+        F.lit(None).cast("timestamp").alias("expires_at"),
+        F.lit("app").alias("source"),
+    ).select(*consent.columns)
+    withdrawals.write.mode("append").parquet(lake.consent)
+    n = chosen.count()
+    chosen.unpersist()
+    return n
 
 
 def udf_rules(policy, key: bytes):
@@ -182,6 +208,8 @@ def measure(spark, lake, orders: int, customers: int | None, generate: bool, dri
     from transforms.generate import generate_lake
     from transforms.keys import RunKeys, SecretKey
     from transforms.policy import load_policy
+    from transforms.publish import run_publish
+    from transforms.storage import read_json
     from transforms.validate import run_validate
 
     if generate:
@@ -204,9 +232,17 @@ def measure(spark, lake, orders: int, customers: int | None, generate: bool, dri
             "consent_join": timed(lambda: bare_consent_join(spark, lake, f"{out}/join")),
             "enforce": timed(lambda: run_enforce(spark, policy, lake, RUN_DATE, "bench", keys)),
             "validate": timed(lambda: run_validate(spark, policy, lake, "bench", key)),
+            "publish": timed(lambda: run_publish(spark, policy, lake, "bench")),
+            "next_day": timed(lambda: run_enforce(spark, policy, lake, RUN_DATE + timedelta(days=1), "next", keys)),
             "rules_builtin": timed(lambda: rules_core(spark, lake, policy, keys, f"{out}/builtin", with_udfs=False)),
             "rules_udf": timed(lambda: rules_core(spark, lake, policy, keys, f"{out}/udf", with_udfs=True)),
         }
+        withdrawn = withdraw_one_percent(spark, lake)
+        seconds["incremental"] = timed(lambda: run_enforce(spark, policy, lake, RUN_DATE, "one-percent", keys))
+    incremental = read_json(lake.step_state(policy.dataset, "one-percent", "enforce"))["incremental"]
+    next_day = read_json(lake.step_state(policy.dataset, "next", "enforce"))["incremental"]
+    for name, plan in (("next day", next_day), (f"{withdrawn} customers withdrew", incremental)):
+        print(f"{name}: {plan['mode']}, {plan['periods_rejudged']} periods judged, {plan['periods_reused']} reused")
     for name, value in seconds.items():
         print(f"{name:<14} {value:8.1f} s  x{value / seconds['copy']:.2f} of the copy")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -218,7 +254,8 @@ def measure(spark, lake, orders: int, customers: int | None, generate: bool, dri
         f"enforce_vs_copy={seconds['enforce'] / seconds['copy']:.2f} "
         f"udf_speedup={seconds['rules_udf'] / seconds['rules_builtin']:.2f} "
         f"validate_vs_enforce={seconds['validate'] / seconds['enforce']:.2f} "
-        f"incremental_vs_full=na rows={rows} peak_heap_mb={heap.peak_mb:.0f}"
+        f"incremental_vs_full={seconds['incremental'] / seconds['enforce']:.2f} rows={rows} "
+        f"next_day_vs_full={seconds['next_day'] / seconds['enforce']:.2f} peak_heap_mb={heap.peak_mb:.0f}"
     )
     print(line, flush=True)
     return {"rows": rows, "seconds": seconds, "line": line}

@@ -35,6 +35,12 @@ class SliceExpectations:
     expectations: list
 
 
+def published_columns(policy: Policy) -> list[str]:
+    """The output's columns in order; a partitioned output's partition column comes last."""
+    partition = [policy.partition_column] if policy.partition_by is not None else []
+    return [*(c.name for c in policy.output_columns), STATE_COLUMN, *partition]
+
+
 def build_suite(
     policy: Policy,
     output_columns: list[str],
@@ -43,7 +49,7 @@ def build_suite(
     judged_at: datetime,
 ) -> list[SliceExpectations]:
     everything = [
-        gxe.ExpectTableColumnsToMatchOrderedList(column_list=[*(c.name for c in policy.output_columns), STATE_COLUMN]),
+        gxe.ExpectTableColumnsToMatchOrderedList(column_list=published_columns(policy)),
         gxe.ExpectTableRowCountToEqual(value=totals["kept"] + totals["anonymized"]),
         gxe.ExpectColumnValuesToNotBeNull(column=STATE_COLUMN),
         gxe.ExpectColumnValuesToBeInSet(column=STATE_COLUMN, value_set=["consented", "anonymized"]),

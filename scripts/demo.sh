@@ -52,7 +52,7 @@ if [ "${DEMO_SHARE:-1}" != "0" ]; then
   python -c "import json, sys; d = json.loads(open(sys.argv[1]).read().splitlines()[-1]); print('  disclosed to {recipient} for {purpose}: {rows} rows of {subjects} customers at {at} -> {path}'.format(**d))" "$LAKE/reports/disclosures.jsonl"
 fi
 CURRENT_DIR="$LAKE/clean/orders/$(tr -d '[:space:]' < "$LAKE/clean/orders/CURRENT")"
-QUERY="select record_state, count(*) as rows from read_parquet('$CURRENT_DIR/*.parquet') group by 1 order by 1"
+QUERY="select record_state, count(*) as rows from read_parquet('$CURRENT_DIR/*/*.parquet', hive_partitioning = true) group by 1 order by 1"
 echo
 echo "The published table, read with DuckDB (no Spark):"
 echo "  python -c \"import duckdb; print(duckdb.sql(\\\"$QUERY\\\"))\""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, TriggerRule
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, TriggerRule
 
 from transforms import spark_entry
 from transforms.java_options import driver_java_options, executor_java_options
@@ -34,6 +34,8 @@ from transforms.spark_settings import job_spark_conf
 # a DAG run judges at the same instant.
 RUN_DATE = "{{ macros.ds_add(data_interval_end | ds, -1) }}"
 RUN_ID = "{{ run_id | consentgate_run_id }}"
+# Trigger with {"full": true} to judge every period again instead of reusing the current version's.
+FULL = "--full={{ params.full | lower }}"
 
 
 def consentgate_run_id(airflow_run_id: str) -> str:
@@ -223,11 +225,18 @@ def build_dag(policy_path: str | Path, lake_root: str, start_date: datetime | No
             "on_failure_callback": FailureSummary(lake.root, policy.dataset),
         },
         user_defined_filters={"consentgate_run_id": consentgate_run_id},
+        params={
+            "full": Param(
+                False,
+                type="boolean",
+                description="Judge every period again, even where the current version's could be reused.",
+            )
+        },
     )
     with dag:
         steps = []
         for step in ("enforce", "validate", "publish"):
-            run_date_args = ["--run-date", RUN_DATE]
+            run_date_args = ["--run-date", RUN_DATE, *([FULL] if step == "enforce" else [])]
             steps.append(
                 ConsentgateSparkSubmitOperator(
                     task_id=step,

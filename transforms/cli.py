@@ -70,12 +70,12 @@ def _spark(lake, step, dataset):
     return get_session(lake, f"consentgate-{step}-{dataset}")
 
 
-def _step_enforce(policy, lake, run_date, run_id) -> None:
+def _step_enforce(policy, lake, run_date, run_id, full=False) -> None:
     from transforms.enforce import run_enforce
 
     keys = _keys_for(policy)  # before Spark starts: a run without a key stops at once and writes nothing
     spark = _spark(lake, "enforce", policy.dataset)
-    result = run_enforce(spark, policy, lake, run_date, run_id, keys)
+    result = run_enforce(spark, policy, lake, run_date, run_id, keys, full=full)
     _say(
         "enforced",
         dataset=policy.dataset,
@@ -135,14 +135,17 @@ def _report(lake, dataset, run_id) -> dict:
     return report
 
 
-def _run_step(step, policy, lake, run_date, run_id) -> None:
+def _run_step(step, policy, lake, run_date, run_id, full=False) -> None:
     """One step, after clearing what earlier attempts of this step and later ones left,
     recording the one-line reason if it stops on bad input or configuration."""
     from transforms.steps import record_failure, start_step
 
     start_step(lake, policy.dataset, run_id, step)
     try:
-        _STEP_ACTIONS[step](policy, lake, run_date, run_id)
+        if step == "enforce":
+            _step_enforce(policy, lake, run_date, run_id, full=full)
+        else:
+            _STEP_ACTIONS[step](policy, lake, run_date, run_id)
     except ValidationFailed:
         raise  # the validate step has recorded its own results
     except ConsentgateError as err:
@@ -162,7 +165,7 @@ def cmd_step(args) -> int:
     if args.command == "report":
         _report(lake, policy.dataset, run_id)
     else:
-        _run_step(args.command, policy, lake, parse_run_date(args.run_date), run_id)
+        _run_step(args.command, policy, lake, parse_run_date(args.run_date), run_id, full=getattr(args, "full", False))
     return 0
 
 
@@ -175,7 +178,7 @@ def cmd_run(args) -> int:
     run_id = run_id or f"{run_date.isoformat()}_{datetime.now(UTC):%Y%m%dT%H%M%S}"
     try:
         for step in STEPS:
-            _run_step(step, policy, lake, run_date, run_id)
+            _run_step(step, policy, lake, run_date, run_id, full=args.full)
     finally:
         if load_step(lake, policy.dataset, run_id, "enforce", required=False) is not None:
             _report(lake, policy.dataset, run_id)
@@ -294,6 +297,16 @@ def cmd_register(args) -> int:
     return 0
 
 
+_FULL_HELP = "judge every period again, even when an incremental run could reuse the current version's"
+
+
+def _yes_no(text: str) -> bool:
+    """``--full`` alone, or ``--full=true|false`` (as the DAG passes its parameter)."""
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+    return text.lower() == "true"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="consentgate", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -311,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lake", required=True)
     run.add_argument("--run-date", required=True)
     run.add_argument("--run-id", help="default: <run date>_<UTC time of the call>")
+    run.add_argument("--full", nargs="?", const=True, default=False, type=_yes_no, help=_FULL_HELP)
     run.set_defaults(handler=cmd_run)
 
     for step in (*STEPS, "report"):
@@ -321,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--lake", required=True)
         sub.add_argument("--run-date", required=not is_report)
         sub.add_argument("--run-id", required=not is_report)
+        if step == "enforce":
+            sub.add_argument("--full", nargs="?", const=True, default=False, type=_yes_no, help=_FULL_HELP)
         sub.set_defaults(handler=cmd_step)
 
     decrypt = commands.add_parser(

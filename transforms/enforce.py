@@ -24,11 +24,24 @@ from transforms.encryption import Encryptor
 from transforms.erasure import SUBJECT_HASH, erasure_state, purge_published, record_tombstones, with_subject_hash
 from transforms.errors import SchemaError, StepStateError
 from transforms.fs import remove
+from transforms.incremental import (
+    PERIOD,
+    PERIODS,
+    Plan,
+    input_rows_by_period,
+    ledger_subjects,
+    ledger_subjects_path,
+    period_key,
+    plan_run,
+    reuse_periods,
+    write_ledger,
+)
 from transforms.kanonymity import quasi_identifier_values, suppress_small_groups
 from transforms.key_continuity import check_key_continuity, write_keys_marker
 from transforms.keys import RunKeys
 from transforms.lake import Lake, judged_at_marker, judgement_instant
 from transforms.lineage import column_lineage
+from transforms.partitions import partition_folders, period_of
 from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.quarantine import expire_quarantine
@@ -121,7 +134,12 @@ def subject_states(
     the rows then take their subject's state in a single join.
     """
     t = judgement_instant(run_date)
-    subjects = rows.select(SUBJECT).where(F.col(SUBJECT).isNotNull()).distinct()
+    known = rows.where(F.col(SUBJECT).isNotNull())
+    if policy.partition_by is None:
+        subjects = known.select(SUBJECT).distinct()
+    else:
+        # Where each subject has rows: the periods an incremental run re-judges when its verdict changes.
+        subjects = known.groupBy(SUBJECT).agg(F.collect_set(period_of(policy)).alias(PERIODS))
     hashed = with_subject_hash(pseudonymizer.attach(subjects), pseudonymizer)
     events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
     flags = [f"{ERASED_FLAG}_0"]
@@ -184,7 +202,7 @@ def judge(
     # A left join: rows with no subject stay, to be quarantined. Spark broadcasts the
     # states when they are small (spark.sql.autoBroadcastJoinThreshold, on the size of
     # the cached states) and sort-merges otherwise, splitting skewed subjects (AQE).
-    joined = rows.join(states, on=SUBJECT, how="left")
+    joined = rows.join(states.drop(PERIODS), on=SUBJECT, how="left")
     joined = pseudonymizer.attach(joined.withColumn(ERASED_FLAG, F.coalesce(F.col(ERASED_FLAG), F.lit(False))))
     if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
         events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
@@ -247,7 +265,10 @@ def with_column_rules(judged: DataFrame, policy: Policy, context: RuleContext) -
             # A pseudonym or a ciphertext is text whatever the column held: both states publish strings.
             consented, anonymized = consented.cast("string"), anonymized.cast("string")
         selected.append(F.when(state == "consented", consented).otherwise(anonymized).alias(column.name))
-    return published.select(*selected, state.alias(STATE_COLUMN))
+    outputs = [*selected, state.alias(STATE_COLUMN)]
+    if policy.partition_by is not None:
+        outputs.append(period_of(policy).alias(policy.partition_column))
+    return published.select(*outputs)
 
 
 def share_summary(spark: SparkSession, staging_path: str, policy: Policy, context: RuleContext) -> dict:
@@ -277,6 +298,11 @@ class EnforceResult:
 _WITHHELD = "quarantined_erased"
 
 
+def metric_names() -> list[str]:
+    """The names of ``judgement_metrics``, in the same order."""
+    return [f"{reason}|{action}" for reason in Reason for action in Action] + [_WITHHELD]
+
+
 def judgement_metrics() -> list[Column]:
     """Aggregates collected while the output is written (``DataFrame.observe``), so the
     reasons are counted without judging the rows a second time: one per (reason, action)
@@ -302,6 +328,45 @@ def counts_from_metrics(metrics: dict, policy: Policy) -> tuple[dict[str, dict[s
     return counts, int(metrics[_WITHHELD])
 
 
+def _sum_metrics(rows) -> dict[str, int]:
+    """The judgement metrics of several groups (``judgement_metrics`` rows) added up."""
+    names = metric_names()
+    total = dict.fromkeys(names, 0)
+    for row in rows:
+        for name in names:
+            total[name] += int(row[name])
+    return total
+
+
+def metrics_row_published(row: dict) -> int:
+    """The rows of one group of judgement metrics that reach the output."""
+    published = (Action.KEPT.value, Action.ANONYMIZED.value)
+    return sum(int(row[f"{reason}|{action}"]) for reason in Reason for action in published)
+
+
+def _write_output(judged: DataFrame, policy: Policy, context: RuleContext, staging_path: str) -> dict:
+    """Writes the publishable rows of ``judged`` and returns the judgement metrics of all
+    of them, collected in the same pass."""
+    # One pass judges every row, counts the reasons and writes the output: the judged
+    # rows are never cached, which at scale cost more than judging them.
+    observation = Observation("consentgate_judgement")
+    output = with_column_rules(judged.observe(observation, *judgement_metrics()), policy, context)
+    # Rows reach a partition in the order shuffle blocks arrive, which varies from run to
+    # run; sorted, a rerun of the same input writes byte-identical files. (Partition
+    # column first: the order the partitioned writer needs, so it does not sort again.)
+    order = [c for c in output.columns if c != policy.partition_column]
+    writer = output.sortWithinPartitions(*([policy.partition_column] if policy.partition_by else []), *order).write
+    if policy.partition_by is not None:
+        writer = writer.partitionBy(policy.partition_column)
+    writer.mode("overwrite").parquet(staging_path)
+    return {name: int(value) for name, value in observation.get.items()}
+
+
+def _published_rows_by_period(spark: SparkSession, staged: str, policy: Policy) -> dict[str, int]:
+    rows = spark.read.parquet(staged).groupBy(policy.partition_column).count().collect()
+    return {row[0].isoformat(): int(row[1]) for row in rows}
+
+
 def totals_by_action(counts: dict[str, dict[str, int]]) -> dict[str, int]:
     totals = {action.value: 0 for action in Action}
     for by_action in counts.values():
@@ -317,7 +382,10 @@ def run_enforce(
     run_date: date,
     run_id: str,
     keys: RunKeys,
+    full: bool = False,
 ) -> EnforceResult:
+    """Judges the run's input and stages the output; ``full`` judges every period even
+    when an incremental run could take some from the current version."""
     started = time.monotonic()
     source = read_source(spark, lake, policy)
     from transforms.publish import current_version
@@ -336,36 +404,83 @@ def run_enforce(
 
     # Read by every pass below.
     states = cached_subject_states(source, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired)
+    staging_path = lake.staging_data(policy.dataset, run_id)
     try:
 
         def judged_rows(rows: DataFrame) -> DataFrame:
             return judge(rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired, states)
 
-        judged = judged_rows(source)
-        if policy.quasi_identifiers:
-            judged = suppress_small_groups(
-                quasi_identifier_values(judged, policy, context, source_values(policy)), policy
-            )
-        # One pass judges every row, counts the reasons and writes the output: the judged
-        # rows are never cached, which at scale cost more than judging them.
-        observation = Observation("consentgate_judgement")
-        output = with_column_rules(judged.observe(observation, *judgement_metrics()), policy, context)
-        # Rows reach a partition in the order shuffle blocks arrive, which varies from run to
-        # run; sorted, a rerun of the same input writes byte-identical files.
-        output = output.sortWithinPartitions(*output.columns)
-        staging_path = lake.staging_data(policy.dataset, run_id)
-        output.write.mode("overwrite").parquet(staging_path)
-        counts, withheld = counts_from_metrics(observation.get, policy)
-        totals = totals_by_action(counts)
-        # Counted apart from the judgement: a row lost or doubled by a join shows up here.
-        rows_in = run_input(source, policy, run_date).count()
-        if rows_in != sum(totals.values()):
+        def unstage_and_fail(problem: str) -> None:
             try:
                 remove(spark, lake.staging_run(policy.dataset, run_id))
-            finally:  # the mismatch is the reason the run stops, even if the removal failed
-                raise StepStateError(
-                    f"counts do not reconcile: {rows_in} input rows, {sum(totals.values())} judged; nothing is staged"
+            finally:  # the problem is the reason the run stops, even if the removal failed
+                raise StepStateError(f"{problem}; nothing is staged")
+
+        if policy.partition_by is None:
+            plan, rows_by_period = Plan(full=True, reason="the policy has no partition_by"), None
+        else:
+            # Counted apart from the judgement, per period: what changed since the last run.
+            rows_by_period = input_rows_by_period(
+                run_input(source, policy, run_date).withColumn(PERIOD, period_of(policy))
+            )
+            subjects_path = ledger_subjects_path(lake.staged_ledger(policy.dataset, run_id))
+            ledger_subjects(states, t, pseudonymizer, ERASED_FLAG).write.mode("overwrite").parquet(subjects_path)
+            subjects = spark.read.parquet(subjects_path)
+            plan = plan_run(spark, lake, policy, t, keys, full, subjects, rows_by_period)
+
+        if plan.full:
+            judged = judged_rows(source)
+            if policy.quasi_identifiers:
+                judged = suppress_small_groups(
+                    quasi_identifier_values(judged, policy, context, source_values(policy)), policy
                 )
+            metrics = _write_output(judged, policy, context, staging_path)
+        else:
+            # Every row is judged and counted (no column rules, nothing written), so the
+            # report counts the whole input; only the affected periods are written.
+            judged_by_period = (
+                judged_rows(source)
+                .withColumn(PERIOD, period_of(policy))
+                .groupBy(PERIOD)
+                .agg(*judgement_metrics())
+                .collect()
+            )
+            by_period = {period_key(row[PERIOD]): row.asDict() for row in judged_by_period}
+            affected = sorted(plan.affected)
+            written = _write_output(
+                judged_rows(source.filter(period_of(policy).isin(affected))), policy, context, staging_path
+            )
+            expected = _sum_metrics(by_period[period_key(p)] for p in affected)
+            if written != expected:
+                unstage_and_fail("the re-judged periods do not reconcile with the count of every row")
+            previous = lake.clean_version(policy.dataset, plan.previous_version)
+            reuse_periods(spark, policy, previous, staging_path, plan.reused)
+            kept_or_anonymized = {
+                key: metrics_row_published(row) for key, row in by_period.items() if key != period_key(None)
+            }
+            staged_rows = _published_rows_by_period(spark, staging_path, policy)
+            for period in plan.reused:
+                if staged_rows.get(period.isoformat(), 0) != kept_or_anonymized.get(period.isoformat(), 0):
+                    unstage_and_fail(
+                        f"period {period.isoformat()} of {previous} does not hold the rows a full run would publish"
+                    )
+            metrics = _sum_metrics(by_period.values())
+        if policy.partition_by is not None and not partition_folders(spark, staging_path):
+            # With no rows a partitioned write leaves no file, and validation and readers need the columns.
+            with_column_rules(judged_rows(source.limit(0)), policy, context).write.mode("overwrite").parquet(
+                staging_path
+            )
+        counts, withheld = counts_from_metrics(metrics, policy)
+        totals = totals_by_action(counts)
+        # Counted apart from the judgement: a row lost or doubled by a join shows up here.
+        if rows_by_period is None:
+            rows_in = run_input(source, policy, run_date).count()
+        else:
+            rows_in = sum(rows_by_period.values())
+        if rows_in != sum(totals.values()):
+            unstage_and_fail(f"counts do not reconcile: {rows_in} input rows, {sum(totals.values())} judged")
+        if rows_by_period is not None:
+            write_ledger(lake.staged_ledger(policy.dataset, run_id), policy, t, keys, rows_by_period)
         write_text(judged_at_marker(staging_path), t.isoformat() + "\n")
         write_keys_marker(staging_path, keys)
         coverage = consent_coverage(states.select(SUBJECT), consent, policy, t)
@@ -440,6 +555,7 @@ def run_enforce(
             "consent_coverage": coverage,
             "lineage": column_lineage(policy, lake.root),
             "share": share,
+            "incremental": plan.describe(),
             "seconds": result.seconds,
         },
     )

@@ -35,6 +35,7 @@ from transforms.fs import exists, list_dirs, move, remove
 from transforms.key_continuity import fingerprint_of, recorded_keys
 from transforms.keys import PREVIOUS_KEYS_ENV, SecretKey
 from transforms.lake import Lake, judgement_instant, output_markers
+from transforms.partitions import partition_columns
 from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.share import as_recipient_pseudonyms
@@ -168,7 +169,11 @@ def _rewrite_without(spark: SparkSession, folder: str, keep, replacement: str) -
     remaining = keep(rows)
     if remaining.count() == rows.count():
         return False
-    remaining.write.mode("overwrite").parquet(replacement)
+    writer = remaining.write.mode("overwrite")
+    columns = partition_columns(spark, folder)
+    if columns:  # a partitioned version stays partitioned: the catalog table reads its folders
+        writer = writer.partitionBy(*columns)
+    writer.parquet(replacement)
     for marker, copy in zip(output_markers(folder), output_markers(replacement), strict=True):
         text = read_text(marker)
         if text is not None:
@@ -278,6 +283,10 @@ def purge_published(
         elif _rewrite_without(spark, folder, keep, replacement):
             # Readers move to the purged copy atomically, then the old one goes.
             repoint_current(spark, lake, policy.dataset, purged)
+            # The ledger goes along: its verdicts still name the erased subjects, whose
+            # periods the next incremental run therefore judges again.
+            if exists(spark, lake.ledger(policy.dataset, version)):
+                move(spark, lake.ledger(policy.dataset, version), lake.ledger(policy.dataset, purged))
             remove(spark, folder)
             state.purged_versions.append(purged)
 

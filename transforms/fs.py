@@ -57,3 +57,27 @@ def upload_folder(spark: SparkSession, local_folder: str, target: str) -> None:
         fs.delete(target_path, True)
     fs.mkdirs(target_path.getParent())
     fs.copyFromLocalFile(False, True, source_path, target_path)
+
+
+def link_folder(spark: SparkSession, source: str, target: str) -> None:
+    """Puts a copy of the folder ``source`` at ``target``: hard links on a local lake (the
+    files are written once and never changed, so versions can share them), a copy through
+    Hadoop's FileSystem elsewhere."""
+    from transforms.lake import is_local, local_path
+
+    if is_local(source) and is_local(target):
+        import os
+
+        source_root, target_root = local_path(source), local_path(target)
+        for folder, _, files in os.walk(source_root):
+            copy_folder = os.path.join(target_root, os.path.relpath(folder, source_root))
+            os.makedirs(copy_folder, exist_ok=True)
+            for name in files:
+                os.link(os.path.join(folder, name), os.path.join(copy_folder, name))
+        return
+    source_path, fs = _filesystem(spark, source)
+    target_path, target_fs = _filesystem(spark, target)
+    jvm = spark.sparkContext._jvm
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+    if not jvm.org.apache.hadoop.fs.FileUtil.copy(fs, source_path, target_fs, target_path, False, hadoop_conf):
+        raise OSError(f"could not copy {source} to {target}")

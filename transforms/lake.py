@@ -126,6 +126,14 @@ class Lake:
     def staging_data(self, dataset: str, run_id: str) -> str:
         return self.path("staging", dataset, run_id, "data")
 
+    def staged_ledger(self, dataset: str, run_id: str) -> str:
+        return self.path("staging", dataset, run_id, "ledger")
+
+    def ledger(self, dataset: str, version: str) -> str:
+        """What the version was judged from, for the next incremental run (see
+        ``transforms/incremental.py``): pseudonymous subjects, restricted."""
+        return self.path("ledger", dataset, version)
+
     def step_state(self, dataset: str, run_id: str, step: str) -> str:
         return self.path("staging", dataset, run_id, f"{step}.json")
 

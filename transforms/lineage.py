@@ -64,6 +64,24 @@ def column_lineage(policy: Policy, namespace: str) -> dict:
             for dataset, field in decided_by
         ]
     }
+    if policy.partition_by is not None:
+        fields[policy.partition_column] = {
+            "inputFields": [
+                {
+                    "namespace": namespace,
+                    "name": policy.source,
+                    "field": policy.event_time,
+                    "transformations": [
+                        {
+                            "type": "DIRECT",
+                            "subtype": "TRANSFORMATION",
+                            "description": f"the partition: the first day of the event time's {policy.partition_by}",
+                            "masking": True,
+                        }
+                    ],
+                }
+            ]
+        }
     return {"columnLineage": {"_producer": PRODUCER, "_schemaURL": SCHEMA_URL, "fields": fields}}
 
 

@@ -72,6 +72,7 @@ _OPTIONAL_KEYS = (
     "k_min",
     "keep_versions",
     "quarantine_retention_days",
+    "partition_by",
 )
 DEFAULT_K_MIN = 5
 DEFAULT_KEEP_VERSIONS = 5
@@ -137,6 +138,13 @@ class Policy:
     # The dataset the rows come from: ``dataset`` itself, or for a share the dataset shared
     # (``dataset`` is then the export's name, ``<dataset>-to-<recipient>``).
     shared_dataset: str = ""
+    # The period of the event time (year | month | day) the published table is partitioned
+    # by, in the column ``partition_column``; None: one folder, every run a full one.
+    partition_by: str | None = None
+
+    @property
+    def partition_column(self) -> str | None:
+        return None if self.partition_by is None else f"{self.event_time}_{self.partition_by}"
 
     @property
     def is_share(self) -> bool:
@@ -311,6 +319,42 @@ def _parse_k_anonymity(path: str, raw: dict, declared: set[str]) -> tuple[tuple[
     return tuple(quasi), k_min
 
 
+# From the finest to the coarsest; ``keep`` publishes the exact instant.
+_PERIOD_RANK = {"keep": 0, "day": 1, "month": 2, "year": 3}
+
+
+def _parse_partition_by(path: str, raw: dict, columns: tuple[ColumnPolicy, ...], share: bool) -> str | None:
+    """The event-time period the published table is partitioned by. Every published row
+    carries its partition's value, so it may be no finer than what the event time's rules
+    publish in either state: anonymised rows keeping the month allow month or year."""
+    period = raw.get("partition_by")
+    if period is None:
+        return None
+    if period not in ("year", "month", "day"):
+        raise _fail(path, "partition_by", f"{period!r} is not one of year | month | day")
+    if share:
+        raise _fail(path, "partition_by", "a share's export is one folder for its recipient: it is not partitioned")
+    event_time = next((c for c in columns if c.name == raw["event_time"]), None)
+    if event_time is None:
+        raise _fail(
+            path, "partition_by", f"the event time {raw['event_time']!r} is not published, nor may its {period} be"
+        )
+    for state in RECORD_STATES:
+        rule = event_time.rule_for(state)
+        published = "keep" if rule.name == "keep" else rule.argument[0] if rule.name == "generalize" else None
+        if published not in _PERIOD_RANK or _PERIOD_RANK[published] > _PERIOD_RANK[period]:
+            raise _fail(
+                path,
+                "partition_by",
+                f"{period!r} would publish more of {raw['event_time']!r} than its {state} rule "
+                f"{rule.text!r} does (allowed: keep, or generalize to the same period or finer)",
+            )
+    column = f"{raw['event_time']}_{period}"
+    if column in {c.name for c in columns}:
+        raise _fail(path, "partition_by", f"the partition column {column!r} is also a declared column")
+    return period
+
+
 def _positive_int(path: str, raw: dict, key: str, default: int) -> int:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -400,6 +444,7 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
         quarantine_retention_days=_positive_int(
             path, raw, "quarantine_retention_days", DEFAULT_QUARANTINE_RETENTION_DAYS
         ),
+        partition_by=_parse_partition_by(path, raw, columns, share=recipient is not None),
     )
 
 

@@ -17,6 +17,7 @@ from pyspark.sql import SparkSession
 
 from transforms.errors import StepStateError, Superseded
 from transforms.fs import exists, move, remove
+from transforms.incremental import publish_ledger
 from transforms.key_continuity import (
     check_publishable_keys,
     read_keys_marker,
@@ -24,6 +25,7 @@ from transforms.key_continuity import (
     versions_keyed_otherwise,
 )
 from transforms.lake import Lake, judged_at_marker, split_export
+from transforms.partitions import partition_columns
 from transforms.policy import Policy
 from transforms.steps import load_step, save_step
 from transforms.storage import read_text, write_text
@@ -61,16 +63,37 @@ def point_table_at(spark: SparkSession, table: str, location: str) -> None:
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
     quoted = location.replace("'", "\\'")
     if not spark.catalog.tableExists(table):
-        spark.sql(f"CREATE TABLE {table} USING parquet LOCATION '{quoted}'")
+        _create_table(spark, table, location)
         return
     new_schema = spark.read.parquet(location).schema
-    if spark.table(table).schema != new_schema:
-        # The policy changed the output's columns: the table must be defined anew.
+    partitioned_by = [c.name for c in spark.catalog.listColumns(table) if c.isPartition]
+    if spark.table(table).schema != new_schema or partitioned_by != partition_columns(spark, location):
+        # The policy changed the output's columns or partitions: the table must be defined anew.
         spark.sql(f"DROP TABLE {table}")
-        spark.sql(f"CREATE TABLE {table} USING parquet LOCATION '{quoted}'")
+        _create_table(spark, table, location)
         return
     spark.sql(f"ALTER TABLE {table} SET LOCATION '{quoted}'")
     spark.sql(f"REFRESH TABLE {table}")
+
+
+_CATALOG_PARTITIONS = "spark.sql.hive.manageFilesourcePartitions"
+
+
+def _create_table(spark: SparkSession, table: str, location: str) -> None:
+    """A table over the folder at ``location``; Spark reads its columns and partitioning
+    from the files.
+
+    Its partitions are found in the folder, not listed in the metastore: a partition
+    listed there would keep pointing at the old version's folder after ``SET LOCATION``,
+    which then could not swap versions in one step.
+    """
+    quoted = location.replace("'", "\\'")
+    before = spark.conf.get(_CATALOG_PARTITIONS)
+    spark.conf.set(_CATALOG_PARTITIONS, "false")
+    try:
+        spark.sql(f"CREATE TABLE {table} USING parquet LOCATION '{quoted}'")
+    finally:
+        spark.conf.set(_CATALOG_PARTITIONS, before)
 
 
 def repoint_current(spark: SparkSession, lake: Lake, dataset: str, version: str) -> None:
@@ -131,6 +154,7 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
         # Logged before the export is made available: a disclosure is never unrecorded.
         disclosure = record_disclosure(lake, policy, enforce_state, version, target)
     move(spark, staged, target)
+    publish_ledger(spark, lake, policy.dataset, run_id, version)
     repoint_current(spark, lake, policy.dataset, version)
     retired = retire_versions_of_other_keys(spark, lake, policy.dataset, version)
     pruned = prune_versions(spark, lake, policy.dataset, version, policy.keep_versions)

@@ -81,6 +81,7 @@ def build_report(lake: Lake, dataset: str, run_id: str) -> dict:
         "quarantine_path": validate.get("moved_to") or enforce.get("quarantine_path"),
         "quarantine_rows_withheld_for_erasure": enforce.get("quarantine_rows_withheld_for_erasure", 0),
         "erasure": enforce.get("erasure", {}),
+        "incremental": enforce.get("incremental"),
         "timings": {
             "enforce_seconds": enforce.get("seconds"),
             "validate_seconds": validate.get("seconds"),

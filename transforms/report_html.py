@@ -216,6 +216,15 @@ def render_report(report: dict, history: list[dict] | None = None) -> str:
         )
     for name in ("published_path", "previous_version", "quarantine_path"):
         parts.append(_row(name, report.get(name)))
+    incremental = report.get("incremental")
+    if incremental:
+        done = (
+            f"{incremental['mode']}: {incremental['periods_rejudged']} periods judged again, "
+            f"{incremental['periods_reused']} taken from {incremental['previous_version']}"
+            if incremental["mode"] == "incremental"
+            else f"full: {incremental['reason']}"
+        )
+        parts.append(_row("run mode", done))
     for step, seconds in report["timings"].items():
         parts.append(_row(step, seconds))
     parts.append("</table>")

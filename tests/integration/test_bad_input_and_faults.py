@@ -150,7 +150,7 @@ def test_a_job_that_dies_mid_write_leaves_the_table_as_it_was(lake, monkeypatch,
 
 def test_a_corrupt_staging_file_is_never_published(lake, capsys, unchanged):
     assert run(lake, "corrupt", ORDERS_POLICY, "enforce") == 0
-    part = sorted(Path(lake.staging_data("orders", "corrupt")).glob("part-*.parquet"))[0]
+    part = sorted(Path(lake.staging_data("orders", "corrupt")).rglob("part-*.parquet"))[0]
     part.write_bytes(b"PAR1 this is not a parquet file")
     assert run(lake, "corrupt", ORDERS_POLICY, "validate") != 0
     assert run(lake, "corrupt", ORDERS_POLICY, "publish") == 2

@@ -12,6 +12,7 @@ import shutil
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import pyarrow.dataset as ds
 import pytest
 
 from tests.conftest import ORDERS_POLICY, REPO, TEST_KEY
@@ -105,6 +106,15 @@ def monkeypatch_module():
         yield patch
 
 
+FULL_RUN_ARGS = ["--run-date", "2026-11-28", "--run-id", "r2-full", "--full"]
+
+
+def partitioned_rows(folder) -> list[tuple]:
+    """Every row with its partition column, in a stable order."""
+    rows = ds.dataset(str(folder), format="parquet", partitioning="hive").to_table().to_pylist()
+    return sorted(tuple(sorted((k, str(v)) for k, v in row.items())) for row in rows)
+
+
 def published_by_id(lake: Lake) -> dict:
     return {r["order_id"]: r for r in read_rows(current_version_dir(lake.root, "orders"))}
 
@@ -144,6 +154,18 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
     assert second["quarantine_rows_withheld_for_erasure"] == 1
     assert "X3" not in {r["order_id"] for r in read_rows(second["quarantine_path"])}
 
+    # r2 judged again only the months of the two subjects' rows (October and November
+    # 2026), took the others from r1's purged copy, and publishes exactly what a full
+    # recomputation at t does.
+    assert second["incremental"]["mode"] == "incremental"
+    assert second["incremental"]["previous_version"] == "r1.erased"
+    assert second["incremental"]["periods_rejudged"] == 2
+    assert main(["enforce", "--policy", str(ORDERS_POLICY), "--lake", lake.root, *FULL_RUN_ARGS]) == 0
+    full = json.loads(Path(lake.step_state("orders", "r2-full", "enforce")).read_text())
+    assert full["incremental"]["mode"] == "full" and full["counts"] == second["counts"]
+    assert partitioned_rows(current_version_dir(lake.root, "orders")) == partitioned_rows(full["staging_path"])
+    shutil.rmtree(lake.staging_run("orders", "r2-full"))
+
     # The tombstone is a keyed pseudonym, not the id.
     tombstones = read_rows(Path(lake.tombstones_of("orders")))
     assert [t["_cg_subject_hash"] for t in tombstones] == [pseudonym(ERASED)]
@@ -163,6 +185,7 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
     assert not {"X1", "X2", "X4"} & set(published_by_id(lake))
     assert third["counts"]["erased"]["dropped"] == 3
     assert third["erasure"]["new_tombstones"] == 0
+    assert third["incremental"]["periods_rejudged"] == 1  # November, which has a new row
 
 
 def explain(lake: Lake, subject: str, capsys, *policy: str) -> list[dict]:

@@ -42,10 +42,32 @@ def versions(lake) -> list[str]:
     return sorted(p.name for p in (Path(lake.root) / "clean" / "orders").iterdir() if p.is_dir())
 
 
+def _same_files(before: Path, after: Path) -> bool:
+    if not before.exists():
+        return False
+    files = sorted(p.name for p in before.iterdir())
+    return files == sorted(p.name for p in after.iterdir()) and all(
+        (before / f).stat().st_ino == (after / f).stat().st_ino for f in files
+    )
+
+
 def test_newest_versions_are_kept_a_rollback_restores_one_and_old_quarantine_goes(spark, lake, policy_file, capsys):
-    run(lake, policy_file, "day1", "2026-11-26")
-    run(lake, policy_file, "day2", "2026-11-27")
+    assert run(lake, policy_file, "day1", "2026-11-26")["incremental"]["reason"] == "no published version yet"
+    day2 = run(lake, policy_file, "day2", "2026-11-27")["incremental"]
     assert versions(lake) == ["day1", "day2"]
+    # The next day re-judges the periods that can have changed and takes the others
+    # from day1: the same files, hard-linked, not rewritten.
+    assert day2["mode"] == "incremental" and day2["previous_version"] == "day1"
+    clean = Path(lake.root) / "clean" / "orders"
+    months = sorted(p.name for p in (clean / "day2").iterdir() if p.is_dir())
+    # 36 months of orders, of which Nov 2024 to Nov 2026 are published (older ones are past
+    # retention): all but two are taken over. No consent changed on that day.
+    assert (day2["periods_rejudged"], day2["periods_reused"]) == (2, 34)
+    assert len(months) == 25
+    linked = [m for m in months if _same_files(clean / "day1" / m, clean / "day2" / m)]
+    rejudged = ["ordered_at_month=2024-11-01", "ordered_at_month=2026-11-01"]  # retention passed; new orders
+    assert sorted(set(months) - set(linked)) == rejudged
+    assert sorted(Path(lake.root, "ledger", "orders").iterdir()) == [Path(lake.root, "ledger", "orders", "day2")]
     day1_rows = read_rows(Path(lake.root) / "clean" / "orders" / "day1")
     capsys.readouterr()
     assert main(["rollback", "--dataset", "orders", "--lake", lake.root, "--to", "day0", "--reason", "x"]) == 2
@@ -69,6 +91,7 @@ def test_newest_versions_are_kept_a_rollback_restores_one_and_old_quarantine_goe
     # The next run judges afresh and publishes over the rolled-back version; with
     # keep_versions: 2 the oldest of the three (the rolled-back one) goes.
     report = run(lake, policy_file, "day3", "2026-11-28")
+    assert report["incremental"]["reason"] == "the current version day1 has no ledger"
     assert current_version_dir(lake.root, "orders").name == "day3"
     assert versions(lake) == ["day2", "day3"]
     assert report["removed_versions"] == ["day1"]

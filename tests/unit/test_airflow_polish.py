@@ -18,7 +18,9 @@ def test_lineage_marks_every_published_column_and_which_are_masked():
     policy = load_policy(ORDERS_POLICY)
     facet = column_lineage(policy, "/lake")["columnLineage"]
     fields = facet["fields"]
-    assert list(fields) == [c.name for c in policy.output_columns] + ["record_state"]
+    assert list(fields) == [c.name for c in policy.output_columns] + ["record_state", "ordered_at_month"]
+    [partition] = fields["ordered_at_month"]["inputFields"]
+    assert (partition["field"], partition["transformations"][0]["masking"]) == ("ordered_at", True)
     [email] = fields["email"]["inputFields"]
     assert email == {
         "namespace": "/lake",

@@ -20,7 +20,7 @@ from transforms.rules import RuleContext
 KEY = b"unit-test-key-0123456789"
 OUTPUT_COLUMNS = [
     "order_id", "customer_id", "email", "phone", "birth_date", "zip_code", "ordered_at",
-    "channel", "product_category", "amount", "record_state",
+    "channel", "product_category", "amount", "record_state", "ordered_at_month",
 ]  # fmt: skip
 UTC = UTC
 
@@ -93,16 +93,30 @@ def test_consented_and_anonymised_rows_get_their_own_rules(spark):
             "books",
             Decimal("10.50"),
             "consented",
+            date(2026, 10, 1),  # the partition: the month, as the anonymised rows publish it
         ),
-        ("o2", None, None, None, None, "543", datetime(2026, 10, 1), "app", "games", Decimal("11.00"), "anonymized"),
-        ("o3", h("C3"), None, None, None, None, naive, None, None, None, "consented"),
+        (
+            "o2",
+            None,
+            None,
+            None,
+            None,
+            "543",
+            datetime(2026, 10, 1),
+            "app",
+            "games",
+            Decimal("11.00"),
+            "anonymized",
+            date(2026, 10, 1),
+        ),
+        ("o3", h("C3"), None, None, None, None, naive, None, None, None, "consented", date(2026, 10, 1)),
     ]
 
 
 def test_subject_key_is_pseudonymised_in_its_normalised_form(spark):
     policy = load_policy(ORDERS_POLICY)
     judged = spark.createDataFrame([(" C1 ", "C1", "kept")], f"customer_id string, {SUBJECT} string, {ACTION} string")
-    for name in (c for c in OUTPUT_COLUMNS if c not in ("customer_id", "record_state")):
+    for name in (c for c in OUTPUT_COLUMNS if c not in ("customer_id", "record_state", "ordered_at_month")):
         judged = judged.withColumn(name, F.lit(None).cast("string"))
     judged = (
         judged.withColumn("birth_date", F.lit(None).cast("date"))
@@ -122,7 +136,7 @@ def test_pseudonymised_integer_column_publishes_text(spark):
 
     policy = load_policy(ORDERS_POLICY)
     loyalty = ColumnPolicy("loyalty_id", parse_rule("pseudonymize"), parse_rule("drop"))
-    policy = replace(policy, columns=(policy.column("order_id"), loyalty))
+    policy = replace(policy, columns=(policy.column("order_id"), loyalty), partition_by=None)
     judged = spark.createDataFrame(
         [("o1", 4711, "kept"), ("o2", 4712, "anonymized")], f"order_id string, loyalty_id bigint, {ACTION} string"
     )

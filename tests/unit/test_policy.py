@@ -193,6 +193,7 @@ def test_a_share_exports_consented_rows_under_its_own_name(tmp_path):
         (("columns:", "quasi_identifiers: [ordered_at]\ncolumns:"), "quasi_identifiers: a share exports no"),
         (("columns:", "sale_or_sharing: false\ncolumns:"), "sale_or_sharing: a share is sharing"),
         (("columns:", "keep_versions: 2\ncolumns:"), "keep_versions: 2: a share keeps only its current export"),
+        (("columns:", "partition_by: month\ncolumns:"), "partition_by: a share's export is one folder"),
         (("{rule: pseudonymize,", "{consented: pseudonymize,"), "columns.customer_id: a recipient gets its own"),
         (("{rule: pseudonymize,", "{rule: keep,"), "columns.customer_id: a recipient gets its own pseudonym"),
         (("{rule: pseudonymize,", "{rule: drop,"), "columns.customer_id: a recipient gets its own pseudonym"),
@@ -220,3 +221,30 @@ def test_a_share_may_mask_or_redact_an_identifier_and_needs_a_recipient_to_be_on
     assert load_policy(write(tmp_path, text)).column("email").consented.text == "mask"
     with pytest.raises(PolicyError, match="recipient: only a share"):
         load_policy(write(tmp_path, SHARE.replace("kind: share\n", "")))
+
+
+def test_orders_are_published_by_month():
+    policy = load_policy(ORDERS_POLICY)
+    assert (policy.partition_by, policy.partition_column) == ("month", "ordered_at_month")
+
+
+@pytest.mark.parametrize(
+    ("rule", "period", "allowed"),
+    [
+        ("keep", "day", True),
+        ("{consented: keep, anonymized: generalize:month}", "month", True),
+        ("{consented: keep, anonymized: generalize:month}", "year", True),
+        ("{consented: keep, anonymized: generalize:month}", "day", False),  # would publish the day
+        ("{consented: generalize:year, anonymized: generalize:month}", "month", False),
+        ("{consented: keep, anonymized: drop}", "month", False),  # anonymised rows keep no date
+        ("{consented: date_shift:30, anonymized: generalize:month}", "month", False),  # the true month
+        ("keep", "week", False),
+    ],
+)
+def test_the_partition_publishes_no_more_of_the_event_time_than_its_rules(tmp_path, rule, period, allowed):
+    text = BASE.replace("  ordered_at: keep\n", f"  ordered_at: {rule}\n") + f"partition_by: {period}\n"
+    if allowed:
+        assert load_policy(write(tmp_path, text)).partition_column == f"ordered_at_{period}"
+    else:
+        with pytest.raises(PolicyError, match=r"policy\.yml: partition_by: "):
+            load_policy(write(tmp_path, text))
