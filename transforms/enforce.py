@@ -26,13 +26,15 @@ from transforms.errors import SchemaError, StepStateError
 from transforms.fs import remove
 from transforms.incremental import (
     PERIOD,
-    PERIODS,
+    SUBJECT_PERIODS,
     Plan,
-    input_rows_by_period,
+    input_by_period,
     ledger_subjects,
     ledger_subjects_path,
+    never_incremental,
     period_key,
     plan_run,
+    remove_staged_ledgers,
     reuse_periods,
     write_ledger,
 )
@@ -135,11 +137,11 @@ def subject_states(
     """
     t = judgement_instant(run_date)
     known = rows.where(F.col(SUBJECT).isNotNull())
-    if policy.partition_by is None:
+    if never_incremental(policy) is not None:
         subjects = known.select(SUBJECT).distinct()
     else:
         # Where each subject has rows: the periods an incremental run re-judges when its verdict changes.
-        subjects = known.groupBy(SUBJECT).agg(F.collect_set(period_of(policy)).alias(PERIODS))
+        subjects = known.groupBy(SUBJECT).agg(F.collect_set(period_of(policy)).alias(SUBJECT_PERIODS))
     hashed = with_subject_hash(pseudonymizer.attach(subjects), pseudonymizer)
     events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
     flags = [f"{ERASED_FLAG}_0"]
@@ -202,7 +204,7 @@ def judge(
     # A left join: rows with no subject stay, to be quarantined. Spark broadcasts the
     # states when they are small (spark.sql.autoBroadcastJoinThreshold, on the size of
     # the cached states) and sort-merges otherwise, splitting skewed subjects (AQE).
-    joined = rows.join(states.drop(PERIODS), on=SUBJECT, how="left")
+    joined = rows.join(states.drop(SUBJECT_PERIODS), on=SUBJECT, how="left")
     joined = pseudonymizer.attach(joined.withColumn(ERASED_FLAG, F.coalesce(F.col(ERASED_FLAG), F.lit(False))))
     if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
         events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
@@ -338,10 +340,13 @@ def _sum_metrics(rows) -> dict[str, int]:
     return total
 
 
-def metrics_row_published(row: dict) -> int:
-    """The rows of one group of judgement metrics that reach the output."""
-    published = (Action.KEPT.value, Action.ANONYMIZED.value)
-    return sum(int(row[f"{reason}|{action}"]) for reason in Reason for action in published)
+def _published_by_state(metrics: dict) -> dict[str, int]:
+    """``{record_state: rows}`` that one group of judgement metrics publishes."""
+    published = {
+        "consented": sum(int(metrics[f"{reason}|{Action.KEPT}"]) for reason in Reason),
+        "anonymized": sum(int(metrics[f"{reason}|{Action.ANONYMIZED}"]) for reason in Reason),
+    }
+    return {state: n for state, n in published.items() if n}
 
 
 def _write_output(judged: DataFrame, policy: Policy, context: RuleContext, staging_path: str) -> dict:
@@ -362,9 +367,12 @@ def _write_output(judged: DataFrame, policy: Policy, context: RuleContext, stagi
     return {name: int(value) for name, value in observation.get.items()}
 
 
-def _published_rows_by_period(spark: SparkSession, staged: str, policy: Policy) -> dict[str, int]:
-    rows = spark.read.parquet(staged).groupBy(policy.partition_column).count().collect()
-    return {row[0].isoformat(): int(row[1]) for row in rows}
+def _published_rows_by_period(spark: SparkSession, staged: str, policy: Policy) -> dict[str, dict[str, int]]:
+    """``{period: {record_state: rows}}`` of a staged partitioned output."""
+    by_period: dict[str, dict[str, int]] = {}
+    for period, state, n in spark.read.parquet(staged).groupBy(policy.partition_column, STATE_COLUMN).count().collect():
+        by_period.setdefault(str(period), {})[state] = int(n)
+    return by_period
 
 
 def totals_by_action(counts: dict[str, dict[str, int]]) -> dict[str, int]:
@@ -397,6 +405,7 @@ def run_enforce(
     erasure = erasure_state(spark, lake, policy, run_date, pseudonymizer, ring)
     # Erased subjects leave what was written before this run, then get their tombstones.
     purge_published(spark, lake, policy, erasure, pseudonymizer, ring)
+    remove_staged_ledgers(spark, lake, policy.dataset)
     record_tombstones(lake, policy.dataset, erasure, keys.hmac.fingerprint)
     context = rule_context(spark, policy, keys, pseudonymizer)
     consent = read_consent(spark, lake)
@@ -416,17 +425,22 @@ def run_enforce(
             finally:  # the problem is the reason the run stops, even if the removal failed
                 raise StepStateError(f"{problem}; nothing is staged")
 
-        if policy.partition_by is None:
-            plan, rows_by_period = Plan(full=True, reason="the policy has no partition_by"), None
+        why_full = never_incremental(policy)
+        if why_full is not None:
+            plan, inputs = Plan(full=True, reason=why_full), None
         else:
             # Counted apart from the judgement, per period: what changed since the last run.
-            rows_by_period = input_rows_by_period(
-                run_input(source, policy, run_date).withColumn(PERIOD, period_of(policy))
+            inputs = input_by_period(run_input(source, policy, run_date).withColumn(PERIOD, period_of(policy)))
+            staged_ledger = lake.staged_ledger(policy.dataset, run_id)
+            ledger_subjects(spark, states, t, keys, ERASED_FLAG).write.mode("overwrite").parquet(
+                ledger_subjects_path(staged_ledger)
             )
-            subjects_path = ledger_subjects_path(lake.staged_ledger(policy.dataset, run_id))
-            ledger_subjects(states, t, pseudonymizer, ERASED_FLAG).write.mode("overwrite").parquet(subjects_path)
-            subjects = spark.read.parquet(subjects_path)
-            plan = plan_run(spark, lake, policy, t, keys, full, subjects, rows_by_period)
+            restrict_to_owner(staged_ledger)
+            if full:
+                plan = Plan(full=True, reason="requested (--full)")
+            else:
+                subjects = spark.read.parquet(ledger_subjects_path(staged_ledger))
+                plan = plan_run(spark, lake, policy, t, keys, source.schema.simpleString(), subjects, inputs)
 
         if plan.full:
             judged = judged_rows(source)
@@ -455,14 +469,12 @@ def run_enforce(
                 unstage_and_fail("the re-judged periods do not reconcile with the count of every row")
             previous = lake.clean_version(policy.dataset, plan.previous_version)
             reuse_periods(spark, policy, previous, staging_path, plan.reused)
-            kept_or_anonymized = {
-                key: metrics_row_published(row) for key, row in by_period.items() if key != period_key(None)
-            }
             staged_rows = _published_rows_by_period(spark, staging_path, policy)
-            for period in plan.reused:
-                if staged_rows.get(period.isoformat(), 0) != kept_or_anonymized.get(period.isoformat(), 0):
+            for period in sorted(plan.reused):
+                if staged_rows.get(str(period), {}) != _published_by_state(by_period[period_key(period)]):
                     unstage_and_fail(
-                        f"period {period.isoformat()} of {previous} does not hold the rows a full run would publish"
+                        f"the month folder {period} of version {plan.previous_version} does not hold the rows a full "
+                        "run publishes; run with --full"
                     )
             metrics = _sum_metrics(by_period.values())
         if policy.partition_by is not None and not partition_folders(spark, staging_path):
@@ -473,14 +485,14 @@ def run_enforce(
         counts, withheld = counts_from_metrics(metrics, policy)
         totals = totals_by_action(counts)
         # Counted apart from the judgement: a row lost or doubled by a join shows up here.
-        if rows_by_period is None:
+        if inputs is None:
             rows_in = run_input(source, policy, run_date).count()
         else:
-            rows_in = sum(rows_by_period.values())
+            rows_in = sum(entry["rows"] for entry in inputs.values())
         if rows_in != sum(totals.values()):
             unstage_and_fail(f"counts do not reconcile: {rows_in} input rows, {sum(totals.values())} judged")
-        if rows_by_period is not None:
-            write_ledger(lake.staged_ledger(policy.dataset, run_id), policy, t, keys, rows_by_period)
+        if inputs is not None:
+            write_ledger(staged_ledger, policy, t, keys, source.schema.simpleString(), inputs)
         write_text(judged_at_marker(staging_path), t.isoformat() + "\n")
         write_keys_marker(staging_path, keys)
         coverage = consent_coverage(states.select(SUBJECT), consent, policy, t)

@@ -134,6 +134,7 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
             # Never to be published, and it may hold customers who withdrew since: the
             # counts stay in the report, the rows go.
             remove(spark, staged)
+            remove(spark, lake.staged_ledger(policy.dataset, run_id))
             raise Superseded(
                 f"run {run_id} was judged at {enforce_state['judged_at']}, before the current version "
                 f"{previous} ({current_t.strip()}): an older judgement is not published",

@@ -64,6 +64,18 @@ def action_for(reason: Reason, policy: Policy) -> Action:
     }[reason]
 
 
+def consent_at_t_cases(at_t: Column) -> list[tuple[Column, Reason]]:
+    """The reasons the joined deciding event gives at ``t``, in precedence order (a row
+    with none of them is consented); shared with the incremental runs' subject verdicts."""
+    status = F.col("consent_status")
+    return [
+        (status.isNull(), Reason.NO_CONSENT),
+        (status == WITHDRAWN, Reason.WITHDRAWN),
+        (status != GRANTED, Reason.NO_CONSENT),
+        (~is_valid_at(at_t), Reason.CONSENT_EXPIRED),
+    ]
+
+
 def reason_code(policy: Policy, t: datetime, subject: Column, is_erased: Column) -> Column:
     """The row's reason, from the joined consent columns; see the module's precedence."""
     event_time = F.col(policy.event_time).cast("timestamp")
@@ -76,13 +88,8 @@ def reason_code(policy: Policy, t: datetime, subject: Column, is_erased: Column)
     if policy.retention_days is not None:
         cutoff = instant(t - timedelta(days=policy.retention_days))
         reason = reason.when(event_time < cutoff, F.lit(Reason.RETENTION_EXPIRED.value))
-    status = F.col("consent_status")
-    reason = (
-        reason.when(status.isNull(), F.lit(Reason.NO_CONSENT.value))
-        .when(status == WITHDRAWN, F.lit(Reason.WITHDRAWN.value))
-        .when(status != GRANTED, F.lit(Reason.NO_CONSENT.value))
-        .when(~is_valid_at(at_t), F.lit(Reason.CONSENT_EXPIRED.value))
-    )
+    for condition, outcome in consent_at_t_cases(at_t):
+        reason = reason.when(condition, F.lit(outcome.value))
     if policy.tcf is not None:
         # The TC string captured with the event must consent to every mapped TCF purpose.
         from transforms.tcf import has_purposes

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from transforms.enforce import read_consent
 from transforms.errors import MissingKeyError, StepStateError, ValidationFailed
-from transforms.fs import exists, move, upload_folder
+from transforms.fs import exists, move, remove, upload_folder
 from transforms.key_continuity import fingerprint_of, read_keys_marker
 from transforms.keys import SecretKey, recipient_key
 from transforms.lake import Lake, judgement_instant, parse_run_date
@@ -205,6 +205,7 @@ def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str, k
         state["error"] = "validation failed: " + ", ".join(failed)
         state["moved_to"] = lake.failed_output(policy.dataset, run_id)
         move(spark, staging_path, state["moved_to"])
+        remove(spark, lake.staged_ledger(policy.dataset, run_id))  # never to be published
         restrict_to_owner(lake.quarantine_run(policy.dataset, run_id))
     save_step(lake, policy.dataset, run_id, "validate", state)
     if failed:
