@@ -127,9 +127,11 @@ def subject_states(
     run_date: date,
     pseudonymizer: Pseudonymizer,
     retired: list[tuple[Pseudonymizer, DataFrame]] = (),
+    with_periods: bool = False,
 ) -> DataFrame:
     """One row per subject of ``rows`` (which carry ``_cg_subject``): the deciding consent
-    event at ``t`` and whether the subject is erased.
+    event at ``t`` and whether the subject is erased (and, ``with_periods``, the periods
+    of its rows, for the ledger of an incremental run).
 
     Everything that depends on the subject alone is decided here, once per subject
     rather than once per row: a customer's pseudonym is hashed once, under each key, and
@@ -137,11 +139,11 @@ def subject_states(
     """
     t = judgement_instant(run_date)
     known = rows.where(F.col(SUBJECT).isNotNull())
-    if never_incremental(policy) is not None:
-        subjects = known.select(SUBJECT).distinct()
-    else:
+    if with_periods:
         # Where each subject has rows: the periods an incremental run re-judges when its verdict changes.
         subjects = known.groupBy(SUBJECT).agg(F.collect_set(period_of(policy)).alias(SUBJECT_PERIODS))
+    else:
+        subjects = known.select(SUBJECT).distinct()
     hashed = with_subject_hash(pseudonymizer.attach(subjects), pseudonymizer)
     events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
     flags = [f"{ERASED_FLAG}_0"]
@@ -167,11 +169,13 @@ def cached_subject_states(
     pseudonymizer: Pseudonymizer,
     retired: list[tuple[Pseudonymizer, DataFrame]] = (),
 ) -> DataFrame:
-    """``subject_states`` of the run's input, cached and materialised, so that the planner
-    sizes the join to the rows on the real states (broadcast when small, sort-merge
-    otherwise). Small next to the rows (one per customer); the caller unpersists it."""
+    """``subject_states`` of the run's input (with periods when the policy keeps a ledger),
+    cached and materialised, so that the planner sizes the join to the rows on the real
+    states (broadcast when small, sort-merge otherwise). Small next to the rows (one per
+    customer); the caller unpersists it."""
     rows = with_subject(run_input(source, policy, run_date), policy)
-    states = subject_states(rows, consent, erased, policy, run_date, pseudonymizer, retired).cache()
+    keeps_ledger = never_incremental(policy) is None
+    states = subject_states(rows, consent, erased, policy, run_date, pseudonymizer, retired, keeps_ledger).cache()
     try:
         states.count()
     except BaseException:
@@ -204,7 +208,7 @@ def judge(
     # A left join: rows with no subject stay, to be quarantined. Spark broadcasts the
     # states when they are small (spark.sql.autoBroadcastJoinThreshold, on the size of
     # the cached states) and sort-merges otherwise, splitting skewed subjects (AQE).
-    joined = rows.join(states.drop(SUBJECT_PERIODS), on=SUBJECT, how="left")
+    joined = rows.join(states.drop(SUBJECT_PERIODS), on=SUBJECT, how="left")  # (the periods are the ledger's)
     joined = pseudonymizer.attach(joined.withColumn(ERASED_FLAG, F.coalesce(F.col(ERASED_FLAG), F.lit(False))))
     if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
         events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
@@ -359,11 +363,15 @@ def _write_output(judged: DataFrame, policy: Policy, context: RuleContext, stagi
     # Rows reach a partition in the order shuffle blocks arrive, which varies from run to
     # run; sorted, a rerun of the same input writes byte-identical files. (Partition
     # column first: the order the partitioned writer needs, so it does not sort again.)
-    order = [c for c in output.columns if c != policy.partition_column]
-    writer = output.sortWithinPartitions(*([policy.partition_column] if policy.partition_by else []), *order).write
-    if policy.partition_by is not None:
-        writer = writer.partitionBy(policy.partition_column)
-    writer.mode("overwrite").parquet(staging_path)
+    if policy.partition_by is None:
+        output.sortWithinPartitions(*output.columns).write.mode("overwrite").parquet(staging_path)
+    else:
+        # Each period's rows in one task, so one file per period rather than one per task
+        # and period (16 tasks x 37 months of small files to list and read); the period
+        # column first, the order the partitioned writer needs, so it does not sort again.
+        order = [c for c in output.columns if c != policy.partition_column]
+        by_period = output.repartition(policy.partition_column).sortWithinPartitions(policy.partition_column, *order)
+        by_period.write.partitionBy(policy.partition_column).mode("overwrite").parquet(staging_path)
     return {name: int(value) for name, value in observation.get.items()}
 
 
