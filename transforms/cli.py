@@ -236,6 +236,14 @@ def cmd_status(args) -> int:
         failed = f", failed: {', '.join(validation['failed'])}" if validation["failed"] else ""
         outcome = "passed" if validation["success"] else "FAILED"
         print(f"  validation: {outcome} ({validation['evaluated']} expectations{failed})")
+        plan = report.get("incremental")
+        if plan and plan["mode"] == "incremental":
+            print(
+                f"  incremental: {plan['periods_rejudged']} periods judged again, "
+                f"{plan['periods_reused']} taken from {plan['previous_version']}"
+            )
+        elif plan:
+            print(f"  full run: {plan['reason']}")
     share = report.get("share")
     if share:
         print(f"  published: {report['published']}  shared with: {share['recipient']} ({share['subjects']} customers)")
