@@ -107,6 +107,21 @@ class ConsentgateSparkSubmitOperator(SparkSubmitOperator):
                 # Through the environment of spark-submit, never its command line.
                 self.env_vars = {**(self.env_vars or {}), variable: secret}
 
+    def _require_hmac_key(self) -> None:
+        """Stops here, with the job's own one-line reason, when there is no usable key:
+        spark-submit would start a JVM only for the job to stop at once."""
+        from airflow.sdk.exceptions import AirflowException
+
+        from transforms.errors import ConsentgateError
+        from transforms.keys import load_hmac_key
+        from transforms.steps import record_failure
+
+        try:
+            load_hmac_key({**os.environ, **(self.env_vars or {})})
+        except ConsentgateError as err:
+            record_failure(Lake.at(self.lake_root), self.dataset, self.consentgate_run_id, self.step, str(err))
+            raise AirflowException(f"consentgate {self.step} failed: {err}") from None
+
     def execute(self, context):
         from transforms.steps import start_step
 
@@ -114,6 +129,7 @@ class ConsentgateSparkSubmitOperator(SparkSubmitOperator):
         start_step(Lake.at(self.lake_root), self.dataset, self.consentgate_run_id, self.step)
         if self.step in ("enforce", "validate"):
             self._keys_from_connections()
+            self._require_hmac_key()
         try:
             return super().execute(context)
         except Exception as err:
