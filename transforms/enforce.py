@@ -304,9 +304,13 @@ class EnforceResult:
 _WITHHELD = "quarantined_erased"
 
 
+def _metric_name(reason: Reason, action: Action) -> str:
+    return f"{reason}|{action}"
+
+
 def metric_names() -> list[str]:
     """The names of ``judgement_metrics``, in the same order."""
-    return [f"{reason}|{action}" for reason in Reason for action in Action] + [_WITHHELD]
+    return [_metric_name(reason, action) for reason in Reason for action in Action] + [_WITHHELD]
 
 
 def judgement_metrics() -> list[Column]:
@@ -314,7 +318,9 @@ def judgement_metrics() -> list[Column]:
     reasons are counted without judging the rows a second time: one per (reason, action)
     pair, and the quarantined rows of erased subjects."""
     metrics = [
-        F.count_if((F.col(REASON) == reason.value) & (F.col(ACTION) == action.value)).alias(f"{reason}|{action}")
+        F.count_if((F.col(REASON) == reason.value) & (F.col(ACTION) == action.value)).alias(
+            _metric_name(reason, action)
+        )
         for reason in Reason
         for action in Action
     ]
@@ -328,7 +334,7 @@ def counts_from_metrics(metrics: dict, policy: Policy) -> tuple[dict[str, dict[s
     counts = {reason.value: {action_for(reason, policy).value: 0} for reason in Reason}
     for reason in Reason:
         for action in Action:
-            n = int(metrics[f"{reason}|{action}"])
+            n = int(metrics[_metric_name(reason, action)])
             if n:
                 counts[reason.value][action.value] = n
     return counts, int(metrics[_WITHHELD])
@@ -344,12 +350,10 @@ def _sum_metrics(rows) -> dict[str, int]:
     return total
 
 
-def _published_by_state(metrics: dict) -> dict[str, int]:
+def _published_by_state(metrics: dict, policy: Policy) -> dict[str, int]:
     """``{record_state: rows}`` that one group of judgement metrics publishes."""
-    published = {
-        "consented": sum(int(metrics[f"{reason}|{Action.KEPT}"]) for reason in Reason),
-        "anonymized": sum(int(metrics[f"{reason}|{Action.ANONYMIZED}"]) for reason in Reason),
-    }
+    totals = totals_by_action(counts_from_metrics(metrics, policy)[0])
+    published = {"consented": totals[Action.KEPT.value], "anonymized": totals[Action.ANONYMIZED.value]}
     return {state: n for state, n in published.items() if n}
 
 
@@ -361,8 +365,7 @@ def _write_output(judged: DataFrame, policy: Policy, context: RuleContext, stagi
     observation = Observation("consentgate_judgement")
     output = with_column_rules(judged.observe(observation, *judgement_metrics()), policy, context)
     # Rows reach a partition in the order shuffle blocks arrive, which varies from run to
-    # run; sorted, a rerun of the same input writes byte-identical files. (Partition
-    # column first: the order the partitioned writer needs, so it does not sort again.)
+    # run; sorted, a rerun of the same input writes byte-identical files.
     if policy.partition_by is None:
         output.sortWithinPartitions(*output.columns).write.mode("overwrite").parquet(staging_path)
     else:
@@ -479,7 +482,7 @@ def run_enforce(
             reuse_periods(spark, policy, previous, staging_path, plan.reused)
             staged_rows = _published_rows_by_period(spark, staging_path, policy)
             for period in sorted(plan.reused):
-                if staged_rows.get(str(period), {}) != _published_by_state(by_period[period_key(period)]):
+                if staged_rows.get(str(period), {}) != _published_by_state(by_period[period_key(period)], policy):
                     unstage_and_fail(
                         f"the month folder {period} of version {plan.previous_version} does not hold the rows a full "
                         "run publishes; run with --full"

@@ -254,5 +254,4 @@ def remove_staged_ledgers(spark: SparkSession, lake: Lake, dataset: str) -> None
     those that will not publish would keep erased subjects' periods, and one still
     waiting to publish then publishes without one, so that the next run is full."""
     for run in list_dirs(spark, lake.path("staging", dataset)):
-        if exists(spark, lake.staged_ledger(dataset, run)):
-            remove(spark, lake.staged_ledger(dataset, run))
+        remove(spark, lake.staged_ledger(dataset, run))  # nothing to do where there is none
