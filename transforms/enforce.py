@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from functools import reduce
 
-from pyspark.sql import Column, DataFrame, Observation, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -26,7 +26,6 @@ from transforms.errors import SchemaError, StepStateError
 from transforms.fs import remove
 from transforms.incremental import (
     PERIOD,
-    SUBJECT_PERIODS,
     Plan,
     input_by_period,
     ledger_subjects,
@@ -38,6 +37,17 @@ from transforms.incremental import (
     reuse_periods,
     write_ledger,
 )
+from transforms.judgement_counts import (
+    ERASED_FLAG,
+    SUBJECT_PERIOD_ROWS,
+    counts_from_metrics,
+    judgement_metrics,
+    metrics_by_period,
+    published_by_state,
+    subject_period_rows,
+    sum_metrics,
+    totals_by_action,
+)
 from transforms.kanonymity import quasi_identifier_values, suppress_small_groups
 from transforms.key_continuity import check_key_continuity, write_keys_marker
 from transforms.keys import RunKeys
@@ -47,14 +57,13 @@ from transforms.partitions import partition_folders, period_of
 from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.quarantine import expire_quarantine
-from transforms.reasons import ACTION, REASON, Action, Reason, action_code, action_for, reason_code
+from transforms.reasons import ACTION, REASON, Action, Reason, action_code, reason_code
 from transforms.rules import NESTED_TYPES, TEMPORAL_TYPES, RuleContext, type_family
 from transforms.share import ChainedPseudonymizer, recipient_pseudonymizer
 from transforms.storage import restrict_to_owner, write_json, write_text
 from transforms.subjects import normalize_subject
 
 QUARANTINE_REASON = "quarantine_reason"
-ERASED_FLAG = "_cg_is_erased"
 
 
 def read_source(spark: SparkSession, lake: Lake, policy: Policy) -> DataFrame:
@@ -140,8 +149,9 @@ def subject_states(
     t = judgement_instant(run_date)
     known = rows.where(F.col(SUBJECT).isNotNull())
     if with_periods:
-        # Where each subject has rows: the periods an incremental run re-judges when its verdict changes.
-        subjects = known.groupBy(SUBJECT).agg(F.collect_set(period_of(policy)).alias(SUBJECT_PERIODS))
+        # Where each subject has rows (the periods an incremental run re-judges when its
+        # verdict changes), and how many of them are alike, to count them unjudged.
+        subjects = subject_period_rows(known, SUBJECT, period_of(policy), policy, t)
     else:
         subjects = known.select(SUBJECT).distinct()
     hashed = with_subject_hash(pseudonymizer.attach(subjects), pseudonymizer)
@@ -208,7 +218,7 @@ def judge(
     # A left join: rows with no subject stay, to be quarantined. Spark broadcasts the
     # states when they are small (spark.sql.autoBroadcastJoinThreshold, on the size of
     # the cached states) and sort-merges otherwise, splitting skewed subjects (AQE).
-    joined = rows.join(states.drop(SUBJECT_PERIODS), on=SUBJECT, how="left")  # (the periods are the ledger's)
+    joined = rows.join(states.drop(SUBJECT_PERIOD_ROWS), on=SUBJECT, how="left")  # (the periods are the ledger's)
     joined = pseudonymizer.attach(joined.withColumn(ERASED_FLAG, F.coalesce(F.col(ERASED_FLAG), F.lit(False))))
     if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
         events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
@@ -301,64 +311,6 @@ class EnforceResult:
     seconds: float
 
 
-_WITHHELD = "quarantined_erased"
-
-
-def _metric_name(reason: Reason, action: Action) -> str:
-    return f"{reason}|{action}"
-
-
-def metric_names() -> list[str]:
-    """The names of ``judgement_metrics``, in the same order."""
-    return [_metric_name(reason, action) for reason in Reason for action in Action] + [_WITHHELD]
-
-
-def judgement_metrics() -> list[Column]:
-    """Aggregates collected while the output is written (``DataFrame.observe``), so the
-    reasons are counted without judging the rows a second time: one per (reason, action)
-    pair, and the quarantined rows of erased subjects."""
-    # Written as SQL: built from Column objects, the 41 aggregates took about 3,000 Py4J
-    # calls (close to a second per run) before Spark did any work.
-    metrics = [
-        F.expr(f"count_if({REASON} = '{reason.value}' AND {ACTION} = '{action.value}')").alias(
-            _metric_name(reason, action)
-        )
-        for reason in Reason
-        for action in Action
-    ]
-    withheld = F.expr(f"count_if({ACTION} = '{Action.QUARANTINED.value}' AND {ERASED_FLAG})")
-    return [*metrics, withheld.alias(_WITHHELD)]
-
-
-def counts_from_metrics(metrics: dict, policy: Policy) -> tuple[dict[str, dict[str, int]], int]:
-    """``{reason: {action: n}}`` for every reason code, zeros included so reports compare,
-    and the number of quarantined rows withheld because their subject is erased."""
-    counts = {reason.value: {action_for(reason, policy).value: 0} for reason in Reason}
-    for reason in Reason:
-        for action in Action:
-            n = int(metrics[_metric_name(reason, action)])
-            if n:
-                counts[reason.value][action.value] = n
-    return counts, int(metrics[_WITHHELD])
-
-
-def _sum_metrics(rows) -> dict[str, int]:
-    """The judgement metrics of several groups (``judgement_metrics`` rows) added up."""
-    names = metric_names()
-    total = dict.fromkeys(names, 0)
-    for row in rows:
-        for name in names:
-            total[name] += int(row[name])
-    return total
-
-
-def _published_by_state(metrics: dict, policy: Policy) -> dict[str, int]:
-    """``{record_state: rows}`` that one group of judgement metrics publishes."""
-    totals = totals_by_action(counts_from_metrics(metrics, policy)[0])
-    published = {"consented": totals[Action.KEPT.value], "anonymized": totals[Action.ANONYMIZED.value]}
-    return {state: n for state, n in published.items() if n}
-
-
 def _write_output(judged: DataFrame, policy: Policy, context: RuleContext, staging_path: str) -> dict:
     """Writes the publishable rows of ``judged`` and returns the judgement metrics of all
     of them, collected in the same pass."""
@@ -386,14 +338,6 @@ def _published_rows_by_period(spark: SparkSession, staged: str, policy: Policy) 
     for period, state, n in spark.read.parquet(staged).groupBy(policy.partition_column, STATE_COLUMN).count().collect():
         by_period.setdefault(str(period), {})[state] = int(n)
     return by_period
-
-
-def totals_by_action(counts: dict[str, dict[str, int]]) -> dict[str, int]:
-    totals = {action.value: 0 for action in Action}
-    for by_action in counts.values():
-        for action, n in by_action.items():
-            totals[action] += n
-    return totals
 
 
 def run_enforce(
@@ -440,10 +384,14 @@ def run_enforce(
 
         why_full = never_incremental(policy)
         if why_full is not None:
-            plan, inputs = Plan(full=True, reason=why_full), None
+            plan, inputs, by_period = Plan(full=True, reason=why_full), None, None
         else:
             # Counted apart from the judgement, per period: what changed since the last run.
             inputs = input_by_period(run_input(source, policy, run_date).withColumn(PERIOD, period_of(policy)))
+            # Each period's reasons, from the subjects' counts of alike rows rather than
+            # from judging every row: an incremental run reports the periods it takes over.
+            input_rows = {period: entry["rows"] for period, entry in inputs.items()}
+            by_period = metrics_by_period(states, input_rows, policy, t, period_key)
             staged_ledger = lake.staged_ledger(policy.dataset, run_id)
             ledger_subjects(spark, states, t, keys, ERASED_FLAG).write.mode("overwrite").parquet(
                 ledger_subjects_path(staged_ledger)
@@ -462,34 +410,28 @@ def run_enforce(
                     quasi_identifier_values(judged, policy, context, source_values(policy)), policy
                 )
             metrics = _write_output(judged, policy, context, staging_path)
+            if by_period is not None and metrics != sum_metrics(by_period.values()):
+                unstage_and_fail("the judged rows do not reconcile with the counts derived for each period")
         else:
-            # Every row is judged and counted (no column rules, nothing written), so the
-            # report counts the whole input; only the affected periods are written.
-            judged_by_period = (
-                judged_rows(source)
-                .withColumn(PERIOD, period_of(policy))
-                .groupBy(PERIOD)
-                .agg(*judgement_metrics())
-                .collect()
-            )
-            by_period = {period_key(row[PERIOD]): row.asDict() for row in judged_by_period}
+            # The report counts every period (from the derived counts); only the affected
+            # periods are judged and written, and must reconcile with those counts.
             affected = sorted(plan.affected)
             written = _write_output(
                 judged_rows(source.filter(period_of(policy).isin(affected))), policy, context, staging_path
             )
-            expected = _sum_metrics(by_period[period_key(p)] for p in affected)
+            expected = sum_metrics(by_period[period_key(p)] for p in affected)
             if written != expected:
                 unstage_and_fail("the re-judged periods do not reconcile with the count of every row")
             previous = lake.clean_version(policy.dataset, plan.previous_version)
             reuse_periods(spark, policy, previous, staging_path, plan.reused)
             staged_rows = _published_rows_by_period(spark, staging_path, policy)
             for period in sorted(plan.reused):
-                if staged_rows.get(str(period), {}) != _published_by_state(by_period[period_key(period)], policy):
+                if staged_rows.get(str(period), {}) != published_by_state(by_period[period_key(period)], policy):
                     unstage_and_fail(
                         f"the month folder {period} of version {plan.previous_version} does not hold the rows a full "
                         "run publishes; run with --full"
                     )
-            metrics = _sum_metrics(by_period.values())
+            metrics = sum_metrics(by_period.values())
         if policy.partition_by is not None and not partition_folders(spark, staging_path):
             # With no rows a partitioned write leaves no file, and validation and readers need the columns.
             with_column_rules(judged_rows(source.limit(0)), policy, context).write.mode("overwrite").parquet(

@@ -11,9 +11,10 @@ period's output can change only if
 - it holds instants of ``[t0, t)`` (new rows) or of ``[t0 - retention, t - retention)``
   (rows that passed their retention since).
 Every other period's published folder is taken over as it is (hard links on a local
-lake). Anything that makes a period's output depend on other periods, or on a subject's
-history rather than its verdict, makes the run a full one: k-anonymity (group sizes
-span periods), ``check_consent_at: event_and_run``, another policy or key, no ledger.
+lake), and its rows are counted, not judged again (``judgement_counts``). Anything
+that makes a period's output depend on other periods, or on a subject's history rather
+than its verdict, makes the run a full one: k-anonymity (group sizes span periods),
+``check_consent_at: event_and_run``, another policy or key, no ledger.
 
 The ledger of the current version lives at ``ledger/<dataset>/<version>/`` (restricted):
 ``subjects/`` (each subject under a key of its own, derived from the HMAC key, so that
@@ -27,18 +28,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from transforms import __version__
-from transforms.consent import SUBJECT, instant
+from transforms.consent import SUBJECT
 from transforms.fs import exists, link_folder, list_dirs, move, remove
+from transforms.judgement_counts import SUBJECT_PERIOD_ROWS
 from transforms.keys import RunKeys
 from transforms.lake import Lake
 from transforms.partitions import folder_name, partition_columns, periods_between
 from transforms.policy import CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
-from transforms.reasons import Reason, consent_at_t_cases
+from transforms.reasons import verdict
 from transforms.storage import read_json, restrict_to_owner, write_json
 
 LEDGER_FORMAT = 1
@@ -48,8 +50,8 @@ VERDICT = "_cg_verdict"
 LEDGER_SUBJECT = "subject_ledger_hash"
 # The input rows with no event time (quarantined) are counted under this period name.
 NO_PERIOD = "none"
-# Below this share of the input in reusable periods, the extra pass that counts every row
-# costs more than judging the rest; at 1M orders it took about a fifth of a full run.
+# Below this share of the input in reusable periods, linking and checking the reused
+# folders saves less than they cost: the run is a full one.
 MIN_REUSED_SHARE = 0.2
 
 
@@ -76,14 +78,6 @@ class Plan:
         }
 
 
-def verdict(t: datetime, is_erased: Column) -> Column:
-    """What decides a subject's rows at ``t``: the subject-wide part of ``reason_code``."""
-    outcome = F.when(is_erased, F.lit(Reason.ERASED.value))
-    for condition, reason in consent_at_t_cases(instant(t)):
-        outcome = outcome.when(condition, F.lit(reason.value))
-    return outcome.otherwise(F.lit(Reason.CONSENTED.value))
-
-
 def never_incremental(policy: Policy) -> str | None:
     """Why every run of this policy is a full one (it then keeps no ledger), or None."""
     if policy.partition_by is None:
@@ -101,10 +95,12 @@ def ledger_subjects(spark: SparkSession, states: DataFrame, t: datetime, keys: R
     # cannot tell anyone a published customer's consent status or months.
     hasher = Pseudonymizer(spark, keys.hmac.derive("incremental ledger"), tag="ledger")
     is_erased = F.col(erased_flag)
+    # The periods of its rows (those without an event time have none).
+    periods = F.array_sort(F.filter(F.col(SUBJECT_PERIOD_ROWS)["period"], lambda period: period.isNotNull()))
     return hasher.attach(states).select(
         hasher.hmac_hex(F.col(SUBJECT)).alias(LEDGER_SUBJECT),
         verdict(t, is_erased).alias(VERDICT),
-        F.when(is_erased, F.array().cast("array<date>")).otherwise(F.col(SUBJECT_PERIODS)).alias(SUBJECT_PERIODS),
+        F.when(is_erased, F.array().cast("array<date>")).otherwise(periods).alias(SUBJECT_PERIODS),
     )
 
 

@@ -76,29 +76,68 @@ def consent_at_t_cases(at_t: Column) -> list[tuple[Column, Reason]]:
     ]
 
 
+def verdict(t: datetime, is_erased: Column) -> Column:
+    """What decides all of a subject's rows at ``t`` (erased, or the reason the joined
+    deciding consent event gives, else consented): the subject-wide part of ``reason_code``."""
+    outcome = F.when(is_erased, F.lit(Reason.ERASED.value))
+    for condition, reason in consent_at_t_cases(instant(t)):
+        outcome = outcome.when(condition, F.lit(reason.value))
+    return outcome.otherwise(F.lit(Reason.CONSENTED.value))
+
+
+def past_retention(policy: Policy, t: datetime, event_time: Column) -> Column:
+    if policy.retention_days is None:
+        return F.lit(False)
+    return event_time < instant(t - timedelta(days=policy.retention_days))
+
+
+def tcf_refuses(policy: Policy) -> Column:
+    """Whether the row's TC string refuses one of the policy's TCF purposes."""
+    if policy.tcf is None:
+        return F.lit(False)
+    # The TC string captured with the event must consent to every mapped TCF purpose.
+    from transforms.tcf import has_purposes
+
+    return ~has_purposes(F.col(policy.tcf.column), policy.tcf.purposes)
+
+
+def reason_from(
+    subject_verdict: Column,
+    has_subject: Column,
+    has_event_time: Column,
+    is_past_retention: Column,
+    is_refused_by_tcf: Column,
+    refused_at_event: Column | None = None,
+) -> Column:
+    """The reason, in the contract's precedence, from the subject's ``verdict`` and what
+    the row adds to it; used for rows and for counts of alike rows."""
+    reason = (
+        F.when(~has_subject, F.lit(Reason.INVALID_SUBJECT.value))
+        .when(~has_event_time, F.lit(Reason.INVALID_EVENT_TIME.value))
+        .when(subject_verdict == Reason.ERASED.value, F.lit(Reason.ERASED.value))
+        .when(is_past_retention, F.lit(Reason.RETENTION_EXPIRED.value))
+        .when(subject_verdict != Reason.CONSENTED.value, subject_verdict)
+        .when(is_refused_by_tcf, F.lit(Reason.NO_CONSENT.value))
+    )
+    if refused_at_event is not None:
+        reason = reason.when(refused_at_event, F.lit(Reason.NOT_CONSENTED_AT_EVENT.value))
+    return reason.otherwise(F.lit(Reason.CONSENTED.value))
+
+
 def reason_code(policy: Policy, t: datetime, subject: Column, is_erased: Column) -> Column:
     """The row's reason, from the joined consent columns; see the module's precedence."""
     event_time = F.col(policy.event_time).cast("timestamp")
-    at_t = instant(t)
-    reason = (
-        F.when(subject.isNull(), F.lit(Reason.INVALID_SUBJECT.value))
-        .when(event_time.isNull(), F.lit(Reason.INVALID_EVENT_TIME.value))
-        .when(is_erased, F.lit(Reason.ERASED.value))
-    )
-    if policy.retention_days is not None:
-        cutoff = instant(t - timedelta(days=policy.retention_days))
-        reason = reason.when(event_time < cutoff, F.lit(Reason.RETENTION_EXPIRED.value))
-    for condition, outcome in consent_at_t_cases(at_t):
-        reason = reason.when(condition, F.lit(outcome.value))
-    if policy.tcf is not None:
-        # The TC string captured with the event must consent to every mapped TCF purpose.
-        from transforms.tcf import has_purposes
-
-        tcf_ok = has_purposes(F.col(policy.tcf.column), policy.tcf.purposes)
-        reason = reason.when(~tcf_ok, F.lit(Reason.NO_CONSENT.value))
+    at_event = None
     if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
-        reason = reason.when(~F.col("has_consent_at_event"), F.lit(Reason.NOT_CONSENTED_AT_EVENT.value))
-    return reason.otherwise(F.lit(Reason.CONSENTED.value))
+        at_event = ~F.col("has_consent_at_event")
+    return reason_from(
+        verdict(t, is_erased),
+        subject.isNotNull(),
+        event_time.isNotNull(),
+        past_retention(policy, t, event_time),
+        tcf_refuses(policy),
+        at_event,
+    )
 
 
 def action_code(policy: Policy, reason: Column) -> Column:
