@@ -57,7 +57,7 @@ from transforms.partitions import partition_folders, period_of
 from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.quarantine import expire_quarantine
-from transforms.reasons import ACTION, REASON, Action, Reason, action_code, reason_code
+from transforms.reasons import ACTION, REASON, VERDICT, Action, Reason, action_code, reason_code, verdict
 from transforms.rules import NESTED_TYPES, TEMPORAL_TYPES, RuleContext, type_family
 from transforms.share import ChainedPseudonymizer, recipient_pseudonymizer
 from transforms.storage import restrict_to_owner, write_json, write_text
@@ -167,7 +167,9 @@ def subject_states(
         states = retired_key.detach(hashed.join(matches, on=retired_hash, how="left")).drop(retired_hash)
     is_erased = reduce(lambda a, b: a | b, [F.coalesce(F.col(flag), F.lit(False)) for flag in flags])
     states = states.withColumn(ERASED_FLAG, is_erased).drop(*flags)
-    return states.join(consent_at(events, t), on=SUBJECT, how="left")
+    # The verdict once per subject, rather than for each of its rows.
+    states = states.join(consent_at(events, t), on=SUBJECT, how="left")
+    return states.withColumn(VERDICT, verdict(t, F.col(ERASED_FLAG)))
 
 
 def cached_subject_states(
@@ -223,7 +225,9 @@ def judge(
     if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
         events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
         joined = with_consent_at_event(joined, events, policy.event_time)
-    return joined.withColumn(REASON, reason_code(policy, t, F.col(SUBJECT), F.col(ERASED_FLAG))).withColumn(
+    # A subject the states do not know has no consent (fail closed).
+    subject_verdict = F.coalesce(F.col(VERDICT), F.lit(Reason.NO_CONSENT.value))
+    return joined.withColumn(REASON, reason_code(policy, t, F.col(SUBJECT), subject_verdict)).withColumn(
         ACTION, action_code(policy, F.col(REASON))
     )
 
@@ -384,16 +388,12 @@ def run_enforce(
 
         why_full = never_incremental(policy)
         if why_full is not None:
-            plan, inputs, by_period = Plan(full=True, reason=why_full), None, None
+            plan, inputs = Plan(full=True, reason=why_full), None
         else:
             # Counted apart from the judgement, per period: what changed since the last run.
             inputs = input_by_period(run_input(source, policy, run_date).withColumn(PERIOD, period_of(policy)))
-            # Each period's reasons, from the subjects' counts of alike rows rather than
-            # from judging every row: an incremental run reports the periods it takes over.
-            input_rows = {period: entry["rows"] for period, entry in inputs.items()}
-            by_period = metrics_by_period(states, input_rows, policy, t, period_key)
             staged_ledger = lake.staged_ledger(policy.dataset, run_id)
-            ledger_subjects(spark, states, t, keys, ERASED_FLAG).write.mode("overwrite").parquet(
+            ledger_subjects(spark, states, keys, ERASED_FLAG).write.mode("overwrite").parquet(
                 ledger_subjects_path(staged_ledger)
             )
             restrict_to_owner(staged_ledger)
@@ -410,18 +410,19 @@ def run_enforce(
                     quasi_identifier_values(judged, policy, context, source_values(policy)), policy
                 )
             metrics = _write_output(judged, policy, context, staging_path)
-            if by_period is not None and metrics != sum_metrics(by_period.values()):
-                unstage_and_fail("the judged rows do not reconcile with the counts derived for each period")
         else:
-            # The report counts every period (from the derived counts); only the affected
-            # periods are judged and written, and must reconcile with those counts.
+            # Each period's reasons follow from the subjects' lists of alike rows, without
+            # judging the rows: the report counts every period, the affected ones are
+            # judged and written (and must reconcile), the others are taken over.
+            input_rows = {period: entry["rows"] for period, entry in inputs.items()}
+            by_period = metrics_by_period(states, input_rows, policy, period_key)
             affected = sorted(plan.affected)
             written = _write_output(
                 judged_rows(source.filter(period_of(policy).isin(affected))), policy, context, staging_path
             )
             expected = sum_metrics(by_period[period_key(p)] for p in affected)
             if written != expected:
-                unstage_and_fail("the re-judged periods do not reconcile with the count of every row")
+                unstage_and_fail("the re-judged periods do not reconcile with the counts of their rows")
             previous = lake.clean_version(policy.dataset, plan.previous_version)
             reuse_periods(spark, policy, previous, staging_path, plan.reused)
             staged_rows = _published_rows_by_period(spark, staging_path, policy)

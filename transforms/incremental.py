@@ -34,19 +34,18 @@ from pyspark.sql import functions as F
 from transforms import __version__
 from transforms.consent import SUBJECT
 from transforms.fs import exists, link_folder, list_dirs, move, remove
-from transforms.judgement_counts import SUBJECT_PERIOD_ROWS
+from transforms.judgement_counts import SUBJECT_PERIOD_ROWS, periods_of
 from transforms.keys import RunKeys
 from transforms.lake import Lake
 from transforms.partitions import folder_name, partition_columns, periods_between
 from transforms.policy import CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
-from transforms.reasons import verdict
+from transforms.reasons import VERDICT
 from transforms.storage import read_json, restrict_to_owner, write_json
 
 LEDGER_FORMAT = 1
 PERIOD = "_cg_period"
 SUBJECT_PERIODS = "_cg_subject_periods"
-VERDICT = "_cg_verdict"
 LEDGER_SUBJECT = "subject_ledger_hash"
 # The input rows with no event time (quarantined) are counted under this period name.
 NO_PERIOD = "none"
@@ -89,17 +88,16 @@ def never_incremental(policy: Policy) -> str | None:
     return None
 
 
-def ledger_subjects(spark: SparkSession, states: DataFrame, t: datetime, keys: RunKeys, erased_flag: str) -> DataFrame:
+def ledger_subjects(spark: SparkSession, states: DataFrame, keys: RunKeys, erased_flag: str) -> DataFrame:
     """One row per subject: its ledger hash, verdict at ``t`` and periods (none once erased)."""
     # A key of the ledger's own: its hashes match no published pseudonym, so the ledger
     # cannot tell anyone a published customer's consent status or months.
     hasher = Pseudonymizer(spark, keys.hmac.derive("incremental ledger"), tag="ledger")
     is_erased = F.col(erased_flag)
-    # The periods of its rows (those without an event time have none).
-    periods = F.array_sort(F.filter(F.col(SUBJECT_PERIOD_ROWS)["period"], lambda period: period.isNotNull()))
+    periods = periods_of(F.col(SUBJECT_PERIOD_ROWS))
     return hasher.attach(states).select(
         hasher.hmac_hex(F.col(SUBJECT)).alias(LEDGER_SUBJECT),
-        verdict(t, is_erased).alias(VERDICT),
+        F.col(VERDICT),
         F.when(is_erased, F.array().cast("array<date>")).otherwise(periods).alias(SUBJECT_PERIODS),
     )
 

@@ -3,10 +3,9 @@ output is written, or derived for each period from the subjects' states.
 
 A row's reason depends on its subject's verdict and on three things of its own: whether
 it has an event time, whether it is past retention at ``t``, and whether its TC string
-refuses (``reasons.reason_from``). Rows of one subject and period that agree on those
-are judged alike, so counting them once per subject, in the pass that finds the subjects
-anyway, gives every period's metrics without judging the rows: what an incremental run
-reports for the periods it takes over (and a full run checks its output against).
+refuses (``reasons.reason_from``). Listing those per subject, in the pass that finds the
+subjects anyway, gives every period's metrics without judging the rows: what an
+incremental run reports for the periods it takes over.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from transforms.policy import Policy
 from transforms.reasons import (
     ACTION,
     REASON,
+    VERDICT,
     Action,
     Reason,
     action_code,
@@ -28,12 +28,11 @@ from transforms.reasons import (
     past_retention,
     reason_from,
     tcf_refuses,
-    verdict,
 )
 
 ERASED_FLAG = "_cg_is_erased"
-# Per subject, the period, rows, past-retention rows and rows refused by their TC string
-# of each period it has rows in (``subject_period_rows``).
+# Per subject, each of its rows' period and whether the row is past retention or refused
+# by its TC string (``subject_period_rows``).
 SUBJECT_PERIOD_ROWS = "_cg_subject_period_rows"
 _WITHHELD = "quarantined_erased"
 
@@ -103,36 +102,42 @@ def published_by_state(metrics: dict, policy: Policy) -> dict[str, int]:
 
 
 def subject_period_rows(rows: DataFrame, subject: str, period: Column, policy: Policy, t: datetime) -> DataFrame:
-    """One row per subject of ``rows`` with its ``SUBJECT_PERIOD_ROWS``."""
+    """One row per subject of ``rows`` with its ``SUBJECT_PERIOD_ROWS``: each row's period,
+    whether it is past retention and whether its TC string refuses (a list, in the one
+    aggregation that finds the subjects: counting per period there took a second one)."""
     late = past_retention(policy, t, F.col(policy.event_time).cast("timestamp"))
-    per_period = rows.groupBy(F.col(subject), period.alias("period")).agg(
-        F.count("*").alias("rows"),
-        F.count_if(late).alias("past_retention"),
-        F.count_if(~late & tcf_refuses(policy)).alias("refused_by_tcf"),
-    )
-    entry = F.struct("period", "rows", "past_retention", "refused_by_tcf")
-    return per_period.groupBy(subject).agg(F.collect_list(entry).alias(SUBJECT_PERIOD_ROWS))
+    entry = F.struct(period.alias("period"), late.alias("late"), (~late & tcf_refuses(policy)).alias("refused"))
+    return rows.groupBy(subject).agg(F.collect_list(entry).alias(SUBJECT_PERIOD_ROWS))
 
 
-def metrics_by_period(states: DataFrame, input_rows: dict[str, int], policy: Policy, t: datetime, key) -> dict:
+def periods_of(entries: Column) -> Column:
+    """The sorted periods of a subject's ``SUBJECT_PERIOD_ROWS`` (rows without an event time have none)."""
+    return F.array_sort(F.array_distinct(F.filter(entries["period"], lambda period: period.isNotNull())))
+
+
+def metrics_by_period(states: DataFrame, input_rows: dict[str, int], policy: Policy, key) -> dict:
     """``{period: metrics}`` of every period of the input (``input_rows``: its rows by
-    period), from the subjects' ``SUBJECT_PERIOD_ROWS`` and verdicts at ``t``; rows not
+    period), from the subjects' ``SUBJECT_PERIOD_ROWS`` and verdicts; rows not
     counted under a subject are the input's rows without one (``invalid_subject``).
     ``key`` names a period (``None`` for rows without an event time)."""
-    entries = states.select(
-        verdict(t, F.col(ERASED_FLAG)).alias("verdict"), ERASED_FLAG, F.explode(SUBJECT_PERIOD_ROWS).alias("e")
+    entries = states.select(F.col(VERDICT).alias("verdict"), ERASED_FLAG, F.explode(SUBJECT_PERIOD_ROWS).alias("e"))
+    # Added up per period and verdict first: a few hundred groups to judge, not a row per
+    # subject and period.
+    totals = entries.groupBy(F.col("e.period").alias("period"), "verdict", ERASED_FLAG).agg(
+        F.count("*").alias("rows"),
+        F.count_if(F.col("e.late")).alias("past_retention"),
+        F.count_if(F.col("e.refused")).alias("refused_by_tcf"),
     )
 
     def alike(late: bool, refused: bool, rows: Column) -> Column:
         return F.struct(F.lit(late).alias("late"), F.lit(refused).alias("refused"), rows.alias("n"))
 
-    e = F.col("e")
     kinds = F.array(
-        alike(True, False, e["past_retention"]),
-        alike(False, True, e["refused_by_tcf"]),
-        alike(False, False, e["rows"] - e["past_retention"] - e["refused_by_tcf"]),
+        alike(True, False, F.col("past_retention")),
+        alike(False, True, F.col("refused_by_tcf")),
+        alike(False, False, F.col("rows") - F.col("past_retention") - F.col("refused_by_tcf")),
     )
-    groups = entries.select("verdict", ERASED_FLAG, e["period"].alias("period"), F.explode(kinds).alias("k"))
+    groups = totals.select("verdict", ERASED_FLAG, "period", F.explode(kinds).alias("k"))
     reason = reason_from(
         F.col("verdict"), F.lit(True), F.col("period").isNotNull(), F.col("k.late"), F.col("k.refused")
     )

@@ -44,6 +44,8 @@ ACTIONS_IN_OUTPUT = (Action.KEPT, Action.ANONYMIZED)
 # The judged rows carry their reason and action in these columns until the output is selected.
 REASON = "_cg_reason"
 ACTION = "_cg_action"
+# Each subject's verdict at ``t`` (``verdict``), in its consent state.
+VERDICT = "_cg_verdict"
 
 
 def action_for(reason: Reason, policy: Policy) -> Action:
@@ -124,14 +126,14 @@ def reason_from(
     return reason.otherwise(F.lit(Reason.CONSENTED.value))
 
 
-def reason_code(policy: Policy, t: datetime, subject: Column, is_erased: Column) -> Column:
-    """The row's reason, from the joined consent columns; see the module's precedence."""
+def reason_code(policy: Policy, t: datetime, subject: Column, subject_verdict: Column) -> Column:
+    """The row's reason, from its subject's ``verdict`` and the row; see the module's precedence."""
     event_time = F.col(policy.event_time).cast("timestamp")
     at_event = None
     if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
         at_event = ~F.col("has_consent_at_event")
     return reason_from(
-        verdict(t, is_erased),
+        subject_verdict,
         subject.isNotNull(),
         event_time.isNotNull(),
         past_retention(policy, t, event_time),

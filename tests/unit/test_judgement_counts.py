@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from tests.conftest import CONSENT_DDL, ORDERS_POLICY, RUN_DATE, T
+from tests.conftest import CONSENT_DDL, ORDERS_POLICY, RUN_DATE
 from tests.unit.test_tcf import encode_tc_string
 from transforms.enforce import judge, run_input, subject_states, with_subject
 from transforms.erasure import request_hashes
@@ -70,7 +70,7 @@ def test_counts_derived_per_period_equal_the_judged_rows(spark):
     rows = with_subject(run_input(source, policy, RUN_DATE), policy)
     states = subject_states(rows, consent, erased, policy, RUN_DATE, pseudonymizer, with_periods=True)
     input_rows = Counter(period_key(r[0]) for r in rows.select(period_of(policy)).collect())
-    derived = metrics_by_period(states, dict(input_rows), policy, T, period_key)
+    derived = metrics_by_period(states, dict(input_rows), policy, period_key)
 
     judged = judge(source, consent, erased, policy, RUN_DATE, pseudonymizer).withColumn(PERIOD, period_of(policy))
     one_by_one = {
