@@ -31,9 +31,12 @@ from transforms.reasons import (
 )
 
 ERASED_FLAG = "_cg_is_erased"
-# Per subject, each of its rows' period and whether the row is past retention or refused
-# by its TC string (``subject_period_rows``).
+# Per subject, one int per row: its period (days since 1970-01-01) times four, plus two if
+# it is past retention and one if its TC string refuses; NO_EVENT_TIME for a row without
+# one. As small as the period dates the subjects' states held before, so that the cached
+# states (one per customer) do not grow with the rows' flags (``subject_period_rows``).
 SUBJECT_PERIOD_ROWS = "_cg_subject_period_rows"
+NO_EVENT_TIME = -(2**31)
 _WITHHELD = "quarantined_erased"
 
 
@@ -102,17 +105,22 @@ def published_by_state(metrics: dict, policy: Policy) -> dict[str, int]:
 
 
 def subject_period_rows(rows: DataFrame, subject: str, period: Column, policy: Policy, t: datetime) -> DataFrame:
-    """One row per subject of ``rows`` with its ``SUBJECT_PERIOD_ROWS``: each row's period,
-    whether it is past retention and whether its TC string refuses (a list, in the one
+    """One row per subject of ``rows`` with its ``SUBJECT_PERIOD_ROWS`` (a list, in the one
     aggregation that finds the subjects: counting per period there took a second one)."""
     late = past_retention(policy, t, F.col(policy.event_time).cast("timestamp"))
-    entry = F.struct(period.alias("period"), late.alias("late"), (~late & tcf_refuses(policy)).alias("refused"))
+    flags = F.when(late, 2).otherwise(0) + F.when(~late & tcf_refuses(policy), 1).otherwise(0)
+    entry = F.coalesce(F.unix_date(period) * 4 + flags, F.lit(NO_EVENT_TIME))
     return rows.groupBy(subject).agg(F.collect_list(entry).alias(SUBJECT_PERIOD_ROWS))
+
+
+def _period(entry: Column) -> Column:
+    return F.when(entry != NO_EVENT_TIME, F.date_from_unix_date(F.floor(entry / 4).cast("int")))
 
 
 def periods_of(entries: Column) -> Column:
     """The sorted periods of a subject's ``SUBJECT_PERIOD_ROWS`` (rows without an event time have none)."""
-    return F.array_sort(F.array_distinct(F.filter(entries["period"], lambda period: period.isNotNull())))
+    periods = F.transform(F.filter(entries, lambda entry: entry != NO_EVENT_TIME), _period)
+    return F.array_sort(F.array_distinct(periods))
 
 
 def metrics_by_period(states: DataFrame, input_rows: dict[str, int], policy: Policy, key) -> dict:
@@ -123,10 +131,11 @@ def metrics_by_period(states: DataFrame, input_rows: dict[str, int], policy: Pol
     entries = states.select(F.col(VERDICT).alias("verdict"), ERASED_FLAG, F.explode(SUBJECT_PERIOD_ROWS).alias("e"))
     # Added up per period and verdict first: a few hundred groups to judge, not a row per
     # subject and period.
-    totals = entries.groupBy(F.col("e.period").alias("period"), "verdict", ERASED_FLAG).agg(
+    flags = F.pmod(F.col("e"), F.lit(4))
+    totals = entries.groupBy(_period(F.col("e")).alias("period"), "verdict", ERASED_FLAG).agg(
         F.count("*").alias("rows"),
-        F.count_if(F.col("e.late")).alias("past_retention"),
-        F.count_if(F.col("e.refused")).alias("refused_by_tcf"),
+        F.count_if(flags >= 2).alias("past_retention"),
+        F.count_if(flags == 1).alias("refused_by_tcf"),
     )
 
     def alike(late: bool, refused: bool, rows: Column) -> Column:
