@@ -139,8 +139,9 @@ def subject_states(
     with_periods: bool = False,
 ) -> DataFrame:
     """One row per subject of ``rows`` (which carry ``_cg_subject``): the deciding consent
-    event at ``t`` and whether the subject is erased (and, ``with_periods``, the periods
-    of its rows, for the ledger of an incremental run).
+    event at ``t``, whether the subject is erased, and its verdict (``_cg_verdict``);
+    with ``with_periods``, also the period and flags of each of its rows
+    (``judgement_counts.SUBJECT_PERIOD_ROWS``), for an incremental run's ledger and counts.
 
     Everything that depends on the subject alone is decided here, once per subject
     rather than once per row: a customer's pseudonym is hashed once, under each key, and
@@ -440,7 +441,9 @@ def run_enforce(
             )
         counts, withheld = counts_from_metrics(metrics, policy)
         totals = totals_by_action(counts)
-        # Counted apart from the judgement: a row lost or doubled by a join shows up here.
+        # Counted apart from the judgement: in a full run a row lost or doubled by a join
+        # shows up here (an incremental run's counts are derived to match the input; its
+        # re-judged and reused periods were checked against them above).
         if inputs is None:
             rows_in = run_input(source, policy, run_date).count()
         else:

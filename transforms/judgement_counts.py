@@ -33,8 +33,9 @@ from transforms.reasons import (
 ERASED_FLAG = "_cg_is_erased"
 # Per subject, one int per row: its period (days since 1970-01-01) times four, plus two if
 # it is past retention and one if its TC string refuses; NO_EVENT_TIME for a row without
-# one. As small as the period dates the subjects' states held before, so that the cached
-# states (one per customer) do not grow with the rows' flags (``subject_period_rows``).
+# one (``subject_period_rows``). Four bytes a row: where a subject has about one row per
+# period, as small as the period dates the states held before; a subject with many rows
+# holds a longer list (one with a million rows, about 4 MB).
 SUBJECT_PERIOD_ROWS = "_cg_subject_period_rows"
 NO_EVENT_TIME = -(2**31)
 _WITHHELD = "quarantined_erased"
@@ -157,6 +158,8 @@ def metrics_by_period(states: DataFrame, input_rows: dict[str, int], policy: Pol
     }
 
     unknown = metric_name(Reason.INVALID_SUBJECT, Action.QUARANTINED)
+    if set(derived) - set(input_rows):
+        raise StepStateError("the subjects' rows fall in periods the input count does not have")
     by_period = {}
     for period, rows in input_rows.items():
         metrics = {name: int(derived.get(period, {}).get(name, 0)) for name in metric_names()}

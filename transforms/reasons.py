@@ -2,8 +2,9 @@
 
 Precedence when several apply (the contract): invalid_subject, invalid_event_time,
 erased, retention_expired, the consent at ``t`` (no_consent, withdrawn,
-consent_expired), then, with ``check_consent_at: event_and_run``, the consent at the
-event's own time (not_consented_at_event). A row that would be anonymised but whose
+consent_expired), a TC string that refuses a mapped TCF purpose (no_consent), then,
+with ``check_consent_at: event_and_run``, the consent at the event's own time
+(not_consented_at_event). A row that would be anonymised but whose
 quasi-identifiers are shared by fewer than ``k_min`` anonymised rows is then
 ``k_anonymity_suppressed`` (see ``kanonymity``).
 """
@@ -68,7 +69,7 @@ def action_for(reason: Reason, policy: Policy) -> Action:
 
 def consent_at_t_cases(at_t: Column) -> list[tuple[Column, Reason]]:
     """The reasons the joined deciding event gives at ``t``, in precedence order (a row
-    with none of them is consented); shared with the incremental runs' subject verdicts."""
+    with none of them is consented); part of each subject's ``verdict``."""
     status = F.col("consent_status")
     return [
         (status.isNull(), Reason.NO_CONSENT),
