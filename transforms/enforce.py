@@ -221,7 +221,8 @@ def judge(
     # A left join: rows with no subject stay, to be quarantined. Spark broadcasts the
     # states when they are small (spark.sql.autoBroadcastJoinThreshold, on the size of
     # the cached states) and sort-merges otherwise, splitting skewed subjects (AQE).
-    joined = rows.join(states.drop(SUBJECT_PERIOD_ROWS), on=SUBJECT, how="left")  # (the periods are the ledger's)
+    # (The rows' periods and flags are for the ledger and the derived counts.)
+    joined = rows.join(states.drop(SUBJECT_PERIOD_ROWS), on=SUBJECT, how="left")
     joined = pseudonymizer.attach(joined.withColumn(ERASED_FLAG, F.coalesce(F.col(ERASED_FLAG), F.lit(False))))
     if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
         events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)

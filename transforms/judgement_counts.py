@@ -160,10 +160,11 @@ def metrics_by_period(states: DataFrame, input_rows: dict[str, int], policy: Pol
     unknown = metric_name(Reason.INVALID_SUBJECT, Action.QUARANTINED)
     if set(derived) - set(input_rows):
         raise StepStateError("the subjects' rows fall in periods the input count does not have")
+    names = metric_names()
     by_period = {}
     for period, rows in input_rows.items():
-        metrics = {name: int(derived.get(period, {}).get(name, 0)) for name in metric_names()}
-        without_subject = rows - sum(metrics[name] for name in metric_names() if name != _WITHHELD)
+        metrics = {name: int(derived.get(period, {}).get(name, 0)) for name in names}
+        without_subject = rows - sum(metrics[name] for name in names if name != _WITHHELD)
         if without_subject < 0:
             raise StepStateError(f"period {period}: more rows counted under subjects than the input has")
         metrics[unknown] += without_subject

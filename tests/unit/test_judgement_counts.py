@@ -1,4 +1,4 @@
-"""Each period's reason counts derived from the subjects' counts of alike rows (what an
+"""Each period's reason counts derived from the subjects' lists of alike rows (what an
 incremental run reports for the periods it takes over) equal those of the rows judged
 one by one, on a hand-written input with every reason a partitioned dataset can give."""
 
