@@ -9,4 +9,7 @@ ruff check transforms expectations dags tests scripts benchmarks
 consentgate lint dags/policies
 consentgate register --policies dags/policies --out docs --check
 bash "$ROOT/scripts/ensure_chromium.sh"
-exec python -m pytest "$@"
+# Two workers, a module each at a time (module fixtures stay in one process), in the
+# order tests/conftest.py gives (longest modules first): a serial run leaves about half of
+# the 2 cores idle while Spark plans, JVMs start and Airflow parses. `-n 0` runs serially.
+exec python -m pytest --numprocesses 2 --dist loadfile --no-loadscope-reorder "$@"
