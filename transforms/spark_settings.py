@@ -20,7 +20,11 @@ PROTECTED = ("spark.sql.session.timeZone", "spark.driver.extraJavaOptions", "spa
 # machine more than its work (the same 1M-row enforce took 59 s with 200, 24-27 s with
 # 8-16): most of a run's shuffles are small (erasure, consent states, counts). A
 # cluster sized for more sets its own number.
-DEFAULTS = {"spark.sql.shuffle.partitions": "16"}
+# PySpark's DataFrame debugging records the Python call site of every Column operation in
+# the JVM (about ten Py4J round trips each: ~8,000 of an enforce job's ~13,000); it only
+# adds the Python line to a Spark error's query context, which consentgate never prints
+# (it reports the error class alone, so that no value reaches a log).
+DEFAULTS = {"spark.sql.shuffle.partitions": "16", "spark.python.sql.dataFrameDebugging.enabled": "false"}
 
 
 def job_spark_conf() -> dict[str, str]:

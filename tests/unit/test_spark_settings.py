@@ -42,7 +42,15 @@ def test_a_bad_value_stops_with_one_line_naming_the_variable(monkeypatch, value,
 def test_jobs_start_with_few_shuffle_partitions_unless_the_deployment_sets_them(monkeypatch):
     from transforms.spark_settings import job_spark_conf
 
+    no_call_sites = {"spark.python.sql.dataFrameDebugging.enabled": "false"}
     monkeypatch.delenv("CONSENTGATE_SPARK_CONF", raising=False)
-    assert job_spark_conf() == {"spark.sql.shuffle.partitions": "16"}
+    assert job_spark_conf() == {"spark.sql.shuffle.partitions": "16", **no_call_sites}
     monkeypatch.setenv("CONSENTGATE_SPARK_CONF", '{"spark.sql.shuffle.partitions": 400}')
-    assert job_spark_conf() == {"spark.sql.shuffle.partitions": "400"}
+    assert job_spark_conf() == {"spark.sql.shuffle.partitions": "400", **no_call_sites}
+
+
+def test_sessions_record_no_python_call_sites(spark):
+    from pyspark.errors.utils import is_debugging_enabled
+
+    assert spark.conf.get("spark.python.sql.dataFrameDebugging.enabled") == "false"
+    assert not is_debugging_enabled()
