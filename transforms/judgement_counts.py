@@ -31,11 +31,11 @@ from transforms.reasons import (
 )
 
 ERASED_FLAG = "_cg_is_erased"
-# Per subject, one int per row: its period (days since 1970-01-01) times four, plus two if
-# it is past retention and one if its TC string refuses; NO_EVENT_TIME for a row without
-# one (``subject_period_rows``). Four bytes a row: where a subject has about one row per
-# period, as small as the period dates the states held before; a subject with many rows
-# holds a longer list (one with a million rows, about 4 MB).
+# Per subject, its rows grouped by kind: a list of (``e``, ``n``), ``n`` rows of kind ``e``.
+# ``e`` is the rows' period (days since 1970-01-01) times four, plus two if they are past
+# retention and one if their TC string refuses; NO_EVENT_TIME for rows without one
+# (``subject_period_rows``). At most four entries per period a subject has rows in, however
+# many rows: a customer with a million orders holds a few hundred entries, not a million.
 SUBJECT_PERIOD_ROWS = "_cg_subject_period_rows"
 NO_EVENT_TIME = -(2**31)
 _WITHHELD = "quarantined_erased"
@@ -106,12 +106,13 @@ def published_by_state(metrics: dict, policy: Policy) -> dict[str, int]:
 
 
 def subject_period_rows(rows: DataFrame, subject: str, period: Column, policy: Policy, t: datetime) -> DataFrame:
-    """One row per subject of ``rows`` with its ``SUBJECT_PERIOD_ROWS`` (a list, in the one
-    aggregation that finds the subjects: counting per period there took a second one)."""
+    """One row per subject of ``rows`` with its ``SUBJECT_PERIOD_ROWS``: its rows counted
+    per kind first, so that a subject's list is bounded by its periods, not its rows."""
     late = past_retention(policy, t, F.col(policy.event_time).cast("timestamp"))
     flags = F.when(late, 2).otherwise(0) + F.when(~late & tcf_refuses(policy), 1).otherwise(0)
     entry = F.coalesce(F.unix_date(period) * 4 + flags, F.lit(NO_EVENT_TIME))
-    return rows.groupBy(subject).agg(F.collect_list(entry).alias(SUBJECT_PERIOD_ROWS))
+    kinds = rows.groupBy(subject, entry.alias("e")).agg(F.count("*").alias("n"))
+    return kinds.groupBy(subject).agg(F.collect_list(F.struct("e", "n")).alias(SUBJECT_PERIOD_ROWS))
 
 
 def _period(entry: Column) -> Column:
@@ -120,7 +121,9 @@ def _period(entry: Column) -> Column:
 
 def periods_of(entries: Column) -> Column:
     """The sorted periods of a subject's ``SUBJECT_PERIOD_ROWS`` (rows without an event time have none)."""
-    periods = F.transform(F.filter(entries, lambda entry: entry != NO_EVENT_TIME), _period)
+    periods = F.transform(
+        F.filter(entries, lambda entry: entry["e"] != NO_EVENT_TIME), lambda entry: _period(entry["e"])
+    )
     return F.array_sort(F.array_distinct(periods))
 
 
@@ -129,14 +132,14 @@ def metrics_by_period(states: DataFrame, input_rows: dict[str, int], policy: Pol
     period), from the subjects' ``SUBJECT_PERIOD_ROWS`` and verdicts; rows not
     counted under a subject are the input's rows without one (``invalid_subject``).
     ``key`` names a period (``None`` for rows without an event time)."""
-    entries = states.select(F.col(VERDICT).alias("verdict"), ERASED_FLAG, F.explode(SUBJECT_PERIOD_ROWS).alias("e"))
+    entries = states.select(F.col(VERDICT).alias("verdict"), ERASED_FLAG, F.inline(SUBJECT_PERIOD_ROWS))
     # Added up per period and verdict first: a few hundred groups to judge, not a row per
     # subject and period.
     flags = F.pmod(F.col("e"), F.lit(4))
     totals = entries.groupBy(_period(F.col("e")).alias("period"), "verdict", ERASED_FLAG).agg(
-        F.count("*").alias("rows"),
-        F.count_if(flags >= 2).alias("past_retention"),
-        F.count_if(flags == 1).alias("refused_by_tcf"),
+        F.sum("n").alias("rows"),
+        F.sum(F.when(flags >= 2, F.col("n")).otherwise(0)).alias("past_retention"),
+        F.sum(F.when(flags == 1, F.col("n")).otherwise(0)).alias("refused_by_tcf"),
     )
 
     def alike(late: bool, refused: bool, rows: Column) -> Column:

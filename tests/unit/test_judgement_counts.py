@@ -5,14 +5,21 @@ one by one, on a hand-written input with every reason a partitioned dataset can 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from tests.conftest import CONSENT_DDL, ORDERS_POLICY, RUN_DATE
 from tests.unit.test_tcf import encode_tc_string
+from transforms.consent import SUBJECT
 from transforms.enforce import judge, run_input, subject_states, with_subject
 from transforms.erasure import request_hashes
 from transforms.incremental import PERIOD, period_key
-from transforms.judgement_counts import counts_from_metrics, judgement_metrics, metrics_by_period
+from transforms.judgement_counts import (
+    NO_EVENT_TIME,
+    SUBJECT_PERIOD_ROWS,
+    counts_from_metrics,
+    judgement_metrics,
+    metrics_by_period,
+)
 from transforms.keys import SecretKey
 from transforms.partitions import period_of
 from transforms.policy import TcfMapping, load_policy
@@ -33,12 +40,14 @@ ROWS = [
     ("o10", "  ", None, ALLOWS),  # invalid_subject, no event time either
     ("o11", "c4", NOV, ALLOWS),  # no_consent: no event in the log
     ("o12", "c4", datetime(2026, 12, 1, tzinfo=UTC), ALLOWS),  # after t: not this run's input
+    ("o13", "c1", NOV, ALLOWS),  # consented: two rows of one kind, one entry counting both
+    ("o14", "c3", None, ALLOWS),  # invalid_event_time, withheld, as o8
 ]
 EXPECTED = {
-    "2026-11-01": {"consented": 1, "no_consent": 2},
+    "2026-11-01": {"consented": 2, "no_consent": 2},
     "2024-01-01": {"retention_expired": 2},
     "2026-10-01": {"withdrawn": 1, "erased": 1, "invalid_subject": 1},
-    "none": {"invalid_event_time": 2, "invalid_subject": 1},
+    "none": {"invalid_event_time": 3, "invalid_subject": 1},
 }
 
 
@@ -79,4 +88,16 @@ def test_counts_derived_per_period_equal_the_judged_rows(spark):
     }
     assert derived == one_by_one
     assert {period: reasons_of(metrics, policy) for period, metrics in derived.items()} == EXPECTED
-    assert derived["none"]["quarantined_erased"] == 1 and derived["2026-10-01"]["quarantined_erased"] == 0
+    assert derived["none"]["quarantined_erased"] == 2 and derived["2026-10-01"]["quarantined_erased"] == 0
+
+    # A subject's rows of one kind are one entry with their number: c1's two consented
+    # November rows, its two past retention in January 2024, c3's two without an event time.
+    def day(period: date) -> int:
+        return (period - date(1970, 1, 1)).days
+
+    november, october, january_2024 = day(date(2026, 11, 1)), day(date(2026, 10, 1)), day(date(2024, 1, 1))
+    entries = {r[SUBJECT]: sorted((e["e"], e["n"]) for e in r[SUBJECT_PERIOD_ROWS]) for r in states.collect()}
+    assert entries["c1"] == sorted(
+        [(NO_EVENT_TIME, 1), (january_2024 * 4 + 2, 2), (november * 4, 2), (november * 4 + 1, 1)]
+    )
+    assert entries["c3"] == sorted([(NO_EVENT_TIME, 2), (october * 4, 1)])
