@@ -9,7 +9,7 @@ execution and its skew handling on), checks that every row is counted and every 
 order is published as consented, and prints seconds per variant (median of --repeat,
 interleaved, after a warm-up) and last one machine-readable line:
 
-    skewed_vs_spread=1.10 extra_rows=1000000 rows=1200000
+    skewed_vs_spread=1.10 extra_rows=1000000 rows=1200000 skewed_list_entries=1
 
 Usage: .venv/bin/python benchmarks/skew.py [--extra 1000000] [--orders 200000] [--repeat 3]
 (``bash scripts/bench.sh skew`` sets up the environment first).
@@ -73,6 +73,23 @@ def enforce_once(spark, lake, policy, keys, name: str, run_id: str, extra: int) 
     return seconds
 
 
+def list_entries_of_the_skewed_customer(spark, lake, policy) -> int:
+    """How many entries the skewed customer's list of rows has in the subjects' states
+    (``judgement_counts.SUBJECT_PERIOD_ROWS``): one per period and kind of row."""
+    from pyspark.sql import functions as F
+
+    from transforms.consent import SUBJECT
+    from transforms.enforce import run_input, with_subject
+    from transforms.judgement_counts import SUBJECT_PERIOD_ROWS, subject_period_rows
+    from transforms.lake import judgement_instant
+    from transforms.partitions import period_of
+
+    rows = with_subject(run_input(spark.read.parquet(lake.raw("skewed")), policy, RUN_DATE), policy)
+    rows = rows.filter(F.col(SUBJECT) == "skewed-customer-0")
+    states = subject_period_rows(rows, SUBJECT, period_of(policy), policy, judgement_instant(RUN_DATE))
+    return states.select(F.size(SUBJECT_PERIOD_ROWS)).first()[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--extra", type=int, default=1_000_000, help="orders added for the new customers")
@@ -98,6 +115,7 @@ def main() -> None:
     policy = load_policy(POLICY)
     keys = RunKeys(hmac=SecretKey(os.urandom(32), "bench", "benchmark"))
 
+    entries = list_entries_of_the_skewed_customer(spark, lake, policy)
     enforce_once(spark, lake, policy, keys, "skewed", "warmup", args.extra)
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     for attempt in range(args.repeat):
@@ -107,7 +125,11 @@ def main() -> None:
     for name, value in median.items():
         runs = ", ".join(f"{v:.1f}" for v in seconds[name])
         print(f"{name:<7} {value:7.1f} s  ({runs})  x{value / median['spread']:.2f}")
-    print(f"skewed_vs_spread={median['skewed'] / median['spread']:.2f} extra_rows={args.extra} rows={rows}")
+    print(f"the skewed customer's list in the subjects' states: {entries} entries for {args.extra:,} orders")
+    print(
+        f"skewed_vs_spread={median['skewed'] / median['spread']:.2f} extra_rows={args.extra} rows={rows} "
+        f"skewed_list_entries={entries}"
+    )
     spark.stop()
 
 
