@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, date, datetime
 
+import pytest
+
 from tests.conftest import CONSENT_DDL, ORDERS_POLICY, RUN_DATE
 from tests.unit.test_tcf import encode_tc_string
 from transforms.consent import SUBJECT
@@ -27,6 +29,7 @@ from transforms.pseudonym import Pseudonymizer
 
 ALLOWS, REFUSES = encode_tc_string({1, 7}), encode_tc_string({1})
 NOV, OCT, OLD = datetime(2026, 11, 20, tzinfo=UTC), datetime(2026, 10, 5, tzinfo=UTC), datetime(2024, 1, 10, tzinfo=UTC)
+BEFORE_1970 = datetime(1969, 7, 20, 20, 17, tzinfo=UTC)
 ROWS = [
     ("o1", "c1", NOV, ALLOWS),  # consented
     ("o2", "c1", NOV, REFUSES),  # no_consent: the TC string refuses
@@ -42,12 +45,25 @@ ROWS = [
     ("o12", "c4", datetime(2026, 12, 1, tzinfo=UTC), ALLOWS),  # after t: not this run's input
     ("o13", "c1", NOV, ALLOWS),  # consented: two rows of one kind, one entry counting both
     ("o14", "c3", None, ALLOWS),  # invalid_event_time, withheld, as o8
+    ("o15", "c5", OCT, ALLOWS),  # consent_expired
+    ("o16", "c1", BEFORE_1970, ALLOWS),  # retention_expired; a period of negative days
 ]
+# By retention_days: 730 (the shipped policy), or none (rows are kept however old).
 EXPECTED = {
-    "2026-11-01": {"consented": 2, "no_consent": 2},
-    "2024-01-01": {"retention_expired": 2},
-    "2026-10-01": {"withdrawn": 1, "erased": 1, "invalid_subject": 1},
-    "none": {"invalid_event_time": 3, "invalid_subject": 1},
+    730: {
+        "2026-11-01": {"consented": 2, "no_consent": 2},
+        "2024-01-01": {"retention_expired": 2},
+        "1969-07-01": {"retention_expired": 1},
+        "2026-10-01": {"withdrawn": 1, "erased": 1, "invalid_subject": 1, "consent_expired": 1},
+        "none": {"invalid_event_time": 3, "invalid_subject": 1},
+    },
+    None: {
+        "2026-11-01": {"consented": 2, "no_consent": 2},
+        "2024-01-01": {"consented": 1, "no_consent": 1},
+        "1969-07-01": {"consented": 1},
+        "2026-10-01": {"withdrawn": 1, "erased": 1, "invalid_subject": 1, "consent_expired": 1},
+        "none": {"invalid_event_time": 3, "invalid_subject": 1},
+    },
 }
 
 
@@ -56,9 +72,11 @@ def reasons_of(metrics: dict, policy) -> dict[str, int]:
     return {reason: sum(by_action.values()) for reason, by_action in counts.items() if sum(by_action.values())}
 
 
-def test_counts_derived_per_period_equal_the_judged_rows(spark):
+@pytest.mark.parametrize("retention_days", [730, None], ids=["retention_730_days", "no_retention"])
+def test_counts_derived_per_period_equal_the_judged_rows(spark, retention_days):
     policy = load_policy(ORDERS_POLICY)
-    policy = type(policy)(**{**policy.__dict__, "tcf": TcfMapping(column="tc", purposes=(1, 7))})
+    tcf = TcfMapping(column="tc", purposes=(1, 7))
+    policy = type(policy)(**{**policy.__dict__, "tcf": tcf, "retention_days": retention_days})
     source = spark.createDataFrame(ROWS, "order_id string, customer_id string, ordered_at timestamp, tc string")
     granted = datetime(2026, 6, 1, tzinfo=UTC)
     consent = spark.createDataFrame(
@@ -67,6 +85,7 @@ def test_counts_derived_per_period_equal_the_judged_rows(spark):
             ("c2", "analytics", "granted", granted, None, "web_form"),
             ("c2", "analytics", "withdrawn", datetime(2026, 11, 1, tzinfo=UTC), None, "app"),
             ("c3", "analytics", "granted", granted, None, "web_form"),
+            ("c5", "analytics", "granted", granted, datetime(2026, 11, 15, tzinfo=UTC), "web_form"),
         ],
         CONSENT_DDL,
     )
@@ -87,17 +106,22 @@ def test_counts_derived_per_period_equal_the_judged_rows(spark):
         for row in judged.groupBy(PERIOD).agg(*judgement_metrics()).collect()
     }
     assert derived == one_by_one
-    assert {period: reasons_of(metrics, policy) for period, metrics in derived.items()} == EXPECTED
+    assert {period: reasons_of(metrics, policy) for period, metrics in derived.items()} == EXPECTED[retention_days]
     assert derived["none"]["quarantined_erased"] == 2 and derived["2026-10-01"]["quarantined_erased"] == 0
 
     # A subject's rows of one kind are one entry with their number: c1's two consented
-    # November rows, its two past retention in January 2024, c3's two without an event time.
+    # November rows, its two past retention in January 2024 (with retention: the TC string
+    # is not looked at there), c3's two without an event time.
     def day(period: date) -> int:
         return (period - date(1970, 1, 1)).days
 
-    november, october, january_2024 = day(date(2026, 11, 1)), day(date(2026, 10, 1)), day(date(2024, 1, 1))
+    november, october = day(date(2026, 11, 1)), day(date(2026, 10, 1))
+    january_2024, july_1969 = day(date(2024, 1, 1)), day(date(1969, 7, 1))
+    assert july_1969 < 0
+    if retention_days is None:
+        old_rows = [(january_2024 * 4, 1), (january_2024 * 4 + 1, 1), (july_1969 * 4, 1)]
+    else:
+        old_rows = [(january_2024 * 4 + 2, 2), (july_1969 * 4 + 2, 1)]
     entries = {r[SUBJECT]: sorted((e["e"], e["n"]) for e in r[SUBJECT_PERIOD_ROWS]) for r in states.collect()}
-    assert entries["c1"] == sorted(
-        [(NO_EVENT_TIME, 1), (january_2024 * 4 + 2, 2), (november * 4, 2), (november * 4 + 1, 1)]
-    )
+    assert entries["c1"] == sorted([(NO_EVENT_TIME, 1), (november * 4, 2), (november * 4 + 1, 1), *old_rows])
     assert entries["c3"] == sorted([(NO_EVENT_TIME, 2), (october * 4, 1)])
