@@ -46,10 +46,11 @@ logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 # scripts/test.sh runs the tests in two pytest-xdist workers, a whole module at a time
-# (`--dist loadfile`), each taking the next module in collection order when it is free. The
-# longest modules come first, so that neither worker is left running a long one alone at
-# the end (alphabetically, the 2.5-minute DAG test started fourth). A stable sort: the
-# tests of a module keep their order.
+# (`--dist loadfile`): xdist hands each worker two modules in collection order at the
+# start, and the next one whenever a worker is down to its last tests. The longest
+# modules come first, so that neither worker is left running a long one alone at the end
+# (alphabetically, the 2.5-minute DAG test started fourth). A stable sort: the tests of a
+# module keep their order.
 LONGEST_MODULES_FIRST = (
     "test_dag_end_to_end.py",
     "test_bad_input_and_faults.py",

@@ -34,8 +34,10 @@ ERASED_FLAG = "_cg_is_erased"
 # Per subject, its rows grouped by kind: a list of (``e``, ``n``), ``n`` rows of kind ``e``.
 # ``e`` is the rows' period (days since 1970-01-01) times four, plus two if they are past
 # retention and one if their TC string refuses; NO_EVENT_TIME for rows without one
-# (``subject_period_rows``). At most four entries per period a subject has rows in, however
-# many rows: a customer with a million orders holds a few hundred entries, not a million.
+# (``subject_period_rows``; a refusing TC string is not looked at past retention, so the
+# flags are 0, 1 or 2). At most three entries per period a subject has rows in, and one
+# for its rows without an event time, however many rows: a customer with a million
+# orders holds at most a few hundred entries, not a million.
 SUBJECT_PERIOD_ROWS = "_cg_subject_period_rows"
 NO_EVENT_TIME = -(2**31)
 _WITHHELD = "quarantined_erased"

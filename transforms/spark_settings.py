@@ -20,16 +20,19 @@ PROTECTED = ("spark.sql.session.timeZone", "spark.driver.extraJavaOptions", "spa
 # machine more than its work (the same 1M-row enforce took 59 s with 200, 24-27 s with
 # 8-16): most of a run's shuffles are small (erasure, consent states, counts). A
 # cluster sized for more sets its own number.
+DEFAULTS = {"spark.sql.shuffle.partitions": "16"}
 # PySpark's DataFrame debugging records the Python call site of every Column operation in
-# the JVM (about ten Py4J round trips each: ~8,000 of an enforce job's ~13,000); it only
-# adds the Python line to a Spark error's query context, which consentgate never prints
-# (it reports the error class alone, so that no value reaches a log).
-DEFAULTS = {"spark.sql.shuffle.partitions": "16", "spark.python.sql.dataFrameDebugging.enabled": "false"}
+# the JVM, several Py4J round trips each (an enforce job at test scale made 13,000 with
+# it, 6,900 without), only to add the Python line to a Spark error's query context, which
+# consentgate prints only under CONSENTGATE_DEBUG=1 (otherwise the error class alone, so
+# that no value reaches a log). Kept on under CONSENTGATE_DEBUG=1.
+NO_PYTHON_CALL_SITES = {"spark.python.sql.dataFrameDebugging.enabled": "false"}
 
 
 def job_spark_conf() -> dict[str, str]:
     """What every consentgate job starts with: the defaults, then the deployment's settings."""
-    return {**DEFAULTS, **extra_spark_conf()}
+    debugging = os.environ.get("CONSENTGATE_DEBUG") == "1"
+    return {**DEFAULTS, **({} if debugging else NO_PYTHON_CALL_SITES), **extra_spark_conf()}
 
 
 def extra_spark_conf() -> dict[str, str]:

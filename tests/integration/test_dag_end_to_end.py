@@ -214,18 +214,21 @@ def trigger(env: dict[str, str], dag_id: str, logical_date: str) -> dict:
 
     base = f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}"
 
-    def token() -> str | None:
+    tokens = []
+
+    def got_a_token() -> bool:
         try:
             with urlopen(f"{base}/auth/token", timeout=10) as response:
-                return json.load(response)["access_token"]
+                tokens.append(json.load(response)["access_token"])
+                return True
         except (URLError, OSError):
-            return None
+            return False
 
-    wait_for(lambda: token() is not None, 180, "the API server to answer")
+    wait_for(got_a_token, 180, "the API server to answer")
     request = Request(
         f"{base}/api/v2/dags/{dag_id}/dagRuns",
         data=json.dumps({"logical_date": logical_date}).encode(),
-        headers={"Authorization": f"Bearer {token()}", "Content-Type": "application/json"},
+        headers={"Authorization": f"Bearer {tokens[-1]}", "Content-Type": "application/json"},
         method="POST",
     )
     with urlopen(request, timeout=30) as response:

@@ -44,13 +44,19 @@ def test_jobs_start_with_few_shuffle_partitions_unless_the_deployment_sets_them(
 
     no_call_sites = {"spark.python.sql.dataFrameDebugging.enabled": "false"}
     monkeypatch.delenv("CONSENTGATE_SPARK_CONF", raising=False)
+    monkeypatch.delenv("CONSENTGATE_DEBUG", raising=False)
     assert job_spark_conf() == {"spark.sql.shuffle.partitions": "16", **no_call_sites}
     monkeypatch.setenv("CONSENTGATE_SPARK_CONF", '{"spark.sql.shuffle.partitions": 400}')
     assert job_spark_conf() == {"spark.sql.shuffle.partitions": "400", **no_call_sites}
+    # Debugging keeps PySpark's Python call sites in Spark's error context.
+    monkeypatch.setenv("CONSENTGATE_DEBUG", "1")
+    assert job_spark_conf() == {"spark.sql.shuffle.partitions": "400"}
 
 
-def test_sessions_record_no_python_call_sites(spark):
-    from pyspark.errors.utils import is_debugging_enabled
+def test_sessions_record_no_python_call_sites(spark, monkeypatch):
+    import pyspark.errors.utils
 
     assert spark.conf.get("spark.python.sql.dataFrameDebugging.enabled") == "false"
-    assert not is_debugging_enabled()
+    # PySpark reads the setting once per process, from the active session.
+    monkeypatch.setattr(pyspark.errors.utils, "_enable_debugging_cache", None)
+    assert pyspark.errors.utils.is_debugging_enabled() is False
