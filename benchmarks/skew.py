@@ -75,7 +75,7 @@ def enforce_once(spark, lake, policy, keys, name: str, run_id: str, extra: int) 
 
 def list_entries_of_the_skewed_customer(spark, lake, policy) -> int:
     """How many entries the skewed customer's list of rows has in the subjects' states
-    (``judgement_counts.SUBJECT_PERIOD_ROWS``): one per period and kind of row."""
+    (``judgement_counts.SUBJECT_PERIOD_ROWS``): one per period it has rows in."""
     from pyspark.sql import functions as F
 
     from transforms.consent import SUBJECT

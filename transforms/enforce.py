@@ -140,7 +140,7 @@ def subject_states(
 ) -> DataFrame:
     """One row per subject of ``rows`` (which carry ``_cg_subject``): the deciding consent
     event at ``t``, whether the subject is erased, and its verdict (``_cg_verdict``);
-    with ``with_periods``, also its rows counted per period and kind
+    with ``with_periods``, also its rows counted per period
     (``judgement_counts.SUBJECT_PERIOD_ROWS``), for an incremental run's ledger and counts.
 
     Everything that depends on the subject alone is decided here, once per subject

@@ -31,15 +31,12 @@ from transforms.reasons import (
 )
 
 ERASED_FLAG = "_cg_is_erased"
-# Per subject, its rows grouped by kind: a list of (``e``, ``n``), ``n`` rows of kind ``e``.
-# ``e`` is the rows' period (days since 1970-01-01) times four, plus two if they are past
-# retention and one if their TC string refuses; NO_EVENT_TIME for rows without one
-# (``subject_period_rows``; a refusing TC string is not looked at past retention, so the
-# flags are 0, 1 or 2). At most three entries per period a subject has rows in, and one
-# for its rows without an event time, however many rows: a customer with a million
-# orders holds at most a few hundred entries, not a million.
+# Per subject, one entry per period it has rows in (a null period for its rows without an
+# event time): the period, its rows, how many of them are past retention and how many
+# (not past retention) are refused by their TC string (``subject_period_rows``). Bounded
+# by the periods however many rows: a customer with a million orders holds at most a
+# few dozen entries, not a million.
 SUBJECT_PERIOD_ROWS = "_cg_subject_period_rows"
-NO_EVENT_TIME = -(2**31)
 _WITHHELD = "quarantined_erased"
 
 
@@ -109,24 +106,20 @@ def published_by_state(metrics: dict, policy: Policy) -> dict[str, int]:
 
 def subject_period_rows(rows: DataFrame, subject: str, period: Column, policy: Policy, t: datetime) -> DataFrame:
     """One row per subject of ``rows`` with its ``SUBJECT_PERIOD_ROWS``: its rows counted
-    per kind first, so that a subject's list is bounded by its periods, not its rows."""
+    per period first, so that a subject's list is bounded by its periods, not its rows."""
     late = past_retention(policy, t, F.col(policy.event_time).cast("timestamp"))
-    flags = F.when(late, 2).otherwise(0) + F.when(~late & tcf_refuses(policy), 1).otherwise(0)
-    entry = F.coalesce(F.unix_date(period) * 4 + flags, F.lit(NO_EVENT_TIME))
-    kinds = rows.groupBy(subject, entry.alias("e")).agg(F.count("*").alias("n"))
-    return kinds.groupBy(subject).agg(F.collect_list(F.struct("e", "n")).alias(SUBJECT_PERIOD_ROWS))
-
-
-def _period(entry: Column) -> Column:
-    return F.when(entry != NO_EVENT_TIME, F.date_from_unix_date(F.floor(entry / 4).cast("int")))
+    per_period = rows.groupBy(subject, period.alias("period")).agg(
+        F.count("*").alias("rows"),
+        F.count_if(late).alias("past_retention"),
+        F.count_if(~late & tcf_refuses(policy)).alias("refused_by_tcf"),
+    )
+    entry = F.struct("period", "rows", "past_retention", "refused_by_tcf")
+    return per_period.groupBy(subject).agg(F.collect_list(entry).alias(SUBJECT_PERIOD_ROWS))
 
 
 def periods_of(entries: Column) -> Column:
     """The sorted periods of a subject's ``SUBJECT_PERIOD_ROWS`` (rows without an event time have none)."""
-    periods = F.transform(
-        F.filter(entries, lambda entry: entry["e"] != NO_EVENT_TIME), lambda entry: _period(entry["e"])
-    )
-    return F.array_sort(F.array_distinct(periods))
+    return F.array_sort(F.filter(entries["period"], lambda period: period.isNotNull()))
 
 
 def metrics_by_period(states: DataFrame, input_rows: dict[str, int], policy: Policy, key) -> dict:
@@ -137,11 +130,8 @@ def metrics_by_period(states: DataFrame, input_rows: dict[str, int], policy: Pol
     entries = states.select(F.col(VERDICT).alias("verdict"), ERASED_FLAG, F.inline(SUBJECT_PERIOD_ROWS))
     # Added up per period and verdict first: a few hundred groups to judge, not a row per
     # subject and period.
-    flags = F.pmod(F.col("e"), F.lit(4))
-    totals = entries.groupBy(_period(F.col("e")).alias("period"), "verdict", ERASED_FLAG).agg(
-        F.sum("n").alias("rows"),
-        F.sum(F.when(flags >= 2, F.col("n")).otherwise(0)).alias("past_retention"),
-        F.sum(F.when(flags == 1, F.col("n")).otherwise(0)).alias("refused_by_tcf"),
+    totals = entries.groupBy("period", "verdict", ERASED_FLAG).agg(
+        *[F.sum(count).alias(count) for count in ("rows", "past_retention", "refused_by_tcf")]
     )
 
     def alike(late: bool, refused: bool, rows: Column) -> Column:

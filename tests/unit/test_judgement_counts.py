@@ -15,13 +15,7 @@ from transforms.consent import SUBJECT
 from transforms.enforce import judge, run_input, subject_states, with_subject
 from transforms.erasure import request_hashes
 from transforms.incremental import PERIOD, period_key
-from transforms.judgement_counts import (
-    NO_EVENT_TIME,
-    SUBJECT_PERIOD_ROWS,
-    counts_from_metrics,
-    judgement_metrics,
-    metrics_by_period,
-)
+from transforms.judgement_counts import SUBJECT_PERIOD_ROWS, counts_from_metrics, judgement_metrics, metrics_by_period
 from transforms.keys import SecretKey
 from transforms.partitions import period_of
 from transforms.policy import TcfMapping, load_policy
@@ -43,10 +37,10 @@ ROWS = [
     ("o10", "  ", None, ALLOWS),  # invalid_subject, no event time either
     ("o11", "c4", NOV, ALLOWS),  # no_consent: no event in the log
     ("o12", "c4", datetime(2026, 12, 1, tzinfo=UTC), ALLOWS),  # after t: not this run's input
-    ("o13", "c1", NOV, ALLOWS),  # consented: two rows of one kind, one entry counting both
+    ("o13", "c1", NOV, ALLOWS),  # consented: one entry counts c1's three November rows
     ("o14", "c3", None, ALLOWS),  # invalid_event_time, withheld, as o8
     ("o15", "c5", OCT, ALLOWS),  # consent_expired
-    ("o16", "c1", BEFORE_1970, ALLOWS),  # retention_expired; a period of negative days
+    ("o16", "c1", BEFORE_1970, ALLOWS),  # retention_expired; a period before 1970
 ]
 # By retention_days: 730 (the shipped policy), or none (rows are kept however old).
 EXPECTED = {
@@ -109,19 +103,15 @@ def test_counts_derived_per_period_equal_the_judged_rows(spark, retention_days):
     assert {period: reasons_of(metrics, policy) for period, metrics in derived.items()} == EXPECTED[retention_days]
     assert derived["none"]["quarantined_erased"] == 2 and derived["2026-10-01"]["quarantined_erased"] == 0
 
-    # A subject's rows of one kind are one entry with their number: c1's two consented
-    # November rows, its two past retention in January 2024 (with retention: the TC string
-    # is not looked at there), c3's two without an event time.
-    def day(period: date) -> int:
-        return (period - date(1970, 1, 1)).days
-
-    november, october = day(date(2026, 11, 1)), day(date(2026, 10, 1))
-    january_2024, july_1969 = day(date(2024, 1, 1)), day(date(1969, 7, 1))
-    assert july_1969 < 0
+    # A subject's rows of one period are one entry with their numbers: (rows, past
+    # retention, refused by the TC string and not past retention); None for no event time.
     if retention_days is None:
-        old_rows = [(january_2024 * 4, 1), (january_2024 * 4 + 1, 1), (july_1969 * 4, 1)]
-    else:
-        old_rows = [(january_2024 * 4 + 2, 2), (july_1969 * 4 + 2, 1)]
-    entries = {r[SUBJECT]: sorted((e["e"], e["n"]) for e in r[SUBJECT_PERIOD_ROWS]) for r in states.collect()}
-    assert entries["c1"] == sorted([(NO_EVENT_TIME, 1), (november * 4, 2), (november * 4 + 1, 1), *old_rows])
-    assert entries["c3"] == sorted([(NO_EVENT_TIME, 2), (october * 4, 1)])
+        old_rows = {date(2024, 1, 1): (2, 0, 1), date(1969, 7, 1): (1, 0, 0)}
+    else:  # past retention, the TC string is not looked at
+        old_rows = {date(2024, 1, 1): (2, 2, 0), date(1969, 7, 1): (1, 1, 0)}
+    entries = {
+        r[SUBJECT]: {e["period"]: (e["rows"], e["past_retention"], e["refused_by_tcf"]) for e in r[SUBJECT_PERIOD_ROWS]}
+        for r in states.collect()
+    }
+    assert entries["c1"] == {None: (1, 0, 0), date(2026, 11, 1): (3, 0, 1), **old_rows}
+    assert entries["c3"] == {None: (2, 0, 0), date(2026, 10, 1): (1, 0, 0)}
