@@ -10,6 +10,7 @@ consentgate lint dags/policies
 consentgate register --policies dags/policies --out docs --check
 bash "$ROOT/scripts/ensure_chromium.sh"
 # Two workers, a module each at a time (module fixtures stay in one process), in the
-# order tests/conftest.py gives (longest modules first): a serial run leaves about half of
-# the 2 cores idle while Spark plans, JVMs start and Airflow parses. `-n 0` runs serially.
+# order tests/conftest.py gives (longest modules first): much of the suite's work is
+# single-threaded (Spark planning, JVM and Airflow start-ups), so one process left a core
+# idle; two kept both about 90% busy. `-n 0` runs serially.
 exec python -m pytest --numprocesses 2 --dist loadfile --no-loadscope-reorder "$@"
