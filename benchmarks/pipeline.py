@@ -211,6 +211,7 @@ def measure(spark, lake, orders: int, customers: int | None, generate: bool, dri
     from transforms.keys import RunKeys, SecretKey
     from transforms.policy import load_policy
     from transforms.publish import run_publish
+    from transforms.report_html import incremental_summary
     from transforms.storage import read_json
     from transforms.validate import run_validate
 
@@ -244,7 +245,7 @@ def measure(spark, lake, orders: int, customers: int | None, generate: bool, dri
         seconds["incremental"] = timed(lambda: run_enforce(spark, policy, lake, RUN_DATE, "one-percent", keys))
     for name, run_id in (("next day", "next"), ("rerun", "rerun"), (f"{withdrawn} customers withdrew", "one-percent")):
         plan = read_json(lake.step_state(policy.dataset, run_id, "enforce"))["incremental"]
-        print(f"{name}: {plan['mode']} ({plan['reason']}), {plan['periods_rejudged']} periods judged again")
+        print(f"{name}: {incremental_summary(plan)} ({plan['reason']})")
     for name, value in seconds.items():
         print(f"{name:<14} {value:8.1f} s  x{value / seconds['copy']:.2f} of the copy")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

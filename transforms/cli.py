@@ -237,13 +237,10 @@ def cmd_status(args) -> int:
         outcome = "passed" if validation["success"] else "FAILED"
         print(f"  validation: {outcome} ({validation['evaluated']} expectations{failed})")
         plan = report.get("incremental")
-        if plan and plan["mode"] == "incremental":
-            print(
-                f"  incremental: {plan['periods_rejudged']} periods judged again, "
-                f"{plan['periods_reused']} taken from {plan['previous_version']}"
-            )
-        elif plan:
-            print(f"  full run: {plan['reason']}")
+        if plan:
+            from transforms.report_html import incremental_summary
+
+            print(f"  {incremental_summary(plan)}")
     share = report.get("share")
     if share:
         print(f"  published: {report['published']}  shared with: {share['recipient']} ({share['subjects']} customers)")

@@ -21,12 +21,21 @@ from transforms import schemas
 from transforms.consent import SUBJECT, consent_at, consent_events, instant, with_consent_at_event
 from transforms.coverage import consent_coverage
 from transforms.encryption import Encryptor
-from transforms.erasure import SUBJECT_HASH, erasure_state, purge_published, record_tombstones, with_subject_hash
+from transforms.erasure import (
+    SUBJECT_HASH,
+    erasure_state,
+    published_without,
+    purge_published,
+    record_tombstones,
+    with_subject_hash,
+)
 from transforms.errors import SchemaError, StepStateError
 from transforms.fs import remove
 from transforms.incremental import (
     PERIOD,
+    VERDICT_BEFORE,
     Plan,
+    changed_subject_states,
     input_by_period,
     ledger_subjects,
     ledger_subjects_path,
@@ -54,6 +63,7 @@ from transforms.keys import RunKeys
 from transforms.lake import Lake, judged_at_marker, judgement_instant
 from transforms.lineage import column_lineage
 from transforms.partitions import partition_folders, period_of
+from transforms.patch import replace_rows
 from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.quarantine import expire_quarantine
@@ -324,18 +334,55 @@ def _write_output(judged: DataFrame, policy: Policy, context: RuleContext, stagi
     # rows are never cached, which at scale cost more than judging them.
     observation = Observation("consentgate_judgement")
     output = with_column_rules(judged.observe(observation, *judgement_metrics()), policy, context)
+    _write_sorted(output, policy, staging_path, "overwrite")
+    return {name: int(value) for name, value in observation.get.items()}
+
+
+def _write_sorted(output: DataFrame, policy: Policy, path: str, mode: str) -> None:
     # Rows reach a partition in the order shuffle blocks arrive, which varies from run to
     # run; sorted, a rerun of the same input writes byte-identical files.
     if policy.partition_by is None:
-        output.sortWithinPartitions(*output.columns).write.mode("overwrite").parquet(staging_path)
+        output.sortWithinPartitions(*output.columns).write.mode(mode).parquet(path)
     else:
         # Each period's rows in one task, so one file per period rather than one per task
         # and period (16 tasks x 37 months of small files to list and read); the period
         # column first, the order the partitioned writer needs, so it does not sort again.
         order = [c for c in output.columns if c != policy.partition_column]
         by_period = output.repartition(policy.partition_column).sortWithinPartitions(policy.partition_column, *order)
-        by_period.write.partitionBy(policy.partition_column).mode("overwrite").parquet(staging_path)
-    return {name: int(value) for name, value in observation.get.items()}
+        by_period.write.partitionBy(policy.partition_column).mode(mode).parquet(path)
+
+
+def _patched_rows(
+    spark: SparkSession,
+    judged_rows,
+    source: DataFrame,
+    policy: Policy,
+    context: RuleContext,
+    pseudonymizer: Pseudonymizer,
+    previous: str,
+    periods: list[date],
+    changed: DataFrame,
+) -> tuple[DataFrame, list[DataFrame]]:
+    """The previous version's rows of ``periods`` with the rows of the ``changed``
+    subjects (their states now, with the ledger's verdict) replaced (``transforms.patch``);
+    ``judged_rows(rows, states)`` judges rows under given states. Also the frames cached
+    for it, for the caller to unpersist once written."""
+    their_rows = (
+        with_subject(source.filter(period_of(policy).isin(periods)), policy)
+        .join(F.broadcast(changed.select(SUBJECT)), on=SUBJECT, how="left_semi")
+        .drop(SUBJECT)
+    )
+    then = changed.withColumn(VERDICT, F.col(VERDICT_BEFORE)).withColumn(
+        ERASED_FLAG, F.col(VERDICT) == Reason.ERASED.value
+    )
+    before = with_column_rules(judged_rows(their_rows, then), policy, context)
+    # What a purge removed since (this run's or an earlier one's) is no longer there to remove.
+    erased_now = changed.filter(F.col(VERDICT) == Reason.ERASED.value).select(SUBJECT)
+    erased_hashes = with_subject_hash(pseudonymizer.attach(erased_now), pseudonymizer).select(SUBJECT_HASH)
+    before = published_without(spark, policy, erased_hashes, pseudonymizer)(before).cache()
+    now = with_column_rules(judged_rows(their_rows, changed), policy, context)
+    published = spark.read.parquet(previous).filter(F.col(policy.partition_column).isin(periods))
+    return replace_rows(published, before, now), [before]
 
 
 def _published_rows_by_period(spark: SparkSession, staged: str, policy: Policy) -> dict[str, dict[str, int]]:
@@ -426,9 +473,30 @@ def run_enforce(
             if written != expected:
                 unstage_and_fail("the re-judged periods do not reconcile with the counts of their rows")
             previous = lake.clean_version(policy.dataset, plan.previous_version)
+            if plan.patched:
+                previous_subjects = ledger_subjects_path(lake.ledger(policy.dataset, plan.previous_version))
+                changed = changed_subject_states(spark, states, keys, previous_subjects).cache()
+                patched, cached = _patched_rows(
+                    spark,
+                    lambda rows, under: judge(
+                        rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired, under
+                    ),
+                    source,
+                    policy,
+                    context,
+                    pseudonymizer,
+                    previous,
+                    sorted(plan.patched),
+                    changed,
+                )
+                try:
+                    _write_sorted(patched, policy, staging_path, "append")
+                finally:
+                    for frame in (*cached, changed):
+                        frame.unpersist()
             reuse_periods(spark, policy, previous, staging_path, plan.reused)
             staged_rows = _published_rows_by_period(spark, staging_path, policy)
-            for period in sorted(plan.reused):
+            for period in sorted(plan.reused | plan.patched):
                 if staged_rows.get(str(period), {}) != published_by_state(by_period[period_key(period)], policy):
                     unstage_and_fail(
                         f"the month folder {period} of version {plan.previous_version} does not hold the rows a full "

@@ -29,6 +29,18 @@ STYLE = (
 )
 
 
+def incremental_summary(described: dict) -> str:
+    """One line of a run's ``Plan.describe()`` (reports from before patching have no patched periods)."""
+    if described["mode"] != "incremental":
+        return f"full run: {described['reason']}"
+    patched = described.get("periods_patched", 0)
+    replaced = f"{patched} with the rows of {described['subjects_changed']} subjects replaced, " if patched else ""
+    return (
+        f"incremental: {described['periods_rejudged']} periods judged again, {replaced}"
+        f"{described['periods_reused']} taken as they were from {described['previous_version']}"
+    )
+
+
 def _row(*cells: object, header: bool = False) -> str:
     tag = "th" if header else "td"
     return "<tr>" + "".join(f"<{tag}>{escape(str(c))}</{tag}>" for c in cells) + "</tr>"
@@ -218,13 +230,7 @@ def render_report(report: dict, history: list[dict] | None = None) -> str:
         parts.append(_row(name, report.get(name)))
     incremental = report.get("incremental")
     if incremental:
-        done = (
-            f"{incremental['mode']}: {incremental['periods_rejudged']} periods judged again, "
-            f"{incremental['periods_reused']} taken from {incremental['previous_version']}"
-            if incremental["mode"] == "incremental"
-            else f"full: {incremental['reason']}"
-        )
-        parts.append(_row("run mode", done))
+        parts.append(_row("run mode", incremental_summary(incremental)))
     for step, seconds in report["timings"].items():
         parts.append(_row(step, seconds))
     parts.append("</table>")

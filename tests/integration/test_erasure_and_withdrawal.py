@@ -24,7 +24,7 @@ from transforms.lake import Lake, judgement_instant
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 28)
 T = judgement_instant(RUN_DATE)
-ERASED, WITHDRAWING = "C9999001", "C9999002"
+ERASED, WITHDRAWING, GRANTING = "C9999001", "C9999002", "C9999003"
 CUSTOMERS_POLICY = REPO / "dags" / "policies" / "customers.yml"
 
 
@@ -74,6 +74,8 @@ def lake(spark, tmp_path_factory, monkeypatch_module):
             order("X2", f" {ERASED} ", T - timedelta(days=40)),
             order("X3", ERASED, None),  # quarantined: no event time
             order("Y1", WITHDRAWING, T - timedelta(days=5)),
+            order("Z1", GRANTING, T - timedelta(days=200)),  # May 2026
+            order("Z2", GRANTING, T - timedelta(days=5)),
         ],
     )
     grants = [(s, "analytics", "granted", T - timedelta(days=90), None, "web_form") for s in (ERASED, WITHDRAWING)]
@@ -115,6 +117,12 @@ def partitioned_rows(folder) -> list[tuple]:
     return sorted(tuple(sorted((k, str(v)) for k, v in row.items())) for row in rows)
 
 
+def ordered_rows(folder: Path) -> list[tuple]:
+    """A period folder's rows in file order; the folder must hold one file."""
+    (file,) = folder.glob("*.parquet")
+    return [tuple(row.values()) for row in ds.dataset(str(file), format="parquet").to_table().to_pylist()]
+
+
 def published_by_id(lake: Lake) -> dict:
     return {r["order_id"]: r for r in read_rows(current_version_dir(lake.root, "orders"))}
 
@@ -126,17 +134,28 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
     rows = published_by_id(lake)
     assert rows["X1"]["customer_id"] == rows["X2"]["customer_id"] == pseudonym(ERASED)
     assert rows["Y1"]["record_state"] == "consented"
+    assert {rows[z]["record_state"] for z in ("Z1", "Z2")} == {"anonymized"}
     quarantine_r1 = Path(first["quarantine_path"])
     assert "X3" in {r["order_id"] for r in read_rows(quarantine_r1)}
     first_version = current_version_dir(lake.root, "orders")
     first_count = len(rows)
 
-    # The customer withdraws, the other asks for erasure; both before t.
-    append_rows(spark, lake, "consent", [(WITHDRAWING, "analytics", "withdrawn", T - timedelta(hours=1), None, "app")])
+    # One customer withdraws, another grants, a third asks for erasure; all before t.
+    append_rows(
+        spark,
+        lake,
+        "consent",
+        [
+            (WITHDRAWING, "analytics", "withdrawn", T - timedelta(hours=1), None, "app"),
+            (GRANTING, "analytics", "granted", T - timedelta(hours=2), None, "app"),
+        ],
+    )
     append_rows(spark, lake, "erasure_requests", [(ERASED, T - timedelta(days=1))])
     second = run(lake, "r2")
     rows = published_by_id(lake)
     assert rows["Y1"]["record_state"] == "anonymized" and rows["Y1"]["customer_id"] is None
+    assert {rows[z]["customer_id"] for z in ("Z1", "Z2")} == {pseudonym(GRANTING)}
+    assert len(rows) == first_count - 2  # the erased subject's two rows
     assert not {"X1", "X2"} & set(rows)
     assert second["counts"]["erased"]["dropped"] >= 2
     assert second["erasure"]["new_tombstones"] == 1
@@ -154,16 +173,24 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
     assert second["quarantine_rows_withheld_for_erasure"] == 1
     assert "X3" not in {r["order_id"] for r in read_rows(second["quarantine_path"])}
 
-    # r2 judged again only the months of the two subjects' rows (October and November
-    # 2026), took the others from r1's purged copy, and publishes exactly what a full
-    # recomputation at t does.
+    # Nothing but three subjects' verdicts changed: r2 judged no month again. It took the
+    # months of their rows (May, October and November 2026) from r1's purged copy with
+    # their rows replaced (the anonymised ones too, which carry no key), took the others
+    # as they were, and publishes exactly what a full recomputation at t does.
     assert second["incremental"]["mode"] == "incremental"
     assert second["incremental"]["previous_version"] == "r1.erased"
-    assert second["incremental"]["periods_rejudged"] == 2
+    assert (second["incremental"]["periods_rejudged"], second["incremental"]["periods_patched"]) == (0, 3)
+    assert second["incremental"]["subjects_changed"] == 3
     assert main(["enforce", "--policy", str(ORDERS_POLICY), "--lake", lake.root, *FULL_RUN_ARGS]) == 0
     full = json.loads(Path(lake.step_state("orders", "r2-full", "enforce")).read_text())
     assert full["incremental"]["mode"] == "full" and full["counts"] == second["counts"]
     assert partitioned_rows(current_version_dir(lake.root, "orders")) == partitioned_rows(full["staging_path"])
+    # A replaced month is written as a full run writes it: one file, the same rows in the same order.
+    for month in ("2026-05-01", "2026-10-01", "2026-11-01"):
+        folder = f"ordered_at_month={month}"
+        assert ordered_rows(current_version_dir(lake.root, "orders") / folder) == ordered_rows(
+            Path(full["staging_path"]) / folder
+        )
     shutil.rmtree(lake.staging_run("orders", "r2-full"))
 
     # The tombstone is a keyed pseudonym, not the id.
