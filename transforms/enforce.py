@@ -74,6 +74,7 @@ from transforms.storage import restrict_to_owner, write_json, write_text
 from transforms.subjects import normalize_subject
 
 QUARANTINE_REASON = "quarantine_reason"
+_SIDE, _BEFORE, _NOW = "_cg_side", "before", "now"
 
 
 def read_source(spark: SparkSession, lake: Lake, policy: Policy) -> DataFrame:
@@ -273,8 +274,11 @@ def rule_context(spark: SparkSession, policy: Policy, keys: RunKeys, pseudonymiz
     )
 
 
-def with_column_rules(judged: DataFrame, policy: Policy, context: RuleContext) -> DataFrame:
-    """The publishable rows: declared columns only, each through the rule of its row's state.
+def with_column_rules(
+    judged: DataFrame, policy: Policy, context: RuleContext, carry: tuple[str, ...] = ()
+) -> DataFrame:
+    """The publishable rows: declared columns only, each through the rule of its row's state
+    (and the ``carry`` columns of ``judged``, last, for the caller to split by).
 
     ``judged`` carries the pseudonymiser's pads (``judge`` attached them); the other keyed
     helpers of ``context`` are attached here, and no key column is selected into the output.
@@ -300,7 +304,7 @@ def with_column_rules(judged: DataFrame, policy: Policy, context: RuleContext) -
     outputs = [*selected, state.alias(STATE_COLUMN)]
     if policy.partition_by is not None:
         outputs.append(period_of(policy).alias(policy.partition_column))
-    return published.select(*outputs)
+    return published.select(*outputs, *carry)
 
 
 def share_summary(spark: SparkSession, staging_path: str, policy: Policy, context: RuleContext) -> dict:
@@ -372,17 +376,24 @@ def _patched_rows(
         .join(F.broadcast(changed.select(SUBJECT)), on=SUBJECT, how="left_semi")
         .drop(SUBJECT)
     )
-    then = changed.withColumn(VERDICT, F.col(VERDICT_BEFORE)).withColumn(
-        ERASED_FLAG, F.col(VERDICT) == Reason.ERASED.value
-    )
-    before = with_column_rules(judged_rows(their_rows, then), policy, context)
+    # Each row judged under both verdicts in one pass: two states per subject.
+    side = F.explode(F.array(F.lit(_BEFORE), F.lit(_NOW))).alias(_SIDE)
+    both = changed.select("*", side)
+    both = both.withColumn(VERDICT, F.when(F.col(_SIDE) == _BEFORE, F.col(VERDICT_BEFORE)).otherwise(F.col(VERDICT)))
+    both = both.withColumn(ERASED_FLAG, F.col(VERDICT) == Reason.ERASED.value)
+    replaced = with_column_rules(judged_rows(their_rows, both), policy, context, carry=(_SIDE,)).cache()
+    replaced.count()  # once, before the write's stages read it from three places
+    before = replaced.filter(F.col(_SIDE) == _BEFORE).drop(_SIDE)
     # What a purge removed since (this run's or an earlier one's) is no longer there to remove.
     erased_now = changed.filter(F.col(VERDICT) == Reason.ERASED.value).select(SUBJECT)
     erased_hashes = with_subject_hash(pseudonymizer.attach(erased_now), pseudonymizer).select(SUBJECT_HASH)
-    before = published_without(spark, policy, erased_hashes, pseudonymizer)(before).cache()
-    now = with_column_rules(judged_rows(their_rows, changed), policy, context)
-    published = spark.read.parquet(previous).filter(F.col(policy.partition_column).isin(periods))
-    return replace_rows(published, before, now), [before]
+    before = published_without(spark, policy, erased_hashes, pseudonymizer)(before)
+    now = replaced.filter(F.col(_SIDE) == _NOW).drop(_SIDE)
+    if partition_folders(spark, previous):
+        published = spark.read.parquet(previous).filter(F.col(policy.partition_column).isin(periods))
+    else:  # a version that published no row is one file with no period folders
+        published = now.limit(0)
+    return replace_rows(published, before, now), [replaced]
 
 
 def _published_rows_by_period(spark: SparkSession, staged: str, policy: Policy) -> dict[str, dict[str, int]]:
