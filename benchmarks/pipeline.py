@@ -16,7 +16,8 @@ the same input right after it (``full_again``: as warm a JVM, where the first ru
 paid for warming it up); it is incremental when enough periods can be reused, full
 otherwise (the report's reason is printed). ``next_day_vs_full`` is the run of the next
 day (the generated consent log has events after ``t``) and ``rerun_vs_full`` a rerun at
-the same ``t``, both over the first, full, enforce. With several sizes, the last
+the same ``t``, both over the first, full, enforce; ``rerun_vs_full_again`` is the rerun
+over ``full_again``. With several sizes, the last
 line also gives how enforce's time grew from the second-largest size to the largest.
 
 Usage: .venv/bin/python benchmarks/pipeline.py [--orders 1000000,5000000,20000000] [--driver-memory 2g]

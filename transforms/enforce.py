@@ -366,11 +366,12 @@ def _patched_rows(
     previous: str,
     periods: list[date],
     changed: DataFrame,
-) -> tuple[DataFrame, list[DataFrame]]:
+    cached: list[DataFrame],
+) -> DataFrame:
     """The previous version's rows of ``periods`` with the rows of the ``changed``
     subjects (their states now, with the ledger's verdict) replaced (``transforms.patch``);
-    ``judged_rows(rows, states)`` judges rows under given states. Also the frames cached
-    for it, for the caller to unpersist once written."""
+    ``judged_rows(rows, states)`` judges rows under given states. The frames it caches
+    are added to ``cached``, for the caller to unpersist once written."""
     their_rows = (
         with_subject(source.filter(period_of(policy).isin(periods)), policy)
         .join(F.broadcast(changed.select(SUBJECT)), on=SUBJECT, how="left_semi")
@@ -382,6 +383,7 @@ def _patched_rows(
     both = both.withColumn(VERDICT, F.when(F.col(_SIDE) == _BEFORE, F.col(VERDICT_BEFORE)).otherwise(F.col(VERDICT)))
     both = both.withColumn(ERASED_FLAG, F.col(VERDICT) == Reason.ERASED.value)
     replaced = with_column_rules(judged_rows(their_rows, both), policy, context, carry=(_SIDE,)).cache()
+    cached.append(replaced)
     replaced.count()  # once, before the write's stages read it from three places
     before = replaced.filter(F.col(_SIDE) == _BEFORE).drop(_SIDE)
     # What a purge removed since (this run's or an earlier one's) is no longer there to remove.
@@ -393,7 +395,7 @@ def _patched_rows(
         published = spark.read.parquet(previous).filter(F.col(policy.partition_column).isin(periods))
     else:  # a version that published no row is one file with no period folders
         published = now.limit(0)
-    return replace_rows(published, before, now), [replaced]
+    return replace_rows(published, before, now)
 
 
 def _published_rows_by_period(spark: SparkSession, staged: str, policy: Policy) -> dict[str, dict[str, int]]:
@@ -473,7 +475,9 @@ def run_enforce(
         else:
             # Each period's reasons follow from the subjects' lists of alike rows, without
             # judging the rows: the report counts every period, the affected ones are
-            # judged and written (and must reconcile), the others are taken over.
+            # judged and written (and must reconcile), the patched ones are rewritten with
+            # the changed subjects' rows replaced, the others are taken over; the patched
+            # and reused folders must then hold what the counts say they publish.
             input_rows = {period: entry["rows"] for period, entry in inputs.items()}
             by_period = metrics_by_period(states, input_rows, policy, period_key)
             affected = sorted(plan.affected)
@@ -487,23 +491,25 @@ def run_enforce(
             if plan.patched:
                 previous_subjects = ledger_subjects_path(lake.ledger(policy.dataset, plan.previous_version))
                 changed = changed_subject_states(spark, states, keys, previous_subjects).cache()
-                patched, cached = _patched_rows(
-                    spark,
-                    lambda rows, under: judge(
-                        rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired, under
-                    ),
-                    source,
-                    policy,
-                    context,
-                    pseudonymizer,
-                    previous,
-                    sorted(plan.patched),
-                    changed,
-                )
+                cached = [changed]  # raw subject ids among them: unpersisted whatever happens
                 try:
+                    patched = _patched_rows(
+                        spark,
+                        lambda rows, under: judge(
+                            rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired, under
+                        ),
+                        source,
+                        policy,
+                        context,
+                        pseudonymizer,
+                        previous,
+                        sorted(plan.patched),
+                        changed,
+                        cached,
+                    )
                     _write_sorted(patched, policy, staging_path, "append")
                 finally:
-                    for frame in (*cached, changed):
+                    for frame in cached:
                         frame.unpersist()
             reuse_periods(spark, policy, previous, staging_path, plan.reused)
             staged_rows = _published_rows_by_period(spark, staging_path, policy)
@@ -523,7 +529,7 @@ def run_enforce(
         totals = totals_by_action(counts)
         # Counted apart from the judgement: in a full run a row lost or doubled by a join
         # shows up here (an incremental run's counts are derived to match the input; its
-        # re-judged and reused periods were checked against them above).
+        # re-judged, patched and reused periods were checked against them above).
         if inputs is None:
             rows_in = run_input(source, policy, run_date).count()
         else:

@@ -1,5 +1,6 @@
 """Incremental runs of a partitioned dataset: re-judge only the periods whose output can
-have changed since the current version, and take the others from it unchanged.
+have changed since the current version, patch those where only subjects' verdicts
+changed, and take the others from it unchanged.
 
 A row's output depends on the row, its subject's verdict at ``t`` (erased, or the
 deciding consent event and whether it is still in force), whether it is past retention
@@ -13,7 +14,8 @@ period's output can change only if
 A period where only subjects' verdicts changed is patched: its published rows are taken
 over with those subjects' rows replaced (``transforms.patch``). Every other period's
 published folder is taken over as it is (hard links on a local lake). The rows of
-periods not judged again are counted, not judged (``judgement_counts``). Anything
+periods not judged again are counted, not judged (``judgement_counts``), but for the
+changed subjects' rows that a patch judges. Anything
 that makes a period's output depend on other periods, or on a subject's history rather
 than its verdict, makes the run a full one: k-anonymity (group sizes span periods),
 ``check_consent_at: event_and_run``, another policy or key, no ledger.
@@ -227,7 +229,7 @@ def plan_run(
         affected=frozenset(affected & present),
         reused=frozenset(reused),
         patched=frozenset(patched),
-        changed_subjects=changes.changed if patched else 0,
+        changed_subjects=changes.changed,
     )
 
 

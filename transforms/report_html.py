@@ -34,7 +34,7 @@ def incremental_summary(described: dict) -> str:
     if described["mode"] != "incremental":
         return f"full run: {described['reason']}"
     patched = described.get("periods_patched", 0)
-    replaced = f"{patched} with the rows of {described['subjects_changed']} subjects replaced, " if patched else ""
+    replaced = f"{patched} patched ({described['subjects_changed']} subjects changed verdict), " if patched else ""
     return (
         f"incremental: {described['periods_rejudged']} periods judged again, {replaced}"
         f"{described['periods_reused']} taken as they were from {described['previous_version']}"

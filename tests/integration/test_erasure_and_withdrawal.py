@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 28)
 T = judgement_instant(RUN_DATE)
 ERASED, WITHDRAWING, GRANTING = "C9999001", "C9999002", "C9999003"
+ERASED_UNCONSENTED = "C9999004"  # its row is published anonymised, with no key to find it by
 CUSTOMERS_POLICY = REPO / "dags" / "policies" / "customers.yml"
 
 
@@ -76,6 +77,7 @@ def lake(spark, tmp_path_factory, monkeypatch_module):
             order("Y1", WITHDRAWING, T - timedelta(days=5)),
             order("Z1", GRANTING, T - timedelta(days=200)),  # May 2026
             order("Z2", GRANTING, T - timedelta(days=5)),
+            order("W1", ERASED_UNCONSENTED, T - timedelta(days=6)),
         ],
     )
     grants = [(s, "analytics", "granted", T - timedelta(days=90), None, "web_form") for s in (ERASED, WITHDRAWING)]
@@ -134,7 +136,7 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
     rows = published_by_id(lake)
     assert rows["X1"]["customer_id"] == rows["X2"]["customer_id"] == pseudonym(ERASED)
     assert rows["Y1"]["record_state"] == "consented"
-    assert {rows[z]["record_state"] for z in ("Z1", "Z2")} == {"anonymized"}
+    assert {rows[z]["record_state"] for z in ("Z1", "Z2", "W1")} == {"anonymized"}
     quarantine_r1 = Path(first["quarantine_path"])
     assert "X3" in {r["order_id"] for r in read_rows(quarantine_r1)}
     first_version = current_version_dir(lake.root, "orders")
@@ -150,22 +152,25 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
             (GRANTING, "analytics", "granted", T - timedelta(hours=2), None, "app"),
         ],
     )
-    append_rows(spark, lake, "erasure_requests", [(ERASED, T - timedelta(days=1))])
+    append_rows(
+        spark, lake, "erasure_requests", [(ERASED, T - timedelta(days=1)), (ERASED_UNCONSENTED, T - timedelta(days=1))]
+    )
     second = run(lake, "r2")
     rows = published_by_id(lake)
     assert rows["Y1"]["record_state"] == "anonymized" and rows["Y1"]["customer_id"] is None
     assert {rows[z]["customer_id"] for z in ("Z1", "Z2")} == {pseudonym(GRANTING)}
-    assert len(rows) == first_count - 2  # the erased subject's two rows
-    assert not {"X1", "X2"} & set(rows)
-    assert second["counts"]["erased"]["dropped"] >= 2
-    assert second["erasure"]["new_tombstones"] == 1
+    assert len(rows) == first_count - 3  # the erased subjects' rows
+    assert not {"X1", "X2", "W1"} & set(rows)
+    assert second["counts"]["erased"]["dropped"] >= 3
+    assert second["erasure"]["new_tombstones"] == 2
     # r1 was the current version: it was replaced by a purged copy (catalog and CURRENT
     # moved to it atomically) before r2 was published.
     assert second["erasure"]["purged_versions"] == ["r1.erased"]
     assert second["erasure"]["purged_quarantine"] == ["r1/rows"]
     assert not first_version.exists()
 
-    # The retained version lost exactly the erased subject's rows, and nothing else.
+    # The retained version lost exactly the erased subject's linked rows, and nothing
+    # else (an anonymised row links to no one).
     retained = read_rows(first_version.with_name("r1.erased"))
     assert len(retained) == first_count - 2
     assert pseudonym(ERASED) not in {r["customer_id"] for r in retained}
@@ -173,14 +178,14 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
     assert second["quarantine_rows_withheld_for_erasure"] == 1
     assert "X3" not in {r["order_id"] for r in read_rows(second["quarantine_path"])}
 
-    # Nothing but three subjects' verdicts changed: r2 judged no month again. It took the
+    # Nothing but four subjects' verdicts changed: r2 judged no month again. It took the
     # months of their rows (May, October and November 2026) from r1's purged copy with
     # their rows replaced (the anonymised ones too, which carry no key), took the others
     # as they were, and publishes exactly what a full recomputation at t does.
     assert second["incremental"]["mode"] == "incremental"
     assert second["incremental"]["previous_version"] == "r1.erased"
     assert (second["incremental"]["periods_rejudged"], second["incremental"]["periods_patched"]) == (0, 3)
-    assert second["incremental"]["subjects_changed"] == 3
+    assert second["incremental"]["subjects_changed"] == 4
     assert main(["enforce", "--policy", str(ORDERS_POLICY), "--lake", lake.root, *FULL_RUN_ARGS]) == 0
     full = json.loads(Path(lake.step_state("orders", "r2-full", "enforce")).read_text())
     assert full["incremental"]["mode"] == "full" and full["counts"] == second["counts"]
@@ -195,11 +200,11 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
 
     # The tombstone is a keyed pseudonym, not the id.
     tombstones = read_rows(Path(lake.tombstones_of("orders")))
-    assert [t["_cg_subject_hash"] for t in tombstones] == [pseudonym(ERASED)]
+    assert sorted(t["_cg_subject_hash"] for t in tombstones) == sorted(map(pseudonym, (ERASED, ERASED_UNCONSENTED)))
 
     # Another dataset judged from the same lake purges its own versions too.
     customers = run(lake, "c2", policy=CUSTOMERS_POLICY)
-    assert customers["erasure"]["new_tombstones"] == 1
+    assert customers["erasure"]["new_tombstones"] == 2
     assert customers["erasure"]["purged_versions"] == ["c1.erased"]
     for version in (Path(lake.root) / "clean" / "customers").iterdir():
         if version.is_dir():
@@ -209,8 +214,8 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
     shutil.rmtree(lake.erasure_requests)
     append_rows(spark, lake, "orders", [order("X4", ERASED, T - timedelta(days=2))])
     third = run(lake, "r3")
-    assert not {"X1", "X2", "X4"} & set(published_by_id(lake))
-    assert third["counts"]["erased"]["dropped"] == 3
+    assert not {"X1", "X2", "X4", "W1"} & set(published_by_id(lake))
+    assert third["counts"]["erased"]["dropped"] == 4
     assert third["erasure"]["new_tombstones"] == 0
     assert third["incremental"]["periods_rejudged"] == 1  # November, which has a new row
 
