@@ -21,21 +21,12 @@ from transforms import schemas
 from transforms.consent import SUBJECT, consent_at, consent_events, instant, with_consent_at_event
 from transforms.coverage import consent_coverage
 from transforms.encryption import Encryptor
-from transforms.erasure import (
-    SUBJECT_HASH,
-    erasure_state,
-    published_without,
-    purge_published,
-    record_tombstones,
-    with_subject_hash,
-)
+from transforms.erasure import SUBJECT_HASH, erasure_state, purge_published, record_tombstones, with_subject_hash
 from transforms.errors import SchemaError, StepStateError
 from transforms.fs import remove
 from transforms.incremental import (
     PERIOD,
-    VERDICT_BEFORE,
     Plan,
-    changed_subject_states,
     input_by_period,
     ledger_subjects,
     ledger_subjects_path,
@@ -63,7 +54,6 @@ from transforms.keys import RunKeys
 from transforms.lake import Lake, judged_at_marker, judgement_instant
 from transforms.lineage import column_lineage
 from transforms.partitions import partition_folders, period_of
-from transforms.patch import replace_rows
 from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.quarantine import expire_quarantine
@@ -74,7 +64,6 @@ from transforms.storage import restrict_to_owner, write_json, write_text
 from transforms.subjects import normalize_subject
 
 QUARANTINE_REASON = "quarantine_reason"
-_SIDE, _BEFORE, _NOW = "_cg_side", "before", "now"
 
 
 def read_source(spark: SparkSession, lake: Lake, policy: Policy) -> DataFrame:
@@ -274,11 +263,8 @@ def rule_context(spark: SparkSession, policy: Policy, keys: RunKeys, pseudonymiz
     )
 
 
-def with_column_rules(
-    judged: DataFrame, policy: Policy, context: RuleContext, carry: tuple[str, ...] = ()
-) -> DataFrame:
-    """The publishable rows: declared columns only, each through the rule of its row's state
-    (and the ``carry`` columns of ``judged``, last, for the caller to split by).
+def with_column_rules(judged: DataFrame, policy: Policy, context: RuleContext) -> DataFrame:
+    """The publishable rows: declared columns only, each through the rule of its row's state.
 
     ``judged`` carries the pseudonymiser's pads (``judge`` attached them); the other keyed
     helpers of ``context`` are attached here, and no key column is selected into the output.
@@ -304,7 +290,7 @@ def with_column_rules(
     outputs = [*selected, state.alias(STATE_COLUMN)]
     if policy.partition_by is not None:
         outputs.append(period_of(policy).alias(policy.partition_column))
-    return published.select(*outputs, *carry)
+    return published.select(*outputs)
 
 
 def share_summary(spark: SparkSession, staging_path: str, policy: Policy, context: RuleContext) -> dict:
@@ -338,64 +324,18 @@ def _write_output(judged: DataFrame, policy: Policy, context: RuleContext, stagi
     # rows are never cached, which at scale cost more than judging them.
     observation = Observation("consentgate_judgement")
     output = with_column_rules(judged.observe(observation, *judgement_metrics()), policy, context)
-    _write_sorted(output, policy, staging_path, "overwrite")
-    return {name: int(value) for name, value in observation.get.items()}
-
-
-def _write_sorted(output: DataFrame, policy: Policy, path: str, mode: str) -> None:
     # Rows reach a partition in the order shuffle blocks arrive, which varies from run to
     # run; sorted, a rerun of the same input writes byte-identical files.
     if policy.partition_by is None:
-        output.sortWithinPartitions(*output.columns).write.mode(mode).parquet(path)
+        output.sortWithinPartitions(*output.columns).write.mode("overwrite").parquet(staging_path)
     else:
         # Each period's rows in one task, so one file per period rather than one per task
         # and period (16 tasks x 37 months of small files to list and read); the period
         # column first, the order the partitioned writer needs, so it does not sort again.
         order = [c for c in output.columns if c != policy.partition_column]
         by_period = output.repartition(policy.partition_column).sortWithinPartitions(policy.partition_column, *order)
-        by_period.write.partitionBy(policy.partition_column).mode(mode).parquet(path)
-
-
-def _patched_rows(
-    spark: SparkSession,
-    judged_rows,
-    source: DataFrame,
-    policy: Policy,
-    context: RuleContext,
-    pseudonymizer: Pseudonymizer,
-    previous: str,
-    periods: list[date],
-    changed: DataFrame,
-    cached: list[DataFrame],
-) -> DataFrame:
-    """The previous version's rows of ``periods`` with the rows of the ``changed``
-    subjects (their states now, with the ledger's verdict) replaced (``transforms.patch``);
-    ``judged_rows(rows, states)`` judges rows under given states. The frames it caches
-    are added to ``cached``, for the caller to unpersist once written."""
-    their_rows = (
-        with_subject(source.filter(period_of(policy).isin(periods)), policy)
-        .join(F.broadcast(changed.select(SUBJECT)), on=SUBJECT, how="left_semi")
-        .drop(SUBJECT)
-    )
-    # Each row judged under both verdicts in one pass: two states per subject.
-    side = F.explode(F.array(F.lit(_BEFORE), F.lit(_NOW))).alias(_SIDE)
-    both = changed.select("*", side)
-    both = both.withColumn(VERDICT, F.when(F.col(_SIDE) == _BEFORE, F.col(VERDICT_BEFORE)).otherwise(F.col(VERDICT)))
-    both = both.withColumn(ERASED_FLAG, F.col(VERDICT) == Reason.ERASED.value)
-    replaced = with_column_rules(judged_rows(their_rows, both), policy, context, carry=(_SIDE,)).cache()
-    cached.append(replaced)
-    replaced.count()  # once, before the write's stages read it from three places
-    before = replaced.filter(F.col(_SIDE) == _BEFORE).drop(_SIDE)
-    # What a purge removed since (this run's or an earlier one's) is no longer there to remove.
-    erased_now = changed.filter(F.col(VERDICT) == Reason.ERASED.value).select(SUBJECT)
-    erased_hashes = with_subject_hash(pseudonymizer.attach(erased_now), pseudonymizer).select(SUBJECT_HASH)
-    before = published_without(spark, policy, erased_hashes, pseudonymizer)(before)
-    now = replaced.filter(F.col(_SIDE) == _NOW).drop(_SIDE)
-    if partition_folders(spark, previous):
-        published = spark.read.parquet(previous).filter(F.col(policy.partition_column).isin(periods))
-    else:  # a version that published no row is one file with no period folders
-        published = now.limit(0)
-    return replace_rows(published, before, now)
+        by_period.write.partitionBy(policy.partition_column).mode("overwrite").parquet(staging_path)
+    return {name: int(value) for name, value in observation.get.items()}
 
 
 def _published_rows_by_period(spark: SparkSession, staged: str, policy: Policy) -> dict[str, dict[str, int]]:
@@ -475,9 +415,7 @@ def run_enforce(
         else:
             # Each period's reasons follow from the subjects' lists of alike rows, without
             # judging the rows: the report counts every period, the affected ones are
-            # judged and written (and must reconcile), the patched ones are rewritten with
-            # the changed subjects' rows replaced, the others are taken over; the patched
-            # and reused folders must then hold what the counts say they publish.
+            # judged and written (and must reconcile), the others are taken over.
             input_rows = {period: entry["rows"] for period, entry in inputs.items()}
             by_period = metrics_by_period(states, input_rows, policy, period_key)
             affected = sorted(plan.affected)
@@ -488,32 +426,9 @@ def run_enforce(
             if written != expected:
                 unstage_and_fail("the re-judged periods do not reconcile with the counts of their rows")
             previous = lake.clean_version(policy.dataset, plan.previous_version)
-            if plan.patched:
-                previous_subjects = ledger_subjects_path(lake.ledger(policy.dataset, plan.previous_version))
-                changed = changed_subject_states(spark, states, keys, previous_subjects).cache()
-                cached = [changed]  # raw subject ids among them: unpersisted whatever happens
-                try:
-                    patched = _patched_rows(
-                        spark,
-                        lambda rows, under: judge(
-                            rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired, under
-                        ),
-                        source,
-                        policy,
-                        context,
-                        pseudonymizer,
-                        previous,
-                        sorted(plan.patched),
-                        changed,
-                        cached,
-                    )
-                    _write_sorted(patched, policy, staging_path, "append")
-                finally:
-                    for frame in cached:
-                        frame.unpersist()
             reuse_periods(spark, policy, previous, staging_path, plan.reused)
             staged_rows = _published_rows_by_period(spark, staging_path, policy)
-            for period in sorted(plan.reused | plan.patched):
+            for period in sorted(plan.reused):
                 if staged_rows.get(str(period), {}) != published_by_state(by_period[period_key(period)], policy):
                     unstage_and_fail(
                         f"the month folder {period} of version {plan.previous_version} does not hold the rows a full "
@@ -529,7 +444,7 @@ def run_enforce(
         totals = totals_by_action(counts)
         # Counted apart from the judgement: in a full run a row lost or doubled by a join
         # shows up here (an incremental run's counts are derived to match the input; its
-        # re-judged, patched and reused periods were checked against them above).
+        # re-judged and reused periods were checked against them above).
         if inputs is None:
             rows_in = run_input(source, policy, run_date).count()
         else:

@@ -191,32 +191,6 @@ def _purge_in_place(spark: SparkSession, folder: str, keep, replacement: str) ->
     return True
 
 
-def published_without(
-    spark: SparkSession, policy: Policy, hashes: DataFrame, pseudonymizer: Pseudonymizer
-) -> Callable[[DataFrame], DataFrame]:
-    """The filter that removes from published rows those linked to the subjects of
-    ``hashes`` (``_cg_subject_hash`` under ``pseudonymizer``'s key): what a purge removes.
-    Rows that publish no subject key (anonymised ones) cannot be linked, and stay."""
-    subject_column = policy.column(policy.subject_key)
-    rule = subject_column.consented.name if subject_column else "drop"
-    if policy.is_share:
-        # An export holds the recipient's pseudonyms of ours.
-        hashes = as_recipient_pseudonyms(spark, hashes, SUBJECT_HASH, pseudonymizer.key, policy)
-
-    def keep(rows: DataFrame) -> DataFrame:
-        if policy.subject_key not in rows.columns or rule == "drop":
-            return rows  # nothing in these rows links to a subject
-        erased = F.broadcast(hashes.withColumnRenamed(SUBJECT_HASH, "_cg_erased"))
-        if rule == "pseudonymize":
-            return rows.join(erased, F.col(policy.subject_key) == F.col("_cg_erased"), "left_anti")
-        # The normalised key is published as it is: compare its pseudonym.
-        hashed = with_subject_hash(pseudonymizer.attach(rows), pseudonymizer, policy.subject_key)
-        kept = hashed.join(erased, F.col(SUBJECT_HASH) == F.col("_cg_erased"), "left_anti")
-        return pseudonymizer.detach(kept).drop(SUBJECT_HASH)
-
-    return keep
-
-
 def purge_published(
     spark: SparkSession,
     lake: Lake,
@@ -235,9 +209,26 @@ def purge_published(
     ring = ring or {current_key: pseudonymizer.key}
     new_hashes = state.new.select(SUBJECT_HASH).distinct().cache()
     has_new = not new_hashes.isEmpty()
+    subject_column = policy.column(policy.subject_key)
+    rule = subject_column.consented.name if subject_column else "drop"
 
     def keep_published(hashes: DataFrame, key_pseudonymizer: Pseudonymizer):
-        return published_without(spark, policy, hashes, key_pseudonymizer)
+        if policy.is_share:
+            # An export holds the recipient's pseudonyms of ours.
+            hashes = as_recipient_pseudonyms(spark, hashes, SUBJECT_HASH, key_pseudonymizer.key, policy)
+
+        def keep(rows: DataFrame) -> DataFrame:
+            if policy.subject_key not in rows.columns or rule == "drop":
+                return rows  # nothing in these rows links to a subject
+            erased = F.broadcast(hashes.withColumnRenamed(SUBJECT_HASH, "_cg_erased"))
+            if rule == "pseudonymize":
+                return rows.join(erased, F.col(policy.subject_key) == F.col("_cg_erased"), "left_anti")
+            # The normalised key is published as it is: compare its pseudonym.
+            hashed = with_subject_hash(key_pseudonymizer.attach(rows), key_pseudonymizer, policy.subject_key)
+            kept = hashed.join(erased, F.col(SUBJECT_HASH) == F.col("_cg_erased"), "left_anti")
+            return key_pseudonymizer.detach(kept).drop(SUBJECT_HASH)
+
+        return keep
 
     def keep_raw(rows: DataFrame) -> DataFrame:
         subjects = rows.withColumn(

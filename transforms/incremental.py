@@ -1,6 +1,5 @@
 """Incremental runs of a partitioned dataset: re-judge only the periods whose output can
-have changed since the current version, patch those where only subjects' verdicts
-changed, and take the others from it unchanged.
+have changed since the current version, and take the others from it unchanged.
 
 A row's output depends on the row, its subject's verdict at ``t`` (erased, or the
 deciding consent event and whether it is still in force), whether it is past retention
@@ -11,11 +10,8 @@ period's output can change only if
 - its number of input rows changed (new rows, late ones, deleted ones),
 - it holds instants of ``[t0, t)`` (new rows) or of ``[t0 - retention, t - retention)``
   (rows that passed their retention since).
-A period where only subjects' verdicts changed is patched: its published rows are taken
-over with those subjects' rows replaced (``transforms.patch``). Every other period's
-published folder is taken over as it is (hard links on a local lake). The rows of
-periods not judged again are counted, not judged (``judgement_counts``), but for the
-changed subjects' rows that a patch judges. Anything
+Every other period's published folder is taken over as it is (hard links on a local
+lake), and its rows are counted, not judged again (``judgement_counts``). Anything
 that makes a period's output depend on other periods, or on a subject's history rather
 than its verdict, makes the run a full one: k-anonymity (group sizes span periods),
 ``check_consent_at: event_and_run``, another policy or key, no ledger.
@@ -53,22 +49,15 @@ SUBJECT_PERIODS = "_cg_subject_periods"
 LEDGER_SUBJECT = "subject_ledger_hash"
 # The input rows with no event time (quarantined) are counted under this period name.
 NO_PERIOD = "none"
-# Below this share of the input in periods taken as they are, linking and checking the
-# reused folders and patching or judging the others save less than they cost: the run
-# is a full one.
+# Below this share of the input in reusable periods, linking and checking the reused
+# folders saves less than they cost: the run is a full one.
 MIN_REUSED_SHARE = 0.2
-# Above this share of the subjects with another verdict, replacing their rows (judged
-# twice, under both verdicts) costs more than judging their periods again.
-MAX_PATCHED_SUBJECTS_SHARE = 0.2
-VERDICT_BEFORE = "_cg_verdict_before"
 
 
 @dataclass(frozen=True)
 class Plan:
-    """How a run is done: ``full``, or incremental over the current version
-    ``previous_version``: ``affected`` periods judged again, ``patched`` ones taken from
-    it with the rows of the ``changed_subjects`` (whose verdict changed) replaced, and the
-    ``reused`` ones taken as they are."""
+    """How a run is done: ``full``, or incremental over ``affected`` periods taking the
+    others from ``previous_version``."""
 
     full: bool
     reason: str
@@ -76,8 +65,6 @@ class Plan:
     previous_t: str | None = None
     affected: frozenset[date] = frozenset()
     reused: frozenset[date] = frozenset()
-    patched: frozenset[date] = frozenset()
-    changed_subjects: int = 0
 
     def describe(self) -> dict:
         return {
@@ -86,9 +73,7 @@ class Plan:
             "previous_version": self.previous_version,
             "previous_judged_at": self.previous_t,
             "periods_rejudged": len(self.affected),
-            "periods_patched": len(self.patched),
             "periods_reused": len(self.reused),
-            "subjects_changed": self.changed_subjects,
         }
 
 
@@ -103,15 +88,11 @@ def never_incremental(policy: Policy) -> str | None:
     return None
 
 
-def _ledger_hasher(spark: SparkSession, keys: RunKeys) -> Pseudonymizer:
-    # A key of the ledger's own: its hashes match no published pseudonym, so the ledger
-    # cannot tell anyone a published customer's consent status or months.
-    return Pseudonymizer(spark, keys.hmac.derive("incremental ledger"), tag="ledger")
-
-
 def ledger_subjects(spark: SparkSession, states: DataFrame, keys: RunKeys, erased_flag: str) -> DataFrame:
     """One row per subject: its ledger hash, verdict at ``t`` and periods (none once erased)."""
-    hasher = _ledger_hasher(spark, keys)
+    # A key of the ledger's own: its hashes match no published pseudonym, so the ledger
+    # cannot tell anyone a published customer's consent status or months.
+    hasher = Pseudonymizer(spark, keys.hmac.derive("incremental ledger"), tag="ledger")
     is_erased = F.col(erased_flag)
     periods = periods_of(F.col(SUBJECT_PERIOD_ROWS))
     return hasher.attach(states).select(
@@ -193,8 +174,7 @@ def plan_run(
     if t0 > t:
         return Plan(full=True, reason=f"judged before the current version {previous} ({ledger['judged_at']})")
 
-    changes = _subject_changes(spark, ledger_subjects_path(ledger_folder), subjects)
-    affected = set(changes.new_or_gone_periods)
+    affected = _changed_subjects_periods(spark, ledger_subjects_path(ledger_folder), subjects)
     before = ledger["input_by_period"]
     for key in set(before) | set(inputs):
         if key != NO_PERIOD and before.get(key) != inputs.get(key):
@@ -204,23 +184,14 @@ def plan_run(
         retention = timedelta(days=policy.retention_days)
         affected |= periods_between(policy, t0 - retention, t - retention)
     present = {date.fromisoformat(key) for key in inputs if key != NO_PERIOD}
-    # Periods whose only change is subjects with another verdict keep their other rows:
-    # those subjects' rows are replaced, unless so many changed that judging is cheaper.
-    patchable = changes.changed <= MAX_PATCHED_SUBJECTS_SHARE * max(changes.subjects, 1)
-    if patchable:
-        patched = (set(changes.changed_verdict_periods) - affected) & present
-    else:
-        affected |= set(changes.changed_verdict_periods)
-        patched = set()
-    reused = present - affected - patched
-    # Patching a period rewrites it whole: measured at 1M orders, patching every month
-    # cost more than a full run, so only the periods taken as they are count here.
+    reused = present - affected
     reused_rows = sum(inputs[period_key(p)]["rows"] for p in reused)
     total_rows = sum(entry["rows"] for entry in inputs.values())
     if reused_rows < MIN_REUSED_SHARE * total_rows:
-        changed = len(present & (affected | patched))
-        reason = f"{changed} of {len(present)} periods changed since the current version {previous}"
-        return Plan(full=True, reason=reason)
+        return Plan(
+            full=True,
+            reason=f"{len(present & affected)} of {len(present)} periods changed since the current version {previous}",
+        )
     return Plan(
         full=False,
         reason=f"incremental over the current version {previous}",
@@ -228,59 +199,28 @@ def plan_run(
         previous_t=ledger["judged_at"],
         affected=frozenset(affected & present),
         reused=frozenset(reused),
-        patched=frozenset(patched),
-        changed_subjects=changes.changed,
     )
 
 
-@dataclass(frozen=True)
-class SubjectChanges:
-    subjects: int  # known now
-    changed: int  # known then and now, with another verdict
-    changed_verdict_periods: frozenset[date]  # their periods, then or now
-    new_or_gone_periods: frozenset[date]  # periods of the subjects known on one side only
-
-
-def _subject_changes(spark: SparkSession, previous_subjects: str, subjects: DataFrame) -> SubjectChanges:
-    """How the subjects' verdicts changed since the ledger's: one query, a few rows back."""
+def _changed_subjects_periods(spark: SparkSession, previous_subjects: str, subjects: DataFrame) -> set[date]:
+    """Periods, then or now, of the subjects whose verdict differs from the ledger's (or
+    who appear on one side only)."""
     before = spark.read.parquet(previous_subjects).select(
         LEDGER_SUBJECT, F.col(VERDICT).alias("before"), F.col(SUBJECT_PERIODS).alias("periods_before")
     )
     now = subjects.select(LEDGER_SUBJECT, F.col(VERDICT).alias("now"), F.col(SUBJECT_PERIODS).alias("periods_now"))
     empty = F.array().cast("array<date>")
-    one_sided = F.col("before").isNull() | F.col("now").isNull()
-    compared = before.join(now, on=LEDGER_SUBJECT, how="full_outer")
-    counted = compared.agg(
-        F.count_if(F.col("now").isNotNull()).alias("subjects"),
-        F.count_if(~one_sided & (F.col("before") != F.col("now"))).alias("changed"),
-    ).first()
-    periods = (
-        compared.filter(~F.col("before").eqNullSafe(F.col("now")))
+    changed = (
+        before.join(now, on=LEDGER_SUBJECT, how="full_outer")
+        .filter(~F.col("before").eqNullSafe(F.col("now")))
         .select(
-            one_sided.alias("one_sided"),
             F.explode(F.array_union(F.coalesce("periods_before", empty), F.coalesce("periods_now", empty))).alias(
                 PERIOD
-            ),
+            )
         )
         .distinct()
-        .collect()
     )
-    return SubjectChanges(
-        subjects=int(counted["subjects"]),
-        changed=int(counted["changed"]),
-        changed_verdict_periods=frozenset(row[PERIOD] for row in periods if not row["one_sided"]),
-        new_or_gone_periods=frozenset(row[PERIOD] for row in periods if row["one_sided"]),
-    )
-
-
-def changed_subject_states(spark: SparkSession, states: DataFrame, keys: RunKeys, previous_subjects: str) -> DataFrame:
-    """The ``states`` of the subjects known to the ledger with another verdict now, each
-    with the ledger's verdict (``_cg_verdict_before``)."""
-    hasher = _ledger_hasher(spark, keys)
-    before = spark.read.parquet(previous_subjects).select(LEDGER_SUBJECT, F.col(VERDICT).alias(VERDICT_BEFORE))
-    hashed = hasher.attach(states).withColumn(LEDGER_SUBJECT, hasher.hmac_hex(F.col(SUBJECT)))
-    changed = hasher.detach(hashed).join(before, on=LEDGER_SUBJECT).filter(F.col(VERDICT) != F.col(VERDICT_BEFORE))
-    return changed.drop(LEDGER_SUBJECT)
+    return {row[PERIOD] for row in changed.collect()}
 
 
 def reuse_periods(spark: SparkSession, policy: Policy, previous_folder: str, staged: str, periods) -> None:

@@ -30,14 +30,12 @@ STYLE = (
 
 
 def incremental_summary(described: dict) -> str:
-    """One line of a run's ``Plan.describe()`` (reports from before patching have no patched periods)."""
+    """One line of a run's ``Plan.describe()``."""
     if described["mode"] != "incremental":
         return f"full run: {described['reason']}"
-    patched = described.get("periods_patched", 0)
-    replaced = f"{patched} patched ({described['subjects_changed']} subjects changed verdict), " if patched else ""
     return (
-        f"incremental: {described['periods_rejudged']} periods judged again, {replaced}"
-        f"{described['periods_reused']} taken as they were from {described['previous_version']}"
+        f"incremental: {described['periods_rejudged']} periods judged again, "
+        f"{described['periods_reused']} taken from {described['previous_version']}"
     )
 
 
