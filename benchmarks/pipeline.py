@@ -252,8 +252,7 @@ def measure(spark, lake, orders: int, customers: int | None, generate: bool, dri
         )
     for name, run_id in (("next day", "next"), ("rerun", "rerun"), (f"{withdrawn} customers withdrew", "one-percent")):
         plan = read_json(lake.step_state(policy.dataset, run_id, "enforce"))["incremental"]
-        summary = incremental_summary(plan)
-        print(f"{name}: {summary}" + (f" ({plan['reason']})" if plan["mode"] == "incremental" else ""))
+        print(f"{name}: {incremental_summary(plan)}")
     for name, value in seconds.items():
         print(f"{name:<14} {value:8.1f} s  x{value / seconds['copy']:.2f} of the copy")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
