@@ -17,7 +17,9 @@ paid for warming it up); it is incremental when enough periods can be reused, fu
 otherwise (the report's reason is printed). ``next_day_vs_full`` is the run of the next
 day (the generated consent log has events after ``t``) and ``rerun_vs_full`` a rerun at
 the same ``t``, both over the first, full, enforce; ``rerun_vs_full_again`` is the rerun
-over ``full_again``. With several sizes, the last
+over ``full_again``, and ``one_customer_vs_full_again`` the run after one customer
+withdrew (the months of that customer's orders judged again, and only their source
+files read). With several sizes, the last
 line also gives how enforce's time grew from the second-largest size to the largest.
 
 Usage: .venv/bin/python benchmarks/pipeline.py [--orders 1000000,5000000,20000000] [--driver-memory 2g]
@@ -65,8 +67,9 @@ def bare_consent_join(spark, lake, out: str) -> None:
     orders.join(latest, "customer_id", "left").write.mode("overwrite").parquet(out)
 
 
-def withdraw_one_percent(spark, lake) -> int:
-    """1% of the customers with orders withdraw from analytics an hour before ``t``."""
+def withdraw(spark, lake, one_in: int | None) -> int:
+    """One customer with orders in ``one_in`` (or one customer alone, with None) withdraws
+    from analytics an hour before ``t``."""
     from pyspark.sql import functions as F
 
     from transforms.consent import instant
@@ -74,7 +77,10 @@ def withdraw_one_percent(spark, lake) -> int:
 
     consent = spark.read.parquet(lake.consent)
     customers = spark.read.parquet(lake.raw("orders")).select(F.trim("customer_id").alias("subject_id")).distinct()
-    chosen = customers.filter(F.pmod(F.xxhash64("subject_id"), F.lit(100)) == 0).cache()
+    if one_in is None:
+        chosen = customers.orderBy(F.xxhash64("subject_id")).limit(1).cache()
+    else:
+        chosen = customers.filter(F.pmod(F.xxhash64("subject_id"), F.lit(one_in)) == 0).cache()
     withdrawals = chosen.select(
         "subject_id",
         F.lit("analytics").alias("purpose"),
@@ -243,14 +249,21 @@ def measure(spark, lake, orders: int, customers: int | None, generate: bool, dri
             "rules_builtin": timed(lambda: rules_core(spark, lake, policy, keys, f"{out}/builtin", with_udfs=False)),
             "rules_udf": timed(lambda: rules_core(spark, lake, policy, keys, f"{out}/udf", with_udfs=True)),
         }
-        withdrawn = withdraw_one_percent(spark, lake)
+        withdraw(spark, lake, None)
+        seconds["one_customer"] = timed(lambda: run_enforce(spark, policy, lake, RUN_DATE, "one-customer", keys))
+        withdrawn = withdraw(spark, lake, 100)
         seconds["incremental"] = timed(lambda: run_enforce(spark, policy, lake, RUN_DATE, "one-percent", keys))
         # The same input judged in full, as warm as the run above: the recomputation an
         # incremental run is measured against (the first run above also warms the JVM up).
         seconds["full_again"] = timed(
             lambda: run_enforce(spark, policy, lake, RUN_DATE, "one-percent-full", keys, full=True)
         )
-    for name, run_id in (("next day", "next"), ("rerun", "rerun"), (f"{withdrawn} customers withdrew", "one-percent")):
+    for name, run_id in (
+        ("next day", "next"),
+        ("rerun", "rerun"),
+        ("one customer withdrew", "one-customer"),
+        (f"{withdrawn} customers withdrew", "one-percent"),
+    ):
         plan = read_json(lake.step_state(policy.dataset, run_id, "enforce"))["incremental"]
         print(f"{name}: {incremental_summary(plan)}")
     for name, value in seconds.items():
@@ -267,7 +280,9 @@ def measure(spark, lake, orders: int, customers: int | None, generate: bool, dri
         f"incremental_vs_full={seconds['incremental'] / seconds['full_again']:.2f} rows={rows} "
         f"next_day_vs_full={seconds['next_day'] / seconds['enforce']:.2f} "
         f"rerun_vs_full={seconds['rerun'] / seconds['enforce']:.2f} "
-        f"rerun_vs_full_again={seconds['rerun'] / seconds['full_again']:.2f} peak_heap_mb={heap.peak_mb:.0f}"
+        f"rerun_vs_full_again={seconds['rerun'] / seconds['full_again']:.2f} "
+        f"one_customer_vs_full_again={seconds['one_customer'] / seconds['full_again']:.2f} "
+        f"peak_heap_mb={heap.peak_mb:.0f}"
     )
     print(line, flush=True)
     return {"rows": rows, "seconds": seconds, "line": line}

@@ -36,6 +36,24 @@ def read_rows(path: str | Path) -> list[dict]:
     return ds.dataset(str(path), format="parquet").to_table().to_pylist()
 
 
+def append_raw(spark, lake, folder: str, rows: list[tuple]) -> None:
+    """Appends rows (tuples in the folder's column order) to ``raw/<folder>``; orders go
+    to the folder of their month, as the generator writes them."""
+    from transforms.generate import ORDERS_PARTITION, write_orders
+
+    existing = spark.read.parquet(lake.path("raw", folder))
+    if folder == "orders":
+        write_orders(spark.createDataFrame(rows, existing.drop(ORDERS_PARTITION).schema), lake, "append")
+        return
+    spark.createDataFrame(rows, existing.schema).write.mode("append").parquet(lake.path("raw", folder))
+
+
+def partitioned_rows(folder) -> list[tuple]:
+    """Every row of a partitioned table with its partition column, in a stable order."""
+    rows = ds.dataset(str(folder), format="parquet", partitioning="hive").to_table().to_pylist()
+    return sorted(tuple(sorted((k, str(v)) for k, v in row.items())) for row in rows)
+
+
 def current_version_dir(lake_root: str, dataset: str) -> Path:
     clean = Path(lake_root) / "clean" / dataset
     return clean / (clean / "CURRENT").read_text().strip()

@@ -9,6 +9,7 @@ applied here (the run's own purpose is judged exactly in the report's ``counts``
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 
 from pyspark.sql import DataFrame
@@ -27,11 +28,20 @@ _PURPOSE = re.compile(r"[a-z][a-z0-9_]{0,40}(:[a-z0-9][a-z0-9_.-]{0,40})?")
 UNLISTED = "(unlisted purposes)"
 
 
-def consent_coverage(input_subjects: DataFrame, consent: DataFrame, policy: Policy, t: datetime) -> dict:
-    """``input_subjects``: the run's input rows' normalised subjects (``_cg_subject``)."""
+def consent_coverage(
+    input_subjects: DataFrame,
+    consent: DataFrame,
+    policy: Policy,
+    t: datetime,
+    identify: Callable[[DataFrame], DataFrame] | None = None,
+) -> dict:
+    """``input_subjects``: the run's input rows' subjects (``_cg_subject``): normalised,
+    or as ``identify`` turns the consent log's normalised subjects into (a hash)."""
     # Counted and joined: computed once.
     subjects = input_subjects.select(SUBJECT).where(F.col(SUBJECT).isNotNull()).distinct().cache()
     decided = consent_at(consent_events(consent, None, policy.subject_key_normalize), t, by=(SUBJECT, "purpose"))
+    if identify is not None:
+        decided = identify(decided)
     state = (
         F.when(is_valid_at(instant(t)), F.lit("consented"))
         .when(F.col("consent_status") == WITHDRAWN, F.lit("withdrawn"))

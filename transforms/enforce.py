@@ -9,7 +9,7 @@ full recomputation at ``t``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from functools import reduce
 
@@ -25,22 +25,28 @@ from transforms.erasure import SUBJECT_HASH, erasure_state, purge_published, rec
 from transforms.errors import SchemaError, StepStateError
 from transforms.fs import remove
 from transforms.incremental import (
-    PERIOD,
+    LEDGER_SUBJECT,
+    NO_PERIOD,
     Plan,
-    input_by_period,
+    ledger_hasher,
     ledger_subjects,
     ledger_subjects_path,
+    merged_subjects,
     never_incremental,
     period_key,
     plan_run,
     remove_staged_ledgers,
     reuse_periods,
+    verdicts_now,
+    with_ledger_subject,
+    with_pseudonym,
     write_ledger,
 )
 from transforms.judgement_counts import (
     ERASED_FLAG,
     SUBJECT_PERIOD_ROWS,
     counts_from_metrics,
+    input_rows,
     judgement_metrics,
     metrics_by_period,
     published_by_state,
@@ -60,6 +66,7 @@ from transforms.quarantine import expire_quarantine
 from transforms.reasons import ACTION, REASON, VERDICT, Action, Reason, action_code, reason_code, verdict
 from transforms.rules import NESTED_TYPES, TEMPORAL_TYPES, RuleContext, type_family
 from transforms.share import ChainedPseudonymizer, recipient_pseudonymizer
+from transforms.source_files import count_source, list_source_files, read_files, with_source_file
 from transforms.storage import restrict_to_owner, write_json, write_text
 from transforms.subjects import normalize_subject
 
@@ -116,10 +123,15 @@ def read_consent(spark: SparkSession, lake: Lake) -> DataFrame:
     return consent
 
 
-def run_input(source: DataFrame, policy: Policy, run_date: date) -> DataFrame:
-    """The run's input: rows before ``t``, and rows with no event time (to be quarantined)."""
+def is_run_input(policy: Policy, run_date: date):
+    """Whether a row is of the run's input: before ``t``, or with no event time (to be quarantined)."""
     event_time = F.col(policy.event_time).cast("timestamp")
-    return source.filter(event_time.isNull() | (event_time < instant(judgement_instant(run_date))))
+    return event_time.isNull() | (event_time < instant(judgement_instant(run_date)))
+
+
+def run_input(source: DataFrame, policy: Policy, run_date: date) -> DataFrame:
+    """The run's input rows (``is_run_input``)."""
+    return source.filter(is_run_input(policy, run_date))
 
 
 def with_subject(rows: DataFrame, policy: Policy) -> DataFrame:
@@ -338,6 +350,18 @@ def _write_output(judged: DataFrame, policy: Policy, context: RuleContext, stagi
     return {name: int(value) for name, value in observation.get.items()}
 
 
+def _fingerprinted(counted: dict[str, dict], listed: dict[str, list[int]]) -> dict[str, dict]:
+    """The counted files with the size and modification time listed before they were read.
+    A file listed but not read (written meanwhile) or read but no longer listed gets
+    none: the next run reads it again, or judges again the periods it held."""
+    unknown = [-1, -1]
+    files = {}
+    for name in sorted(set(counted) | set(listed)):
+        size, modified = listed.get(name, unknown) if name in counted else unknown
+        files[name] = {**counted.get(name, {"periods": {}, "unjudgeable": 0}), "size": size, "modified": modified}
+    return files
+
+
 def _published_rows_by_period(spark: SparkSession, staged: str, policy: Policy) -> dict[str, dict[str, int]]:
     """``{period: {record_state: rows}}`` of a staged partitioned output."""
     by_period: dict[str, dict[str, int]] = {}
@@ -374,36 +398,58 @@ def run_enforce(
     consent = read_consent(spark, lake)
     t = judgement_instant(run_date)
 
-    # Read by every pass below.
-    states = cached_subject_states(source, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired)
     staging_path = lake.staging_data(policy.dataset, run_id)
+    source_root = lake.path(policy.source)
+    why_full = never_incremental(policy)
+    keeps_ledger = why_full is None
+    hasher = ledger_hasher(spark, keys)
+    states = previous = None
+
+    def counted_source(rows: DataFrame) -> tuple[dict, dict]:
+        """The files and period input counts of ``rows`` (read straight from the source's files)."""
+        rows = with_subject(with_source_file(rows), policy)
+        return count_source(rows, period_of(policy), is_run_input(policy, run_date), policy, source_root, period_key)
+
+    def judged_rows(rows: DataFrame) -> DataFrame:
+        return judge(rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired, states)
+
+    def unstage_and_fail(problem: str) -> None:
+        try:
+            remove(spark, lake.staging_run(policy.dataset, run_id))
+        finally:  # the problem is the reason the run stops, even if the removal failed
+            raise StepStateError(f"{problem}; nothing is staged")
+
     try:
-
-        def judged_rows(rows: DataFrame) -> DataFrame:
-            return judge(rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired, states)
-
-        def unstage_and_fail(problem: str) -> None:
-            try:
-                remove(spark, lake.staging_run(policy.dataset, run_id))
-            finally:  # the problem is the reason the run stops, even if the removal failed
-                raise StepStateError(f"{problem}; nothing is staged")
-
-        why_full = never_incremental(policy)
-        if why_full is not None:
-            plan, inputs = Plan(full=True, reason=why_full), None
+        other_key_tombstones = sum(hashes.count() for _, hashes in erasure.retired) if keeps_ledger else 0
+        if not keeps_ledger:
+            plan = Plan(full=True, reason=why_full)
+        elif full:
+            plan = Plan(full=True, reason="requested (--full)")
         else:
-            # Counted apart from the judgement, per period: what changed since the last run.
-            inputs = input_by_period(run_input(source, policy, run_date).withColumn(PERIOD, period_of(policy)))
-            staged_ledger = lake.staged_ledger(policy.dataset, run_id)
-            ledger_subjects(spark, states, keys, ERASED_FLAG).write.mode("overwrite").parquet(
-                ledger_subjects_path(staged_ledger)
+            plan, previous = plan_run(
+                spark,
+                lake,
+                policy,
+                t,
+                keys,
+                source.schema.simpleString(),
+                source_root,
+                lambda names: counted_source(read_files(spark, source_root, source.schema, names))[0],
+                lambda subjects: verdicts_now(subjects, consent, erasure.erased, policy, t, pseudonymizer, hasher),
+                other_key_tombstones,
             )
-            restrict_to_owner(staged_ledger)
-            if full:
-                plan = Plan(full=True, reason="requested (--full)")
-            else:
-                subjects = spark.read.parquet(ledger_subjects_path(staged_ledger))
-                plan = plan_run(spark, lake, policy, t, keys, source.schema.simpleString(), subjects, inputs)
+        if plan.full:
+            listed = list_source_files(spark, source_root) if keeps_ledger else None
+            rows = source
+        else:
+            # Only the files holding rows of the periods judged again, and those rows; and
+            # every row that cannot be judged (quarantined, counted under no period).
+            read = read_files(spark, source_root, source.schema, previous.to_read)
+            in_judged_periods = period_of(policy).isin(sorted(plan.affected))
+            rows = read.filter(in_judged_periods | F.col(policy.event_time).cast("timestamp").isNull())
+        # Read by every pass below.
+        states = cached_subject_states(rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired)
+        staged_ledger = lake.staged_ledger(policy.dataset, run_id)
 
         if plan.full:
             judged = judged_rows(source)
@@ -412,29 +458,46 @@ def run_enforce(
                     quasi_identifier_values(judged, policy, context, source_values(policy)), policy
                 )
             metrics = _write_output(judged, policy, context, staging_path)
+            if keeps_ledger:
+                # Counted apart from the judgement: each file's rows per period, for the
+                # next run, and each period's input, which the judgement must match.
+                counted, inputs = counted_source(source)
+                files = _fingerprinted(counted, listed)
+                by_period = metrics_by_period(states, inputs, policy, period_key)
+                if sum_metrics(by_period.values()) != metrics:
+                    unstage_and_fail("the judged rows do not reconcile with the counts of their subjects' rows")
+                subjects = ledger_subjects(states, pseudonymizer, hasher, ERASED_FLAG)
         else:
-            # Each period's reasons follow from the subjects' lists of alike rows, without
-            # judging the rows: the report counts every period, the affected ones are
-            # judged and written (and must reconcile), the others are taken over.
-            input_rows = {period: entry["rows"] for period, entry in inputs.items()}
-            by_period = metrics_by_period(states, input_rows, policy, period_key)
-            affected = sorted(plan.affected)
-            written = _write_output(
-                judged_rows(source.filter(period_of(policy).isin(affected))), policy, context, staging_path
-            )
-            expected = sum_metrics(by_period[period_key(p)] for p in affected)
-            if written != expected:
+            # Each period's reasons follow from the subjects' lists of alike rows: the
+            # periods judged again must reconcile with them, and the others are taken over
+            # with the counts the ledger has for them.
+            judged_keys = {NO_PERIOD} | {period_key(p) for p in plan.affected}
+            inputs, written = {}, sum_metrics([])
+            if previous.to_read:  # else nothing to judge: every period is taken over
+                inputs = {period: n for period, n in counted_source(read)[1].items() if period in judged_keys}
+                written = _write_output(judged_rows(rows), policy, context, staging_path)
+            judged_by_period = metrics_by_period(states, inputs, policy, period_key)
+            if written != sum_metrics(judged_by_period.values()):
                 unstage_and_fail("the re-judged periods do not reconcile with the counts of their rows")
-            previous = lake.clean_version(policy.dataset, plan.previous_version)
-            reuse_periods(spark, policy, previous, staging_path, plan.reused)
+            previous_counts = previous.ledger["counts_by_period"]
+            published = lake.clean_version(policy.dataset, plan.previous_version)
+            reuse_periods(spark, policy, published, staging_path, plan.reused)
             staged_rows = _published_rows_by_period(spark, staging_path, policy)
             for period in sorted(plan.reused):
-                if staged_rows.get(str(period), {}) != published_by_state(by_period[period_key(period)], policy):
+                if staged_rows.get(str(period), {}) != published_by_state(previous_counts[period_key(period)], policy):
                     unstage_and_fail(
                         f"the month folder {period} of version {plan.previous_version} does not hold the rows a full "
                         "run publishes; run with --full"
                     )
+            by_period = {period_key(p): previous_counts[period_key(p)] for p in plan.reused} | judged_by_period
             metrics = sum_metrics(by_period.values())
+            files = previous.files
+            judged_periods = ledger_subjects(states, pseudonymizer, hasher, ERASED_FLAG)
+            subjects = merged_subjects(previous.subjects, judged_periods, sorted(previous.affected))
+            plan = replace(plan, affected=frozenset(p for p in plan.affected if period_key(p) in inputs))
+        if keeps_ledger:
+            subjects.write.mode("overwrite").parquet(ledger_subjects_path(staged_ledger))
+            restrict_to_owner(staged_ledger)
         if policy.partition_by is not None and not partition_folders(spark, staging_path):
             # With no rows a partitioned write leaves no file, and validation and readers need the columns.
             with_column_rules(judged_rows(source.limit(0)), policy, context).write.mode("overwrite").parquet(
@@ -445,26 +508,45 @@ def run_enforce(
         # Counted apart from the judgement: in a full run a row lost or doubled by a join
         # shows up here (an incremental run's counts are derived to match the input; its
         # re-judged and reused periods were checked against them above).
-        if inputs is None:
+        if not keeps_ledger:
             rows_in = run_input(source, policy, run_date).count()
         else:
-            rows_in = sum(entry["rows"] for entry in inputs.values())
+            rows_in = sum(input_rows(group) for group in by_period.values())
         if rows_in != sum(totals.values()):
             unstage_and_fail(f"counts do not reconcile: {rows_in} input rows, {sum(totals.values())} judged")
-        if inputs is not None:
-            write_ledger(staged_ledger, policy, t, keys, source.schema.simpleString(), inputs)
+        if keeps_ledger:
+            source_schema = source.schema.simpleString()
+            write_ledger(staged_ledger, policy, t, keys, source_schema, files, by_period, other_key_tombstones)
         write_text(judged_at_marker(staging_path), t.isoformat() + "\n")
         write_keys_marker(staging_path, keys)
-        coverage = consent_coverage(states.select(SUBJECT), consent, policy, t)
+        if plan.full:
+            coverage = consent_coverage(states.select(SUBJECT), consent, policy, t)
+        else:
+            # The ledger's subjects are every subject of the input; known by their ledger hash.
+            def by_ledger_hash(decided: DataFrame) -> DataFrame:
+                hashed = with_ledger_subject(with_pseudonym(decided, pseudonymizer), SUBJECT_HASH, hasher)
+                return hashed.drop(SUBJECT, SUBJECT_HASH).withColumnRenamed(LEDGER_SUBJECT, SUBJECT)
+
+            every_subject = spark.read.parquet(ledger_subjects_path(staged_ledger)).select(
+                F.col(LEDGER_SUBJECT).alias(SUBJECT)
+            )
+            coverage = consent_coverage(every_subject, consent, policy, t, by_ledger_hash)
         share = share_summary(spark, staging_path, policy, context) if policy.is_share else None
 
         quarantine_path = None
         if totals[Action.QUARANTINED.value]:
             quarantine_path = lake.quarantine_rows(policy.dataset, run_id)
             # Only rows with no subject or no event time are quarantined: judging just those
-            # finds them without a second pass over the whole input.
+            # finds them without a second pass over the whole input (an incremental run
+            # reads only the files the ledger says hold them).
+            if plan.full:
+                holding = source
+            else:
+                holding = read_files(
+                    spark, source_root, source.schema, [n for n, e in files.items() if e["unjudgeable"]]
+                )
             unjudgeable = (
-                with_subject(source, policy)
+                with_subject(holding, policy)
                 .filter(F.col(SUBJECT).isNull() | F.col(policy.event_time).cast("timestamp").isNull())
                 .drop(SUBJECT)
             )
@@ -477,7 +559,10 @@ def run_enforce(
             )
             restrict_to_owner(lake.quarantine_run(policy.dataset, run_id))
     finally:
-        states.unpersist()
+        if states is not None:
+            states.unpersist()
+        if previous is not None:
+            previous.subjects.unpersist()
 
     result = EnforceResult(
         rows_in=rows_in,

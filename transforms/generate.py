@@ -297,6 +297,19 @@ def build_erasure_requests(seed: int, customers: DataFrame, t: datetime) -> Data
     )
 
 
+# raw/orders is partitioned by this column: the first day of the order's month (UTC).
+ORDERS_PARTITION = "order_month"
+
+
+def write_orders(orders: DataFrame, lake: Lake, mode: str) -> None:
+    """Writes orders to raw/orders, one folder per month of ``ordered_at`` (its
+    ``ORDERS_PARTITION`` is computed here; one file per month and write)."""
+    by_month = orders.drop(ORDERS_PARTITION).withColumn(
+        ORDERS_PARTITION, F.to_date(F.date_trunc("month", "ordered_at"))
+    )
+    by_month.repartition(ORDERS_PARTITION).write.partitionBy(ORDERS_PARTITION).mode(mode).parquet(lake.raw("orders"))
+
+
 def generate_lake(
     spark: SparkSession,
     lake: Lake,
@@ -314,9 +327,9 @@ def generate_lake(
     pools = _pools(seed)
     customer_rows = build_customers(spark, seed, customers, pools).cache()
     customer_rows.write.mode("overwrite").parquet(lake.raw("customers"))
-    build_orders(spark, seed, orders, customer_rows, customers, t, pools).write.mode("overwrite").parquet(
-        lake.raw("orders")
-    )
+    # Partitioned by the month of the order (as orders arrive): an incremental run reads
+    # only the months it judges again.
+    write_orders(build_orders(spark, seed, orders, customer_rows, customers, t, pools), lake, "overwrite")
     consent = build_consent(spark, seed, customer_rows, t)
     consent.write.mode("overwrite").parquet(lake.consent)
     erasures = build_erasure_requests(seed, customer_rows, t)

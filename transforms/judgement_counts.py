@@ -89,6 +89,11 @@ def sum_metrics(groups) -> dict[str, int]:
     return total
 
 
+def input_rows(metrics: dict) -> int:
+    """How many input rows one group of judgement metrics counts (each has one reason)."""
+    return sum(int(n) for name, n in metrics.items() if name != _WITHHELD)
+
+
 def totals_by_action(counts: dict[str, dict[str, int]]) -> dict[str, int]:
     totals = {action.value: 0 for action in Action}
     for by_action in counts.values():

@@ -33,10 +33,13 @@ def incremental_summary(described: dict) -> str:
     """One line of a run's ``Plan.describe()``."""
     if described["mode"] != "incremental":
         return f"full run: {described['reason']}"
-    return (
+    line = (
         f"incremental: {described['periods_rejudged']} periods judged again, "
         f"{described['periods_reused']} taken from {described['previous_version']}"
     )
+    if described.get("source_files") is not None:
+        line += f"; {described['source_files_read']} of {described['source_files']} source files read"
+    return line
 
 
 def _row(*cells: object, header: bool = False) -> str:

@@ -26,7 +26,7 @@ from tests.conftest import ORDERS_POLICY, REPO, SHORT_JVM_OPTIONS, SMALL_INPUT_S
 from tests.lakecheck import counts_by_reason, current_version_dir, expected_reasons, read_rows
 from tests.reference import ACTIONS
 from transforms.enforce import run_enforce
-from transforms.generate import generate_lake
+from transforms.generate import generate_lake, write_orders
 from transforms.keys import load_run_keys
 from transforms.lake import Lake
 from transforms.policy import load_policy
@@ -267,7 +267,7 @@ def plant_canaries(spark, lake: Lake) -> None:
         if n == 3:
             row["customer_id"] = None  # quarantined: no subject
         rows.append(row)
-    spark.createDataFrame(rows, orders.schema).write.mode("append").parquet(lake.raw("orders"))
+    write_orders(spark.createDataFrame(rows, orders.schema), lake, "append")
 
 
 def canaries_in(text: str) -> list[str]:

@@ -16,7 +16,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from tests.conftest import ORDERS_POLICY, REPO, TEST_KEY
-from tests.lakecheck import current_version_dir, read_rows
+from tests.lakecheck import append_raw, current_version_dir, partitioned_rows, read_rows
 from transforms.cli import main
 from transforms.generate import generate_lake
 from transforms.lake import Lake, judgement_instant
@@ -31,11 +31,6 @@ CUSTOMERS_POLICY = REPO / "dags" / "policies" / "customers.yml"
 
 def pseudonym(subject: str) -> str:
     return hmac.new(TEST_KEY.encode(), subject.encode(), hashlib.sha256).hexdigest()
-
-
-def append_rows(spark, lake: Lake, folder: str, rows: list[tuple]):
-    schema = spark.read.parquet(lake.path("raw", folder)).schema
-    spark.createDataFrame(rows, schema).write.mode("append").parquet(lake.path("raw", folder))
 
 
 def order(order_id: str, customer: str, at: datetime | None) -> tuple:
@@ -66,7 +61,7 @@ def run(lake: Lake, run_id: str, policy=ORDERS_POLICY) -> dict:
 def lake(spark, tmp_path_factory, monkeypatch_module):
     lake = Lake.at(str(tmp_path_factory.mktemp("erasure_lake")))
     generate_lake(spark, lake, customers=200, orders=1500, seed=23, run_date=RUN_DATE)
-    append_rows(
+    append_raw(
         spark,
         lake,
         "orders",
@@ -82,8 +77,8 @@ def lake(spark, tmp_path_factory, monkeypatch_module):
     )
     grants = [(s, "analytics", "granted", T - timedelta(days=90), None, "web_form") for s in (ERASED, WITHDRAWING)]
     grants.append((ERASED, "marketing", "granted", T - timedelta(days=90), None, "email"))
-    append_rows(spark, lake, "consent", grants)
-    append_rows(
+    append_raw(spark, lake, "consent", grants)
+    append_raw(
         spark,
         lake,
         "customers",
@@ -113,12 +108,6 @@ def monkeypatch_module():
 FULL_RUN_ARGS = ["--run-date", "2026-11-28", "--run-id", "r2-full", "--full"]
 
 
-def partitioned_rows(folder) -> list[tuple]:
-    """Every row with its partition column, in a stable order."""
-    rows = ds.dataset(str(folder), format="parquet", partitioning="hive").to_table().to_pylist()
-    return sorted(tuple(sorted((k, str(v)) for k, v in row.items())) for row in rows)
-
-
 def ordered_rows(folder: Path) -> list[tuple]:
     """A period folder's rows in file order; the folder must hold one file."""
     (file,) = folder.glob("*.parquet")
@@ -143,7 +132,7 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
     first_count = len(rows)
 
     # One customer withdraws, another grants, a third asks for erasure; all before t.
-    append_rows(
+    append_raw(
         spark,
         lake,
         "consent",
@@ -152,7 +141,7 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
             (GRANTING, "analytics", "granted", T - timedelta(hours=2), None, "app"),
         ],
     )
-    append_rows(
+    append_raw(
         spark, lake, "erasure_requests", [(ERASED, T - timedelta(days=1)), (ERASED_UNCONSENTED, T - timedelta(days=1))]
     )
     second = run(lake, "r2")
@@ -210,7 +199,7 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
 
     # The request log is purged and the subject arrives again: still erased.
     shutil.rmtree(lake.erasure_requests)
-    append_rows(spark, lake, "orders", [order("X4", ERASED, T - timedelta(days=2))])
+    append_raw(spark, lake, "orders", [order("X4", ERASED, T - timedelta(days=2))])
     third = run(lake, "r3")
     assert not {"X1", "X2", "X4", "W1"} & set(published_by_id(lake))
     assert third["counts"]["erased"]["dropped"] == 4

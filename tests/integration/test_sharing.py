@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, TEST_KEY
-from tests.lakecheck import expected_reasons, read_rows
+from tests.lakecheck import append_raw, expected_reasons, read_rows
 from transforms.cli import main
 from transforms.generate import generate_lake
 from transforms.lake import Lake, judgement_instant
@@ -64,17 +64,17 @@ def lake(spark, tmp_path_factory, keyed):
     lake = Lake.at(str(tmp_path_factory.mktemp("sharing_lake")))
     generate_lake(spark, lake, customers=150, orders=1200, seed=31, run_date=RUN_DATE)
 
-    def append(folder: str, rows: list[tuple]) -> None:
-        schema = spark.read.parquet(lake.raw(folder)).schema
-        spark.createDataFrame(rows, schema).write.mode("append").parquet(lake.raw(folder))
-
-    append(
+    append_raw(
+        spark,
+        lake,
         "orders",
         [order("S1", SHARER, T - timedelta(days=2)), order("S2", f" {SHARER}", T - timedelta(days=30))]
         + [order(f"N{i}", subject, T - timedelta(days=3)) for i, subject in enumerate(NEVER_EXPORTED)],
     )
     granted = T - timedelta(days=60)
-    append(
+    append_raw(
+        spark,
+        lake,
         "consent",
         [
             (SHARER, "share:acme_ads", "granted", granted, None, "web_form"),

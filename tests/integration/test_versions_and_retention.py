@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from datetime import date
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import ORDERS_POLICY
-from tests.lakecheck import current_version_dir, generated_lake, read_rows
+from tests.lakecheck import current_version_dir, generated_lake, partitioned_rows, read_rows
 from transforms.cli import main
 
 pytestmark = pytest.mark.integration
@@ -42,6 +45,17 @@ def versions(lake) -> list[str]:
     return sorted(p.name for p in (Path(lake.root) / "clean" / "orders").iterdir() if p.is_dir())
 
 
+def files_holding(raw: Path, months: set[str]) -> list[Path]:
+    """The source files with rows of ``months``, or rows with no subject or no event time."""
+    found = []
+    for file in raw.rglob("*.parquet"):
+        rows = pq.read_table(file, columns=["customer_id", "ordered_at"]).to_pylist()
+        unjudgeable = any(r["ordered_at"] is None or not (r["customer_id"] or "").strip() for r in rows)
+        if unjudgeable or file.parent.name.split("=")[1] in months:
+            found.append(file)
+    return found
+
+
 def _same_files(before: Path, after: Path) -> bool:
     if not before.exists():
         return False
@@ -70,7 +84,12 @@ def test_newest_versions_are_kept_a_rollback_restores_one_and_old_quarantine_goe
     assert sorted(Path(lake.root, "ledger", "orders").iterdir()) == [Path(lake.root, "ledger", "orders", "day2")]
     capsys.readouterr()
     assert main(["status", "--lake", lake.root, "--dataset", "orders"]) == 0
-    assert "  incremental: 2 periods judged again, 34 taken from day1\n" in capsys.readouterr().out
+    # It read only the source files of those two months, and those with rows it quarantines.
+    raw = Path(lake.raw("orders"))
+    read, every = files_holding(raw, {"2024-11-01", "2026-11-01"}), list(raw.rglob("*.parquet"))
+    assert (day2["source_files_read"], day2["source_files"]) == (len(read), len(every)) == (3, 37)
+    summary = "  incremental: 2 periods judged again, 34 taken from day1; 3 of 37 source files read\n"
+    assert summary in capsys.readouterr().out
     day1_rows = read_rows(Path(lake.root) / "clean" / "orders" / "day1")
     capsys.readouterr()
     assert main(["rollback", "--dataset", "orders", "--lake", lake.root, "--to", "day0", "--reason", "x"]) == 2
@@ -100,3 +119,27 @@ def test_newest_versions_are_kept_a_rollback_restores_one_and_old_quarantine_goe
     assert report["removed_versions"] == ["day1"]
     assert report["quarantine_expired"] == ["day1"]
     assert sorted(p.name for p in quarantine.iterdir()) == ["day2", "day3"]
+
+    # Late changes to the source: one old month's file rewritten with a corrected amount,
+    # another month's file removed. The next run at the same t judges again only the
+    # corrected month, reading its file (and those with rows it quarantines), publishes
+    # nothing for the removed one, takes the other months from day3, and publishes what
+    # a full recomputation does.
+    corrected_file = next((raw / "order_month=2025-03-01").glob("*.parquet"))
+    table = pq.read_table(corrected_file)
+    amounts = table.column("amount").to_pylist()
+    amounts[0] += 1
+    rewritten = table.set_column(
+        table.schema.get_field_index("amount"), "amount", pa.array(amounts, table.schema.field("amount").type)
+    )
+    corrected_file.unlink()
+    pq.write_table(rewritten, corrected_file.with_name("corrected.parquet"))
+    shutil.rmtree(raw / "order_month=2025-06-01")
+    day4 = run(lake, policy_file, "day4", "2026-11-28")["incremental"]
+    assert (day4["mode"], day4["previous_version"]) == ("incremental", "day3")
+    assert (day4["periods_rejudged"], day4["periods_reused"], day4["source_files_read"]) == (1, 23, 3)
+    months = sorted(p.name for p in (clean / "day4").iterdir() if p.is_dir())
+    assert "ordered_at_month=2025-06-01" not in months and len(months) == 24
+    full_args = ["--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "day4-full", "--full"]
+    assert main(["enforce", "--policy", str(policy_file), *full_args]) == 0
+    assert partitioned_rows(clean / "day4") == partitioned_rows(Path(lake.staging_data("orders", "day4-full")))

@@ -43,14 +43,17 @@ def test_jobs_start_with_few_shuffle_partitions_unless_the_deployment_sets_them(
     from transforms.spark_settings import job_spark_conf
 
     no_call_sites = {"spark.python.sql.dataFrameDebugging.enabled": "false"}
+    # Always: the run's observed counts must survive adaptive execution's empty stages.
+    rule = "org.apache.spark.sql.execution.adaptive.AQEPropagateEmptyRelation"
+    counts_kept = {"spark.sql.adaptive.optimizer.excludedRules": rule}
     monkeypatch.delenv("CONSENTGATE_SPARK_CONF", raising=False)
     monkeypatch.delenv("CONSENTGATE_DEBUG", raising=False)
-    assert job_spark_conf() == {"spark.sql.shuffle.partitions": "16", **no_call_sites}
+    assert job_spark_conf() == {"spark.sql.shuffle.partitions": "16", **no_call_sites, **counts_kept}
     monkeypatch.setenv("CONSENTGATE_SPARK_CONF", '{"spark.sql.shuffle.partitions": 400}')
-    assert job_spark_conf() == {"spark.sql.shuffle.partitions": "400", **no_call_sites}
+    assert job_spark_conf() == {"spark.sql.shuffle.partitions": "400", **no_call_sites, **counts_kept}
     # Debugging keeps PySpark's Python call sites in Spark's error context.
     monkeypatch.setenv("CONSENTGATE_DEBUG", "1")
-    assert job_spark_conf() == {"spark.sql.shuffle.partitions": "400"}
+    assert job_spark_conf() == {"spark.sql.shuffle.partitions": "400", **counts_kept}
 
 
 def test_sessions_record_no_python_call_sites(spark, monkeypatch):
