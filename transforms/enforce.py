@@ -66,7 +66,7 @@ from transforms.quarantine import expire_quarantine
 from transforms.reasons import ACTION, REASON, VERDICT, Action, Reason, action_code, reason_code, verdict
 from transforms.rules import NESTED_TYPES, TEMPORAL_TYPES, RuleContext, type_family
 from transforms.share import ChainedPseudonymizer, recipient_pseudonymizer
-from transforms.source_files import count_source, list_source_files, read_files, with_source_file
+from transforms.source_files import count_source, list_source_files, read_files, source_path, with_source_file
 from transforms.storage import restrict_to_owner, write_json, write_text
 from transforms.subjects import normalize_subject
 
@@ -365,6 +365,8 @@ def _fingerprinted(counted: dict[str, dict], listed: dict[str, list[int]]) -> di
 def _published_rows_by_period(spark: SparkSession, staged: str, policy: Policy) -> dict[str, dict[str, int]]:
     """``{period: {record_state: rows}}`` of a staged partitioned output."""
     by_period: dict[str, dict[str, int]] = {}
+    if not partition_folders(spark, staged):  # nothing staged yet: no month published a row
+        return by_period
     for period, state, n in spark.read.parquet(staged).groupBy(policy.partition_column, STATE_COLUMN).count().collect():
         by_period.setdefault(str(period), {})[state] = int(n)
     return by_period
@@ -400,6 +402,7 @@ def run_enforce(
 
     staging_path = lake.staging_data(policy.dataset, run_id)
     source_root = lake.path(policy.source)
+    source_base = source_path(spark, source_root)
     why_full = never_incremental(policy)
     keeps_ledger = why_full is None
     hasher = ledger_hasher(spark, keys)
@@ -408,7 +411,7 @@ def run_enforce(
     def counted_source(rows: DataFrame) -> tuple[dict, dict]:
         """The files and period input counts of ``rows`` (read straight from the source's files)."""
         rows = with_subject(with_source_file(rows), policy)
-        return count_source(rows, period_of(policy), is_run_input(policy, run_date), policy, source_root, period_key)
+        return count_source(rows, period_of(policy), is_run_input(policy, run_date), policy, source_base, NO_PERIOD)
 
     def judged_rows(rows: DataFrame) -> DataFrame:
         return judge(rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired, states)
@@ -443,7 +446,8 @@ def run_enforce(
             rows = source
         else:
             # Only the files holding rows of the periods judged again, and those rows; and
-            # every row that cannot be judged (quarantined, counted under no period).
+            # every row with no event time (quarantined, counted under no period). Rows of
+            # reused periods with no subject are counted there and quarantined below.
             read = read_files(spark, source_root, source.schema, previous.to_read)
             in_judged_periods = period_of(policy).isin(sorted(plan.affected))
             rows = read.filter(in_judged_periods | F.col(policy.event_time).cast("timestamp").isNull())
@@ -522,7 +526,8 @@ def run_enforce(
         if plan.full:
             coverage = consent_coverage(states.select(SUBJECT), consent, policy, t)
         else:
-            # The ledger's subjects are every subject of the input; known by their ledger hash.
+            # The ledger's subjects, known by their ledger hash: every subject of the input,
+            # and the erased subjects it ever had (kept, as their rows are not listed).
             def by_ledger_hash(decided: DataFrame) -> DataFrame:
                 hashed = with_ledger_subject(with_pseudonym(decided, pseudonymizer), SUBJECT_HASH, hasher)
                 return hashed.drop(SUBJECT, SUBJECT_HASH).withColumnRenamed(LEDGER_SUBJECT, SUBJECT)

@@ -15,9 +15,9 @@ period's output can change only if
   (rows that passed their retention since).
 Only the files holding rows of those periods are read, and only those periods are
 judged. Every other period's published folder is taken over as it is (hard links on a
-local lake), with its counts from the ledger. Rows that cannot be judged (no subject, no
-event time) are read again by every run, from the files the ledger says hold them: the
-quarantine is written whole each time. Anything that makes a period's output depend
+local lake), with its counts from the ledger. Rows with no event time are judged by
+every run, and the quarantine (rows with no subject or no event time) is written whole
+each time, from the files the ledger says hold such rows. Anything that makes a period's output depend
 on other periods, or on a subject's history rather than its verdict, makes the run a
 full one: k-anonymity (group sizes span periods), ``check_consent_at: event_and_run``,
 another policy or key, no ledger.
@@ -101,7 +101,7 @@ class Previous:
     subjects: DataFrame
     # The source's files now: size, modification time, rows per period, unjudgeable rows.
     files: dict[str, dict]
-    # The files holding rows of the affected periods, or rows that cannot be judged.
+    # The files holding rows of the affected periods, or rows with no event time.
     to_read: list[str] = field(default_factory=list)
     # Every period whose output can have changed (also those no file holds any more).
     affected: set[date] = field(default_factory=set)
@@ -241,7 +241,15 @@ def write_ledger(
 
 
 def _periods(keys) -> set[date]:
-    return {date.fromisoformat(key) for key in keys if key != NO_PERIOD}
+    """The periods named by ``keys``; past year 9999 (a faulty event time, always after
+    ``t``) a period has no Python date and is never judged."""
+    periods = set()
+    for key in keys:
+        try:
+            periods.add(date.fromisoformat(key))
+        except ValueError:
+            continue  # NO_PERIOD, or beyond year 9999
+    return periods
 
 
 def _fingerprint(entry: dict) -> list:
@@ -290,9 +298,7 @@ def plan_run(
     # Source files added, changed or removed: every period they held or hold.
     listed = list_source_files(spark, source_root)
     before = ledger["source_files"]
-    changed = sorted(
-        name for name, stat in listed.items() if [before.get(name, {}).get(k) for k in ("size", "modified")] != stat
-    )
+    changed = sorted(name for name, stat in listed.items() if _fingerprint(before.get(name, {})) != stat)
     fresh = count_files(changed) if changed else {}
     files = {}
     for name, (size, modified) in listed.items():
@@ -331,7 +337,8 @@ def plan_run(
     in_files = set().union(*(_periods(entry["periods"]) for entry in files.values())) if files else set()
     judged = affected & in_files
     wanted = {period_key(p) for p in judged}
-    to_read = sorted(name for name, entry in files.items() if entry["unjudgeable"] or wanted & set(entry["periods"]))
+    # Rows with no event time are judged by every run (they are counted under no period).
+    to_read = sorted(name for name, entry in files.items() if (wanted | {NO_PERIOD}) & set(entry["periods"]))
     plan = Plan(
         full=False,
         reason=f"incremental over the current version {previous}",

@@ -23,30 +23,42 @@ FILE = "_cg_source_file"
 _PERIOD = "_cg_file_period"
 
 
-def _relative(path: str, root: str) -> str:
-    """``path`` under the folder ``root``, whatever the URI spelling (``file:/`` or ``file:///``)."""
-    full, base = unquote(urlparse(path).path), unquote(urlparse(root).path).rstrip("/")
-    if not full.startswith(base + "/"):
-        raise ValueError(f"{path} is not under {root}")
-    return full[len(base) + 1 :]
+def _under(path: str, base: str) -> str:
+    """``path`` (a decoded file-system path) under the folder ``base``."""
+    if not path.startswith(base.rstrip("/") + "/"):
+        raise ValueError("a source file is not under the source folder")
+    return path[len(base.rstrip("/")) + 1 :]
 
 
 def _hidden(relative: str) -> bool:
-    # Spark skips these when it reads a folder: _SUCCESS, .crc files, _temporary/.
-    return any(part.startswith(".") or (part.startswith("_") and "=" not in part) for part in relative.split("/"))
+    # Spark skips these when it reads a folder: _SUCCESS, .crc files, _temporary/, and
+    # files still being copied in.
+    parts = relative.split("/")
+    return relative.endswith("._COPYING_") or any(
+        part.startswith(".") or (part.startswith("_") and "=" not in part) for part in parts
+    )
+
+
+def _folder(spark: SparkSession, root: str):
+    folder = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(root)
+    return folder, folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def source_path(spark: SparkSession, root: str) -> str:
+    """The source folder's decoded path, as its files' paths start."""
+    folder, fs = _folder(spark, root)
+    return str(fs.makeQualified(folder).toUri().getPath())
 
 
 def list_source_files(spark: SparkSession, root: str) -> dict[str, list[int]]:
     """``{path under root: [size, modification time in ms]}`` of every data file Spark reads."""
-    jvm = spark.sparkContext._jvm
-    folder = jvm.org.apache.hadoop.fs.Path(root)
-    fs = folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    qualified = fs.makeQualified(folder).toString()
+    folder, fs = _folder(spark, root)
+    base = str(fs.makeQualified(folder).toUri().getPath())
     files: dict[str, list[int]] = {}
     listing = fs.listFiles(folder, True)
     while listing.hasNext():
         status = listing.next()
-        relative = _relative(status.getPath().toString(), qualified)
+        relative = _under(str(status.getPath().toUri().getPath()), base)
         if not _hidden(relative):
             files[relative] = [int(status.getLen()), int(status.getModificationTime())]
     return files
@@ -57,13 +69,16 @@ def with_source_file(source: DataFrame) -> DataFrame:
     return source.withColumn(FILE, F.col("_metadata.file_path"))
 
 
-def count_source(rows: DataFrame, period, is_input, policy: Policy, root: str, period_name):
+def count_source(rows: DataFrame, period, is_input, policy: Policy, base: str, no_period: str):
     """``({file: {"periods": {period: rows}, "unjudgeable": rows}}, {period: input rows})``
-    of ``rows`` (which carry ``FILE`` and ``SUBJECT``): per file every row, whatever its
-    time; per period the run's input rows (``is_input``)."""
+    of ``rows`` (which carry ``FILE`` and ``SUBJECT``), files under the folder ``base``
+    (``source_path``), periods as ``YYYY-MM-DD`` (``no_period`` for rows with no event
+    time): per file every row, whatever its time; per period the run's input rows
+    (``is_input``)."""
     unjudgeable = F.col(SUBJECT).isNull() | F.col(policy.event_time).cast("timestamp").isNull()
+    # As text: a faulty event time past year 9999 has a period but no Python date.
     counted = (
-        rows.groupBy(FILE, period.alias(_PERIOD))
+        rows.groupBy(FILE, period.cast("string").alias(_PERIOD))
         .agg(
             F.count("*").alias("rows"),
             F.count_if(unjudgeable).alias("unjudgeable"),
@@ -74,8 +89,9 @@ def count_source(rows: DataFrame, period, is_input, policy: Policy, root: str, p
     files: dict[str, dict] = {}
     inputs: dict[str, int] = {}
     for row in counted:
-        entry = files.setdefault(_relative(row[FILE], root), {"periods": {}, "unjudgeable": 0})
-        name = period_name(row[_PERIOD])
+        # Spark gives each file's path as a URI (escaped), Hadoop's listing decoded.
+        entry = files.setdefault(_under(unquote(urlparse(row[FILE]).path), base), {"periods": {}, "unjudgeable": 0})
+        name = no_period if row[_PERIOD] is None else row[_PERIOD]
         entry["periods"][name] = int(row["rows"])
         entry["unjudgeable"] += int(row["unjudgeable"])
         if row["input"]:

@@ -15,20 +15,15 @@ from transforms.errors import ConsentgateError
 
 VARIABLE = "CONSENTGATE_SPARK_CONF"
 # Judgements are made in UTC, and the logging configuration keeps data out of the logs.
-PROTECTED = (
-    "spark.sql.session.timeZone",
-    "spark.driver.extraJavaOptions",
-    "spark.sql.catalogImplementation",
-    "spark.sql.adaptive.optimizer.excludedRules",
-)
+PROTECTED = ("spark.sql.session.timeZone", "spark.driver.extraJavaOptions", "spark.sql.catalogImplementation")
 # The run's counts are observed while its output is written (``Observation``). When every
 # row a stage reads is filtered out before the write (an incremental run that judges
 # again only quarantined rows), adaptive execution replaces the empty part of the plan,
 # the observing node with it, and the counts are lost (an AssertionError in
 # ``Observation.get``); without this rule Spark runs the empty stage, which costs nothing.
-KEEP_OBSERVED_COUNTS = {
-    "spark.sql.adaptive.optimizer.excludedRules": "org.apache.spark.sql.execution.adaptive.AQEPropagateEmptyRelation"
-}
+# Added to the rules a deployment excludes, if any.
+EXCLUDED_RULES = "spark.sql.adaptive.optimizer.excludedRules"
+KEEP_OBSERVED_COUNTS = "org.apache.spark.sql.execution.adaptive.AQEPropagateEmptyRelation"
 # Defaults a deployment may override. Spark's 200 shuffle partitions cost a run on one
 # machine more than its work (the same 1M-row enforce took 59 s with 200, 24-27 s with
 # 8-16): most of a run's shuffles are small (erasure, consent states, counts). A
@@ -45,7 +40,10 @@ NO_PYTHON_CALL_SITES = {"spark.python.sql.dataFrameDebugging.enabled": "false"}
 def job_spark_conf() -> dict[str, str]:
     """What every consentgate job starts with: the defaults, then the deployment's settings."""
     debugging = os.environ.get("CONSENTGATE_DEBUG") == "1"
-    return {**DEFAULTS, **({} if debugging else NO_PYTHON_CALL_SITES), **extra_spark_conf(), **KEEP_OBSERVED_COUNTS}
+    conf = {**DEFAULTS, **({} if debugging else NO_PYTHON_CALL_SITES), **extra_spark_conf()}
+    excluded = [rule.strip() for rule in conf.get(EXCLUDED_RULES, "").split(",") if rule.strip()]
+    conf[EXCLUDED_RULES] = ",".join([*excluded, *([] if KEEP_OBSERVED_COUNTS in excluded else [KEEP_OBSERVED_COUNTS])])
+    return conf
 
 
 def extra_spark_conf() -> dict[str, str]:

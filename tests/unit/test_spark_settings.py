@@ -54,6 +54,9 @@ def test_jobs_start_with_few_shuffle_partitions_unless_the_deployment_sets_them(
     # Debugging keeps PySpark's Python call sites in Spark's error context.
     monkeypatch.setenv("CONSENTGATE_DEBUG", "1")
     assert job_spark_conf() == {"spark.sql.shuffle.partitions": "400", **counts_kept}
+    # A deployment's own excluded rules stay, with that one added.
+    monkeypatch.setenv("CONSENTGATE_SPARK_CONF", '{"spark.sql.adaptive.optimizer.excludedRules": "a.B"}')
+    assert job_spark_conf()["spark.sql.adaptive.optimizer.excludedRules"] == f"a.B,{rule}"
 
 
 def test_sessions_record_no_python_call_sites(spark, monkeypatch):

@@ -1,0 +1,61 @@
+"""The source's file inventory: the files Spark reads, named the same way whether listed
+or counted from the rows, so that an incremental run finds what changed."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import yaml
+from pyspark.sql import functions as F
+
+from transforms.consent import SUBJECT
+from transforms.incremental import NO_PERIOD, _periods
+from transforms.policy import parse_policy
+from transforms.source_files import _hidden, count_source, list_source_files, read_files, source_path, with_source_file
+
+POLICY = """
+dataset: events
+source: raw/events
+subject_key: customer_id
+event_time: at
+purpose: analytics
+on_no_consent: drop
+partition_by: month
+columns:
+  customer_id: {consented: pseudonymize, anonymized: drop}
+  at: {consented: keep, anonymized: generalize:month}
+"""
+
+
+def test_files_spark_skips_are_not_listed():
+    assert _hidden("_SUCCESS") and _hidden("p=1/.part-0.parquet.crc") and _hidden("_temporary/0/part-0.parquet")
+    assert _hidden("p=1/part-0.parquet._COPYING_")
+    assert not _hidden("p=1/part-0.parquet") and not _hidden("_p=1/part-0.parquet")
+
+
+def test_periods_past_year_9999_and_rows_without_time_are_never_judged():
+    assert _periods(["2026-11-01", NO_PERIOD, "+10000-01-01"]) == {date(2026, 11, 1)}
+
+
+def test_listed_and_counted_files_have_the_same_names_even_with_escaped_folder_names(spark, tmp_path):
+    policy = parse_policy(yaml.safe_load(POLICY), "events.yml")
+    root = str(tmp_path / "raw events")
+    rows = spark.createDataFrame(
+        [("C1", "2026-11-02 10:00:00", "a b:c"), (None, "2026-10-01 00:00:00", "x%y"), ("C2", None, "x%y")],
+        "customer_id string, at string, kind string",
+    ).withColumn("at", F.to_timestamp("at"))
+    rows.write.partitionBy("kind").parquet(root)
+    listed = list_source_files(spark, root)
+    assert len(listed) == 2 and all(size > 0 and modified > 0 for size, modified in listed.values())
+    source = with_source_file(spark.read.parquet(root)).withColumn(SUBJECT, F.col("customer_id"))
+    period = F.to_date(F.date_trunc("month", F.col("at")))
+    is_input = F.col("at").isNull() | (F.col("at") < F.lit("2026-11-02 12:00:00").cast("timestamp"))
+    files, inputs = count_source(source, period, is_input, policy, source_path(spark, root), NO_PERIOD)
+    assert set(files) == set(listed)
+    by_kind = {name.split("/")[0]: entry for name, entry in files.items()}
+    assert by_kind["kind=a b%3Ac"] == {"periods": {"2026-11-01": 1}, "unjudgeable": 0}
+    assert by_kind["kind=x%25y"] == {"periods": {"2026-10-01": 1, NO_PERIOD: 1}, "unjudgeable": 2}
+    assert inputs == {"2026-11-01": 1, "2026-10-01": 1, NO_PERIOD: 1}
+    # A file read again by its listed name gives its rows back.
+    (name,) = [n for n in listed if n.startswith("kind=a b")]
+    assert [r.customer_id for r in read_files(spark, root, spark.read.parquet(root).schema, [name]).collect()] == ["C1"]
