@@ -301,9 +301,13 @@ def build_erasure_requests(seed: int, customers: DataFrame, t: datetime) -> Data
 ORDERS_PARTITION = "order_month"
 
 
-def write_orders(orders: DataFrame, lake: Lake, mode: str) -> None:
+def write_orders(orders: DataFrame, lake: Lake, mode: str, by_month: bool = True) -> None:
     """Writes orders to raw/orders, one folder per month of ``ordered_at`` (its
-    ``ORDERS_PARTITION`` is computed here; one file per month and write)."""
+    ``ORDERS_PARTITION`` is computed here; one file per month and write), or with
+    ``by_month=False`` in one folder."""
+    if not by_month:
+        orders.drop(ORDERS_PARTITION).write.mode(mode).parquet(lake.raw("orders"))
+        return
     by_month = orders.drop(ORDERS_PARTITION).withColumn(
         ORDERS_PARTITION, F.to_date(F.date_trunc("month", "ordered_at"))
     )
@@ -317,8 +321,10 @@ def generate_lake(
     orders: int,
     seed: int,
     run_date: date = DEFAULT_RUN_DATE,
+    orders_by_month: bool = True,
 ) -> GeneratedLake:
-    """Writes raw/customers, raw/orders, raw/consent and raw/erasure_requests (overwriting)."""
+    """Writes raw/customers, raw/orders, raw/consent and raw/erasure_requests (overwriting);
+    raw/orders in one folder per month, or with ``orders_by_month=False`` in one folder."""
     if customers < 1 or orders < 0:
         from transforms.errors import ConsentgateError
 
@@ -329,7 +335,8 @@ def generate_lake(
     customer_rows.write.mode("overwrite").parquet(lake.raw("customers"))
     # Partitioned by the month of the order (as orders arrive): an incremental run reads
     # only the months it judges again.
-    write_orders(build_orders(spark, seed, orders, customer_rows, customers, t, pools), lake, "overwrite")
+    order_rows = build_orders(spark, seed, orders, customer_rows, customers, t, pools)
+    write_orders(order_rows, lake, "overwrite", orders_by_month)
     consent = build_consent(spark, seed, customer_rows, t)
     consent.write.mode("overwrite").parquet(lake.consent)
     erasures = build_erasure_requests(seed, customer_rows, t)

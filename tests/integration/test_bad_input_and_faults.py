@@ -26,7 +26,7 @@ RUN_DATE = date(2026, 11, 28)
 
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):
-    sizes = dict(customers=150, orders=1000, seed=47)
+    sizes = dict(customers=150, orders=1000, seed=47, orders_by_month=False)  # raw/orders in one folder
     with generated_lake(spark, tmp_path_factory, "bad_input_lake", RUN_DATE, **sizes) as lake:
         assert run(lake, "good") == 0
         yield lake

@@ -83,12 +83,12 @@ def test_newest_versions_are_kept_a_rollback_restores_one_and_old_quarantine_goe
     assert sorted(Path(lake.root, "ledger", "orders").iterdir()) == [Path(lake.root, "ledger", "orders", "day2")]
     capsys.readouterr()
     assert main(["status", "--lake", lake.root, "--dataset", "orders"]) == 0
-    # It read only the source files of those two months, and the one with rows with no
-    # event time (judged by every run).
+    # It read only the source files of those two months, and those with rows with no
+    # event time (judged by every run; this lake has none).
     raw = Path(lake.raw("orders"))
     read, every = files_holding(raw, {"2024-11-01", "2026-11-01"}), list(raw.rglob("*.parquet"))
-    assert (day2["source_files_read"], day2["source_files"]) == (len(read), len(every)) == (3, 37)
-    summary = "  incremental: 2 periods judged again, 34 taken from day1; 3 of 37 source files read\n"
+    assert (day2["source_files_read"], day2["source_files"]) == (len(read), len(every)) == (2, 37)
+    summary = "  incremental: 2 periods judged again, 34 taken from day1; 2 of 37 source files read\n"
     assert summary in capsys.readouterr().out
     day1_rows = read_rows(Path(lake.root) / "clean" / "orders" / "day1")
     capsys.readouterr()
@@ -121,10 +121,9 @@ def test_newest_versions_are_kept_a_rollback_restores_one_and_old_quarantine_goe
     assert sorted(p.name for p in quarantine.iterdir()) == ["day2", "day3"]
 
     # Late changes to the source: one old month's file rewritten with a corrected amount,
-    # another month's file removed. The next run at the same t judges again only the
-    # corrected month, reading its file (and those with rows it quarantines), publishes
-    # nothing for the removed one, takes the other months from day3, and publishes what
-    # a full recomputation does.
+    # another month's file removed. The next enforce at the same t judges again only the
+    # corrected month, reading its file alone, stages nothing for the removed one, takes
+    # the other months from day3, and stages what a full recomputation does.
     corrected_file = next((raw / "order_month=2025-03-01").glob("*.parquet"))
     table = pq.read_table(corrected_file)
     amounts = table.column("amount").to_pylist()
@@ -135,11 +134,15 @@ def test_newest_versions_are_kept_a_rollback_restores_one_and_old_quarantine_goe
     corrected_file.unlink()
     pq.write_table(rewritten, corrected_file.with_name("corrected.parquet"))
     shutil.rmtree(raw / "order_month=2025-06-01")
-    day4 = run(lake, policy_file, "day4", "2026-11-28")["incremental"]
+    staged = {}
+    for run_id, extra in (("day4", []), ("day4-full", ["--full"])):
+        args = ["--lake", lake.root, "--run-date", "2026-11-28", "--run-id", run_id, *extra]
+        assert main(["enforce", "--policy", str(policy_file), *args]) == 0
+        staged[run_id] = json.loads(Path(lake.step_state("orders", run_id, "enforce")).read_text())
+    day4 = staged["day4"]["incremental"]
     assert (day4["mode"], day4["previous_version"]) == ("incremental", "day3")
-    assert (day4["periods_rejudged"], day4["periods_reused"], day4["source_files_read"]) == (1, 34, 2)
-    months = sorted(p.name for p in (clean / "day4").iterdir() if p.is_dir())
+    assert (day4["periods_rejudged"], day4["periods_reused"], day4["source_files_read"]) == (1, 34, 1)
+    assert staged["day4"]["counts"] == staged["day4-full"]["counts"]
+    months = sorted(p.name for p in Path(staged["day4"]["staging_path"]).iterdir() if p.is_dir())
     assert "ordered_at_month=2025-06-01" not in months and len(months) == 24
-    full_args = ["--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "day4-full", "--full"]
-    assert main(["enforce", "--policy", str(policy_file), *full_args]) == 0
-    assert partitioned_rows(clean / "day4") == partitioned_rows(Path(lake.staging_data("orders", "day4-full")))
+    assert partitioned_rows(staged["day4"]["staging_path"]) == partitioned_rows(staged["day4-full"]["staging_path"])
