@@ -41,7 +41,7 @@ from pyspark.sql import functions as F
 
 from transforms import __version__
 from transforms.consent import SUBJECT, consent_at, consent_events
-from transforms.erasure import SUBJECT_HASH
+from transforms.erasure import SUBJECT_HASH, with_subject_hash
 from transforms.fs import exists, link_folder, list_dirs, move, remove
 from transforms.judgement_counts import SUBJECT_PERIOD_ROWS, input_rows, periods_of
 from transforms.keys import RunKeys
@@ -132,9 +132,7 @@ def with_ledger_subject(rows: DataFrame, pseudonym: str, hasher: Pseudonymizer) 
 
 def with_pseudonym(rows: DataFrame, pseudonymizer: Pseudonymizer) -> DataFrame:
     """Adds the pseudonym (``_cg_subject_hash``) of each row's normalised subject."""
-    return pseudonymizer.detach(
-        pseudonymizer.attach(rows).withColumn(SUBJECT_HASH, pseudonymizer.hmac_hex(F.col(SUBJECT)))
-    )
+    return pseudonymizer.detach(with_subject_hash(pseudonymizer.attach(rows), pseudonymizer))
 
 
 def ledger_subjects(
