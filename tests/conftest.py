@@ -22,10 +22,13 @@ ORDERS_POLICY = REPO / "dags" / "policies" / "orders.yml"
 TEST_KEY = "test-only-hmac-key-0123456789abcdef"
 # Spark jobs the tests start in a process of their own (CONSENTGATE_SPARK_CONF): sized for
 # a few thousand rows, where 200 shuffle partitions cost more than the work.
-# The JVMs the tests start in processes of their own (spark-submit under Airflow, a
-# killed job) live for one short job on a tiny input: there the optimising JIT compiler's
-# work never pays back (a `consentgate run` in a fresh JVM: 39-43 s with this, 45-46 s
-# without). The session's long-lived JVM is faster without it. Production keeps defaults.
+# Every JVM of the tests (the session's, spark-submit under Airflow, a killed job) runs
+# tiny inputs, where the optimising JIT compiler's work never pays back: a
+# `consentgate run` in a fresh JVM took 39-43 s with this, 45-46 s without. The session's
+# JVM is as fast either way on an idle machine (four runs: 122 s both), but the suite
+# keeps both cores busy (1% idle), and there the compiler's threads take CPU from the
+# tests: those four runs cost 158 core-seconds with this, 216 without (198 with the
+# serial collector alone). Production keeps the JVM's defaults.
 SHORT_JVM_OPTIONS = {"JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"}
 SMALL_INPUT_SPARK_CONF = {
     "spark.sql.shuffle.partitions": "2",
@@ -79,28 +82,31 @@ def session_lake(tmp_path_factory):
 def spark(session_lake):
     from transforms.session import get_session
 
-    session = get_session(
-        session_lake,
-        "consentgate-tests",
-        extra_conf={
-            "spark.master": "local[2]",
-            "spark.ui.enabled": "false",
-            # One partition after a shuffle: on a few thousand rows a second task per
-            # stage only adds scheduling (about 0.7 s of an 8 s run).
-            "spark.sql.shuffle.partitions": "1",
-            "spark.default.parallelism": "2",
-            # On inputs of a few thousand rows AQE's re-planning costs more than it saves
-            # (about 15% of a run); the DAG test, the demo and the benchmarks keep it on.
-            "spark.sql.adaptive.enabled": "false",
-            # Compiling generated code for every query costs more than it saves on a few
-            # thousand rows: interpreted expressions make a run about 20% faster. The DAG
-            # test's spark-submit jobs, the demo and the benchmarks run generated code.
-            "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-            # A partitioned version has 37 month folders, beyond the 32 above which Spark
-            # lists them with a job of its own; on a local disk the driver lists faster.
-            "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
-        },
-    )
+    # The session's JVM takes this process's environment when it starts, and only then.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JAVA_TOOL_OPTIONS", SHORT_JVM_OPTIONS["JAVA_TOOL_OPTIONS"])
+        session = get_session(
+            session_lake,
+            "consentgate-tests",
+            extra_conf={
+                "spark.master": "local[2]",
+                "spark.ui.enabled": "false",
+                # One partition after a shuffle: on a few thousand rows a second task per
+                # stage only adds scheduling (about 0.7 s of an 8 s run).
+                "spark.sql.shuffle.partitions": "1",
+                "spark.default.parallelism": "2",
+                # On inputs of a few thousand rows AQE's re-planning costs more than it saves
+                # (about 15% of a run); the DAG test, the demo and the benchmarks keep it on.
+                "spark.sql.adaptive.enabled": "false",
+                # Compiling generated code for every query costs more than it saves on a few
+                # thousand rows: interpreted expressions make a run about 20% faster. The DAG
+                # test's spark-submit jobs, the demo and the benchmarks run generated code.
+                "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+                # A partitioned version has 37 month folders, beyond the 32 above which Spark
+                # lists them with a job of its own; on a local disk the driver lists faster.
+                "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
+            },
+        )
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()

@@ -8,21 +8,38 @@ from __future__ import annotations
 
 from pyspark.sql import SparkSession
 
+# Per Spark context: Hadoop's Path class and the context's Hadoop configuration. Py4J
+# resolves `jvm.org.apache.hadoop.fs.Path` one package at a time, a call each: looked
+# up afresh, the file-system helpers cost about 0.5 s of a small run.
+_HADOOP: dict[int, tuple] = {}
 
-def _filesystem(spark: SparkSession, path: str):
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    return hadoop_path, hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+def _hadoop(spark: SparkSession) -> tuple:
+    """``(Path class, Hadoop configuration)`` of ``spark``'s context."""
+    context = spark.sparkContext._jsc
+    found = _HADOOP.get(id(context))
+    if found is None or found[0] is not context:
+        found = (context, spark.sparkContext._jvm.org.apache.hadoop.fs.Path, context.hadoopConfiguration())
+        _HADOOP.clear()  # a stopped context's entry is never used again
+        _HADOOP[id(context)] = found
+    return found[1], found[2]
+
+
+def filesystem(spark: SparkSession, path: str):
+    """``(Hadoop Path, its FileSystem)`` for a lake URI."""
+    path_class, hadoop_conf = _hadoop(spark)
+    hadoop_path = path_class(path)
+    return hadoop_path, hadoop_path.getFileSystem(hadoop_conf)
 
 
 def exists(spark: SparkSession, path: str) -> bool:
-    hadoop_path, fs = _filesystem(spark, path)
+    hadoop_path, fs = filesystem(spark, path)
     return bool(fs.exists(hadoop_path))
 
 
 def move(spark: SparkSession, source: str, target: str) -> None:
-    source_path, fs = _filesystem(spark, source)
-    target_path, _ = _filesystem(spark, target)
+    source_path, fs = filesystem(spark, source)
+    target_path, _ = filesystem(spark, target)
     if fs.exists(target_path):
         fs.delete(target_path, True)
     fs.mkdirs(target_path.getParent())
@@ -31,13 +48,13 @@ def move(spark: SparkSession, source: str, target: str) -> None:
 
 
 def remove(spark: SparkSession, path: str) -> None:
-    hadoop_path, fs = _filesystem(spark, path)
+    hadoop_path, fs = filesystem(spark, path)
     fs.delete(hadoop_path, True)
 
 
 def list_dirs(spark: SparkSession, path: str) -> list[str]:
     """Names of the sub-folders of ``path`` (none when it does not exist), sorted."""
-    hadoop_path, fs = _filesystem(spark, path)
+    hadoop_path, fs = filesystem(spark, path)
     if not fs.exists(hadoop_path):
         return []
     return sorted(status.getPath().getName() for status in fs.listStatus(hadoop_path) if status.isDirectory())
@@ -45,14 +62,14 @@ def list_dirs(spark: SparkSession, path: str) -> list[str]:
 
 def modified_at(spark: SparkSession, path: str) -> float:
     """The path's modification time, in seconds since the epoch."""
-    hadoop_path, fs = _filesystem(spark, path)
+    hadoop_path, fs = filesystem(spark, path)
     return fs.getFileStatus(hadoop_path).getModificationTime() / 1000.0
 
 
 def upload_folder(spark: SparkSession, local_folder: str, target: str) -> None:
     """Copies a local folder to ``target`` (any lake URI), replacing what was there."""
-    source_path, _ = _filesystem(spark, "file://" + local_folder)
-    target_path, fs = _filesystem(spark, target)
+    source_path, _ = filesystem(spark, "file://" + local_folder)
+    target_path, fs = filesystem(spark, target)
     if fs.exists(target_path):
         fs.delete(target_path, True)
     fs.mkdirs(target_path.getParent())
@@ -75,8 +92,8 @@ def link_folder(spark: SparkSession, source: str, target: str) -> None:
             for name in files:
                 os.link(os.path.join(folder, name), os.path.join(copy_folder, name))
         return
-    source_path, fs = _filesystem(spark, source)
-    target_path, target_fs = _filesystem(spark, target)
+    source_path, fs = filesystem(spark, source)
+    target_path, target_fs = filesystem(spark, target)
     jvm = spark.sparkContext._jvm
     hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
     if not jvm.org.apache.hadoop.fs.FileUtil.copy(fs, source_path, target_fs, target_path, False, hadoop_conf):

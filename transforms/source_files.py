@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from transforms.consent import SUBJECT
+from transforms.fs import filesystem
 from transforms.policy import Policy
 
 FILE = "_cg_source_file"
@@ -39,29 +40,35 @@ def _hidden(relative: str) -> bool:
     )
 
 
-def _folder(spark: SparkSession, root: str):
-    folder = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(root)
-    return folder, folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-
-
 def source_path(spark: SparkSession, root: str) -> str:
     """The source folder's decoded path, as its files' paths start."""
-    folder, fs = _folder(spark, root)
+    folder, fs = filesystem(spark, root)
     return str(fs.makeQualified(folder).toUri().getPath())
 
 
 def list_source_files(spark: SparkSession, root: str) -> dict[str, list[int]]:
     """``{path under root: [size, modification time in ms]}`` of every data file Spark reads."""
-    folder, fs = _folder(spark, root)
-    base = str(fs.makeQualified(folder).toUri().getPath())
-    files: dict[str, list[int]] = {}
-    listing = fs.listFiles(folder, True)
-    while listing.hasNext():
-        status = listing.next()
-        relative = _under(str(status.getPath().toUri().getPath()), base)
-        if not _hidden(relative):
-            files[relative] = [int(status.getLen()), int(status.getModificationTime())]
-    return files
+    # Spark's own listing, in one query: the file-format reader's listing skips what
+    # Spark skips, and listing through Py4J cost several calls a file (0.8 s of a small
+    # run over 37 files and their checksums).
+    base = source_path(spark, root)
+    listing = (
+        spark.read.format("binaryFile")
+        .load(root)
+        .select(
+            F.col("_metadata.file_path").alias("path"),
+            F.col("_metadata.file_size").alias("size"),
+            F.unix_millis(F.col("_metadata.file_modification_time")).alias("modified"),
+        )
+        .collect()
+    )
+    files = {_relative(row["path"], base): [int(row["size"]), int(row["modified"])] for row in listing}
+    return {name: entry for name, entry in files.items() if not _hidden(name)}
+
+
+def _relative(uri: str, base: str) -> str:
+    """A file's path as Spark gives it (a URI, escaped), under the decoded folder ``base``."""
+    return _under(unquote(urlparse(uri).path), base)
 
 
 def with_source_file(source: DataFrame) -> DataFrame:
@@ -89,8 +96,7 @@ def count_source(rows: DataFrame, period, is_input, policy: Policy, base: str, n
     files: dict[str, dict] = {}
     inputs: dict[str, int] = {}
     for row in counted:
-        # Spark gives each file's path as a URI (escaped), Hadoop's listing decoded.
-        entry = files.setdefault(_under(unquote(urlparse(row[FILE]).path), base), {"periods": {}, "unjudgeable": 0})
+        entry = files.setdefault(_relative(row[FILE], base), {"periods": {}, "unjudgeable": 0})
         name = no_period if row[_PERIOD] is None else row[_PERIOD]
         entry["periods"][name] = int(row["rows"])
         entry["unjudgeable"] += int(row["unjudgeable"])
