@@ -26,7 +26,7 @@ TEST_KEY = "test-only-hmac-key-0123456789abcdef"
 # tiny inputs, where the optimising JIT compiler's work never pays back: a
 # `consentgate run` in a fresh JVM took 39-43 s with this, 45-46 s without. The session's
 # JVM is as fast either way on an idle machine (four runs: 122 s both), but the suite
-# keeps both cores busy (1% idle), and there the compiler's threads take CPU from the
+# keeps both cores busy (1-4% idle), and there the compiler's threads take CPU from the
 # tests: those four runs cost 158 core-seconds with this, 216 without (198 with the
 # serial collector alone). Production keeps the JVM's defaults.
 SHORT_JVM_OPTIONS = {"JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"}
@@ -84,7 +84,8 @@ def spark(session_lake):
 
     # The session's JVM takes this process's environment when it starts, and only then.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("JAVA_TOOL_OPTIONS", SHORT_JVM_OPTIONS["JAVA_TOOL_OPTIONS"])
+        options = f"{os.environ.get('JAVA_TOOL_OPTIONS', '')} {SHORT_JVM_OPTIONS['JAVA_TOOL_OPTIONS']}"
+        patch.setenv("JAVA_TOOL_OPTIONS", options.strip())
         session = get_session(
             session_lake,
             "consentgate-tests",

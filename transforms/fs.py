@@ -95,6 +95,6 @@ def link_folder(spark: SparkSession, source: str, target: str) -> None:
     source_path, fs = filesystem(spark, source)
     target_path, target_fs = filesystem(spark, target)
     jvm = spark.sparkContext._jvm
-    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+    _, hadoop_conf = _hadoop(spark)
     if not jvm.org.apache.hadoop.fs.FileUtil.copy(fs, source_path, target_fs, target_path, False, hadoop_conf):
         raise OSError(f"could not copy {source} to {target}")

@@ -3,6 +3,7 @@ or counted from the rows, so that an incremental run finds what changed."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import date
 
 import yaml
@@ -11,7 +12,15 @@ from pyspark.sql import functions as F
 from transforms.consent import SUBJECT
 from transforms.incremental import NO_PERIOD, _periods
 from transforms.policy import parse_policy
-from transforms.source_files import _hidden, count_source, list_source_files, read_files, source_path, with_source_file
+from transforms.source_files import (
+    FILE,
+    _relative,
+    count_source,
+    list_source_files,
+    read_files,
+    source_path,
+    with_source_file,
+)
 
 POLICY = """
 dataset: events
@@ -27,10 +36,23 @@ columns:
 """
 
 
-def test_files_spark_skips_are_not_listed():
-    assert _hidden("_SUCCESS") and _hidden("p=1/.part-0.parquet.crc") and _hidden("_temporary/0/part-0.parquet")
-    assert _hidden("p=1/part-0.parquet._COPYING_")
-    assert not _hidden("p=1/part-0.parquet") and not _hidden("_p=1/part-0.parquet")
+def test_the_listing_holds_exactly_the_files_spark_reads(spark, tmp_path):
+    root = tmp_path / "raw"
+    rows = spark.createDataFrame([("C1", 1), ("C2", 2)], "customer_id string, p int")
+    rows.repartition(1).write.partitionBy("p").parquet(str(root))  # with _SUCCESS and .crc files
+    data = sorted(root.rglob("part-*.parquet"))
+    assert len(data) == 2
+    # Spark skips files being copied in, _temporary/ and empty files.
+    shutil.copy(data[0], data[0].with_name(data[0].name + "._COPYING_"))
+    (root / "_temporary" / "0").mkdir(parents=True)
+    shutil.copy(data[0], root / "_temporary" / "0" / "part-9.parquet")
+    (root / "p=1" / "part-empty.parquet").write_bytes(b"")
+    listed = list_source_files(spark, str(root))
+    base = source_path(spark, str(root))
+    read = {_relative(r[0], base) for r in with_source_file(spark.read.parquet(str(root))).select(FILE).collect()}
+    assert set(listed) == read == {str(path.relative_to(root)) for path in data}
+    for path in data:
+        assert listed[str(path.relative_to(root))] == [path.stat().st_size, path.stat().st_mtime_ns // 1_000_000]
 
 
 def test_periods_past_year_9999_and_rows_without_time_are_never_judged():
