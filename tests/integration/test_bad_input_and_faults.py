@@ -109,12 +109,15 @@ def test_a_retyped_or_missing_consent_column_stops_with_exit_2(
     assert message in err and "raw/consent" in err and err.count("\n") == 1
 
 
-def test_duplicate_consent_events_change_nothing(spark, lake, consent_backup):
+def test_duplicate_consent_events_change_nothing(spark, lake, consent_backup, unchanged):
     before = snapshot(lake)[1]
     consent = spark.read.parquet(lake.consent)
     consent.unionByName(consent).localCheckpoint().write.mode("overwrite").parquet(lake.consent)
-    assert run(lake, "duplicates") == 0
-    assert snapshot(lake)[1] == before
+    # Judged in full: an incremental run would find no verdict changed and re-judge nothing.
+    args = ["--policy", str(ORDERS_POLICY), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "duplicates"]
+    assert main(["enforce", *args, "--full"]) == 0
+    staged = json.loads(Path(lake.step_state("orders", "duplicates", "enforce")).read_text())["staging_path"]
+    assert sorted(read_rows(staged), key=lambda r: r["order_id"]) == before
 
 
 def test_an_empty_source_publishes_an_empty_table_with_zero_counts(spark, lake, tmp_path):
@@ -125,6 +128,9 @@ def test_an_empty_source_publishes_an_empty_table_with_zero_counts(spark, lake, 
     assert (report["rows_in"], report["rows_out"], report["published"]) == (0, 0, True)
     assert set(report["totals"].values()) == {0}
     assert read_rows(current_version_dir(lake.root, "orders")) == []
+    # The tests after this one check that the original rows stay untouched.
+    rollback = ["rollback", "--dataset", "orders", "--lake", lake.root, "--to", "good", "--reason", "test"]
+    assert main(rollback) == 0
 
 
 def test_a_job_that_dies_mid_write_leaves_the_table_as_it_was(lake, monkeypatch, capsys, unchanged):
