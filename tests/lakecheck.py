@@ -38,12 +38,13 @@ def read_rows(path: str | Path) -> list[dict]:
 
 def append_raw(spark, lake, folder: str, rows: list[tuple]) -> None:
     """Appends rows (tuples in the folder's column order) to ``raw/<folder>``; orders go
-    to the folder of their month, as the generator writes them."""
+    to the folder of their month when the generator wrote them so, else to the one folder."""
     from transforms.generate import ORDERS_PARTITION, write_orders
 
     existing = spark.read.parquet(lake.path("raw", folder))
     if folder == "orders":
-        write_orders(spark.createDataFrame(rows, existing.drop(ORDERS_PARTITION).schema), lake, "append")
+        orders = spark.createDataFrame(rows, existing.drop(ORDERS_PARTITION).schema)
+        write_orders(orders, lake, "append", by_month=ORDERS_PARTITION in existing.columns)
         return
     spark.createDataFrame(rows, existing.schema).write.mode("append").parquet(lake.path("raw", folder))
 

@@ -8,21 +8,20 @@ from __future__ import annotations
 
 from pyspark.sql import SparkSession
 
-# Per Spark context: Hadoop's Path class and the context's Hadoop configuration. Py4J
+# The last Spark context's (context, Hadoop's Path class, its Hadoop configuration). Py4J
 # resolves `jvm.org.apache.hadoop.fs.Path` one package at a time, a call each: looked
 # up afresh, the file-system helpers cost about 0.5 s of a small run.
-_HADOOP: dict[int, tuple] = {}
+_hadoop_of_context: tuple | None = None
 
 
 def _hadoop(spark: SparkSession) -> tuple:
     """``(Path class, Hadoop configuration)`` of ``spark``'s context."""
+    global _hadoop_of_context
     context = spark.sparkContext._jsc
-    found = _HADOOP.get(id(context))
-    if found is None or found[0] is not context:
-        found = (context, spark.sparkContext._jvm.org.apache.hadoop.fs.Path, context.hadoopConfiguration())
-        _HADOOP.clear()  # a stopped context's entry is never used again
-        _HADOOP[id(context)] = found
-    return found[1], found[2]
+    if _hadoop_of_context is None or _hadoop_of_context[0] is not context:
+        path_class = spark.sparkContext._jvm.org.apache.hadoop.fs.Path
+        _hadoop_of_context = (context, path_class, context.hadoopConfiguration())
+    return _hadoop_of_context[1], _hadoop_of_context[2]
 
 
 def filesystem(spark: SparkSession, path: str):

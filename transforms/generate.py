@@ -305,13 +305,12 @@ def write_orders(orders: DataFrame, lake: Lake, mode: str, by_month: bool = True
     """Writes orders to raw/orders, one folder per month of ``ordered_at`` (its
     ``ORDERS_PARTITION`` is computed here; one file per month and write), or with
     ``by_month=False`` in one folder."""
+    orders = orders.drop(ORDERS_PARTITION)
     if not by_month:
-        orders.drop(ORDERS_PARTITION).write.mode(mode).parquet(lake.raw("orders"))
+        orders.write.mode(mode).parquet(lake.raw("orders"))
         return
-    by_month = orders.drop(ORDERS_PARTITION).withColumn(
-        ORDERS_PARTITION, F.to_date(F.date_trunc("month", "ordered_at"))
-    )
-    by_month.repartition(ORDERS_PARTITION).write.partitionBy(ORDERS_PARTITION).mode(mode).parquet(lake.raw("orders"))
+    with_month = orders.withColumn(ORDERS_PARTITION, F.to_date(F.date_trunc("month", "ordered_at")))
+    with_month.repartition(ORDERS_PARTITION).write.partitionBy(ORDERS_PARTITION).mode(mode).parquet(lake.raw("orders"))
 
 
 def generate_lake(

@@ -32,8 +32,12 @@ def lake(spark, tmp_path_factory):
         yield lake
 
 
+def step_args(lake, run_id, policy=ORDERS_POLICY) -> list[str]:
+    return ["--policy", str(policy), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", run_id]
+
+
 def run(lake, run_id, policy=ORDERS_POLICY, *steps) -> int:
-    common = ["--policy", str(policy), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", run_id]
+    common = step_args(lake, run_id, policy)
     if not steps:
         return main(["run", *common])
     return max(main([step, *common]) for step in steps)
@@ -114,8 +118,7 @@ def test_duplicate_consent_events_change_nothing(spark, lake, consent_backup, un
     consent = spark.read.parquet(lake.consent)
     consent.unionByName(consent).localCheckpoint().write.mode("overwrite").parquet(lake.consent)
     # Judged in full: an incremental run would find no verdict changed and re-judge nothing.
-    args = ["--policy", str(ORDERS_POLICY), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "duplicates"]
-    assert main(["enforce", *args, "--full"]) == 0
+    assert main(["enforce", *step_args(lake, "duplicates"), "--full"]) == 0
     staged = json.loads(Path(lake.step_state("orders", "duplicates", "enforce")).read_text())["staging_path"]
     assert sorted(read_rows(staged), key=lambda r: r["order_id"]) == before
 
