@@ -115,6 +115,9 @@ def airflow_services(env: dict[str, str], log: Path):
         # Only the run this test triggers: no scheduled runs of any DAG.
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         "AIRFLOW__CORE__PARALLELISM": "2",
+        # The DAG files do not change while the test runs: parsed once, not every 30 s
+        # (five parses of a few CPU-seconds each, on a machine the other tests keep busy).
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
         # The test triggers its run through the REST API, as the UI does, with a token
         # the simple auth manager gives without credentials.
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
