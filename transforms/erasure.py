@@ -95,6 +95,7 @@ class ErasureState:
 
     erased: DataFrame  # SUBJECT_HASH, erased_at: under the run's key
     new: DataFrame
+    new_count: int = 0  # counted when ``new`` was materialised: no job of its own later
     # Subjects erased under a retired key: that key's pseudonymiser and the hashes.
     retired: list[tuple[Pseudonymizer, DataFrame]] = field(default_factory=list)
     # Every erased subject's hash under a given key (for versions made with a retired key).
@@ -147,9 +148,9 @@ def erasure_state(
         own = read_tombstones(spark, lake, policy.dataset).filter(_made_with(current))
         # Materialised now: the tombstones this run appends must not change what it calls new.
         new = erased.join(own.select(SUBJECT_HASH), on=SUBJECT_HASH, how="left_anti").cache()
-        new.count()
+        new_count = new.count()
     else:
-        new = erased.limit(0)
+        new, new_count = erased.limit(0), 0
     retired = [
         (
             Pseudonymizer(spark, ring[fingerprint], tag=f"retired{index}"),
@@ -157,7 +158,7 @@ def erasure_state(
         )
         for index, fingerprint in enumerate(f for f in fingerprints if f != current)
     ]
-    return ErasureState(erased=erased, new=new, retired=retired, erased_under=erased_under)
+    return ErasureState(erased=erased, new=new, new_count=new_count, retired=retired, erased_under=erased_under)
 
 
 def _rewrite_without(spark: SparkSession, folder: str, keep, replacement: str) -> bool:
@@ -208,7 +209,7 @@ def purge_published(
     current_key = pseudonymizer.key.fingerprint
     ring = ring or {current_key: pseudonymizer.key}
     new_hashes = state.new.select(SUBJECT_HASH).distinct().cache()
-    has_new = not new_hashes.isEmpty()
+    has_new = state.new_count > 0
     subject_column = policy.column(policy.subject_key)
     rule = subject_column.consented.name if subject_column else "drop"
 
@@ -320,6 +321,6 @@ def purge_published(
 
 def record_tombstones(lake: Lake, dataset: str, state: ErasureState, fingerprint: str) -> None:
     new = state.new.select(SUBJECT_HASH, "erased_at", F.lit(fingerprint).alias(KEY_FINGERPRINT))
-    state.new_tombstones = new.count()
+    state.new_tombstones = state.new_count
     if state.new_tombstones:
         new.write.mode("append").parquet(lake.tombstones_of(dataset))
