@@ -600,7 +600,7 @@ def run_enforce(
                 else None
             ),
             "erasure": {
-                "new_tombstones": erasure.new_tombstones,
+                "new_tombstones": erasure.new_count,
                 "purged_versions": erasure.purged_versions,
                 "purged_quarantine": erasure.purged_quarantine,
                 "purged_staging": erasure.purged_staging,

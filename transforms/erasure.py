@@ -95,7 +95,7 @@ class ErasureState:
 
     erased: DataFrame  # SUBJECT_HASH, erased_at: under the run's key
     new: DataFrame
-    new_count: int = 0  # counted when ``new`` was materialised: no job of its own later
+    new_count: int = 0  # counted when ``new`` was materialised; the tombstones this run writes
     # Subjects erased under a retired key: that key's pseudonymiser and the hashes.
     retired: list[tuple[Pseudonymizer, DataFrame]] = field(default_factory=list)
     # Every erased subject's hash under a given key (for versions made with a retired key).
@@ -104,7 +104,6 @@ class ErasureState:
     purged_quarantine: list[str] = field(default_factory=list)
     purged_staging: list[str] = field(default_factory=list)
     retired_versions: list[str] = field(default_factory=list)
-    new_tombstones: int = 0
 
 
 def erasure_state(
@@ -321,6 +320,5 @@ def purge_published(
 
 def record_tombstones(lake: Lake, dataset: str, state: ErasureState, fingerprint: str) -> None:
     new = state.new.select(SUBJECT_HASH, "erased_at", F.lit(fingerprint).alias(KEY_FINGERPRINT))
-    state.new_tombstones = state.new_count
-    if state.new_tombstones:
+    if state.new_count:
         new.write.mode("append").parquet(lake.tombstones_of(dataset))
