@@ -36,12 +36,12 @@ TEST_KEY = "test-only-hmac-key-0123456789abcdef"
 # The classes a test JVM loads are Spark's and Hadoop's, from the pinned pyspark wheel:
 # verifying their bytecode at every start is a cost a test need not pay (an enforce in a
 # fresh JVM, 3,000 orders: 39-43 CPU-seconds of the machine instead of 46-47).
-SHORT_JVM_OPTIONS = {
-    "JAVA_TOOL_OPTIONS": (
-        "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m -XX:+UseSerialGC"
-        " -XX:+UnlockDiagnosticVMOptions -XX:-BytecodeVerificationRemote"
-    )
-}
+# Added to the options the developer's environment already gives, in every test JVM.
+_TEST_JVM_OPTIONS = (
+    "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m -XX:+UseSerialGC"
+    " -XX:+UnlockDiagnosticVMOptions -XX:-BytecodeVerificationRemote"
+)
+SHORT_JVM_OPTIONS = {"JAVA_TOOL_OPTIONS": f"{os.environ.get('JAVA_TOOL_OPTIONS', '')} {_TEST_JVM_OPTIONS}".strip()}
 SMALL_INPUT_SPARK_CONF = {
     "spark.sql.shuffle.partitions": "2",
     "spark.sql.adaptive.enabled": "false",
@@ -96,8 +96,7 @@ def spark(session_lake):
 
     # The session's JVM takes this process's environment when it starts, and only then.
     with pytest.MonkeyPatch.context() as patch:
-        options = f"{os.environ.get('JAVA_TOOL_OPTIONS', '')} {SHORT_JVM_OPTIONS['JAVA_TOOL_OPTIONS']}"
-        patch.setenv("JAVA_TOOL_OPTIONS", options.strip())
+        patch.setenv("JAVA_TOOL_OPTIONS", SHORT_JVM_OPTIONS["JAVA_TOOL_OPTIONS"])
         session = get_session(
             session_lake,
             "consentgate-tests",
