@@ -22,7 +22,7 @@ withdrew (the months of that customer's orders judged again, and only their sour
 files read). With several sizes, the last
 line also gives how enforce's time grew from the second-largest size to the largest.
 
-Usage: .venv/bin/python benchmarks/pipeline.py [--orders 1000000,5000000,20000000] [--driver-memory 2g]
+Usage: .venv/bin/python benchmarks/pipeline.py [--orders 1000000,5000000,20000000] [--driver-memory 2g] [--scaling]
 (several sizes run one after the other in the same process; each size's lake is
 generated in a temporary folder and removed after it is measured)
 (``bash scripts/bench.sh pipeline`` sets up the environment first).
@@ -212,8 +212,29 @@ class HeapSampler:
         return self.runtime.maxMemory() / 2**20
 
 
-def measure(spark, lake, orders: int, customers: int | None, generate: bool, driver_memory: str) -> dict:
-    """One size: the lake generated (unless given), then each stage timed once."""
+def print_seconds_and_memory(seconds: dict, heap: HeapSampler, driver_memory: str) -> None:
+    for name, value in seconds.items():
+        print(f"{name:<14} {value:8.1f} s  x{value / seconds['copy']:.2f} of the copy")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"peak driver memory: JVM heap {heap.peak_mb:.0f} of {heap.max_mb:.0f} MiB used "
+        f"(spark.driver.memory={driver_memory}), Python {rss:.0f} MiB"
+    )
+
+
+def scaling_result(rows: int, seconds: dict, heap: HeapSampler, driver_memory: str) -> dict:
+    """What ``--scaling`` measures of one size: the first enforce against the copy, and the heap."""
+    print_seconds_and_memory(seconds, heap, driver_memory)
+    line = f"enforce_vs_copy={seconds['enforce'] / seconds['copy']:.2f} rows={rows} peak_heap_mb={heap.peak_mb:.0f}"
+    print(line, flush=True)
+    return {"rows": rows, "seconds": seconds, "line": line}
+
+
+def measure(
+    spark, lake, orders: int, customers: int | None, generate: bool, driver_memory: str, scaling: bool = False
+) -> dict:
+    """One size: the lake generated (unless given), then each stage timed once (with
+    ``scaling``, only the copy and the first, full, enforce run)."""
     from transforms.enforce import run_enforce
     from transforms.generate import generate_lake
     from transforms.keys import RunKeys, SecretKey
@@ -238,6 +259,12 @@ def measure(spark, lake, orders: int, customers: int | None, generate: bool, dri
 
     plain_copy(spark, lake, f"{out}/warm-up")  # JIT and file listing, counted nowhere
     with HeapSampler(spark) as heap:
+        if scaling:
+            seconds = {
+                "copy": timed(lambda: plain_copy(spark, lake, f"{out}/copy")),
+                "enforce": timed(lambda: run_enforce(spark, policy, lake, RUN_DATE, "bench", keys)),
+            }
+            return scaling_result(rows, seconds, heap, driver_memory)
         seconds = {
             "copy": timed(lambda: plain_copy(spark, lake, f"{out}/copy")),
             "consent_join": timed(lambda: bare_consent_join(spark, lake, f"{out}/join")),
@@ -266,13 +293,7 @@ def measure(spark, lake, orders: int, customers: int | None, generate: bool, dri
     ):
         plan = read_json(lake.step_state(policy.dataset, run_id, "enforce"))["incremental"]
         print(f"{name}: {incremental_summary(plan)}")
-    for name, value in seconds.items():
-        print(f"{name:<14} {value:8.1f} s  x{value / seconds['copy']:.2f} of the copy")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        f"peak driver memory: JVM heap {heap.peak_mb:.0f} of {heap.max_mb:.0f} MiB used "
-        f"(spark.driver.memory={driver_memory}), Python {rss:.0f} MiB"
-    )
+    print_seconds_and_memory(seconds, heap, driver_memory)
     line = (
         f"enforce_vs_copy={seconds['enforce'] / seconds['copy']:.2f} "
         f"udf_speedup={seconds['rules_udf'] / seconds['rules_builtin']:.2f} "
@@ -294,6 +315,11 @@ def main() -> None:
     parser.add_argument("--customers", type=int, help="default: one per ten orders")
     parser.add_argument("--driver-memory", default="2g")
     parser.add_argument("--lake", help="an already generated lake (default: generate one per size, then remove it)")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="time only the copy and the first enforce run of each size (how enforce grows, and the driver's heap)",
+    )
     args = parser.parse_args()
     sizes = sorted(int(n) for n in args.orders.split(","))
     if args.lake and len(sizes) > 1:
@@ -314,7 +340,7 @@ def main() -> None:
     for orders in sizes:
         print(f"== {orders} orders", flush=True)
         lake = Lake.at(base if args.lake else os.path.join(base, str(orders)))
-        results.append(measure(spark, lake, orders, args.customers, not args.lake, args.driver_memory))
+        results.append(measure(spark, lake, orders, args.customers, not args.lake, args.driver_memory, args.scaling))
         if not args.lake:
             shutil.rmtree(lake.root, ignore_errors=True)
     line = results[-1]["line"]
