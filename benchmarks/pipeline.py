@@ -153,8 +153,8 @@ def rules_core(spark, lake, policy, keys, out: str, with_udfs: bool) -> None:
     erased = spark.createDataFrame([], "_cg_subject_hash string")
     consent = read_consent(spark, lake)
     # As the job does: the subjects' states cached and counted, so the join is sized on them.
-    states = cached_subject_states(source, consent, erased, policy, RUN_DATE, pseudonymizer)
-    judged = judge(source, consent, erased, policy, RUN_DATE, pseudonymizer, states=states)
+    states, subjects = cached_subject_states(source, consent, erased, policy, RUN_DATE, pseudonymizer)
+    judged = judge(source, consent, erased, policy, RUN_DATE, pseudonymizer, states=states, subjects=subjects)
     if not with_udfs:
         output = with_column_rules(judged, policy, rule_context(spark, policy, keys, pseudonymizer))
     else:

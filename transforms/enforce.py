@@ -66,11 +66,24 @@ from transforms.quarantine import expire_quarantine
 from transforms.reasons import ACTION, REASON, VERDICT, Action, Reason, action_code, reason_code, verdict
 from transforms.rules import NESTED_TYPES, TEMPORAL_TYPES, RuleContext, type_family
 from transforms.share import ChainedPseudonymizer, recipient_pseudonymizer
-from transforms.source_files import count_source, list_source_files, read_files, source_path, with_source_file
+from transforms.source_files import (
+    count_source,
+    is_unjudgeable,
+    list_source_files,
+    may_be_unjudgeable,
+    read_files,
+    source_path,
+    with_source_file,
+)
 from transforms.storage import restrict_to_owner, write_json, write_text
 from transforms.subjects import normalize_subject
 
 QUARANTINE_REASON = "quarantine_reason"
+# Up to this many subjects, their states are broadcast to the join with the rows (a
+# hundred bytes or so each, held by the driver and every executor): each input row is
+# joined where it is read instead of being shuffled first. Above it the join
+# sort-merges, and adaptive execution splits skewed subjects.
+BROADCAST_SUBJECTS = 250_000
 
 
 def read_source(spark: SparkSession, lake: Lake, policy: Policy) -> DataFrame:
@@ -193,20 +206,20 @@ def cached_subject_states(
     run_date: date,
     pseudonymizer: Pseudonymizer,
     retired: list[tuple[Pseudonymizer, DataFrame]] = (),
-) -> DataFrame:
+) -> tuple[DataFrame, int]:
     """``subject_states`` of the run's input (with periods when the policy keeps a ledger),
-    cached and materialised, so that the planner sizes the join to the rows on the real
-    states (broadcast when small, sort-merge otherwise). Small next to the rows (one per
-    customer); the caller unpersists it."""
+    cached and materialised, and how many subjects they hold (``judge`` broadcasts them
+    when they are few). Small next to the rows (one per customer); the caller unpersists
+    it."""
     rows = with_subject(run_input(source, policy, run_date), policy)
     keeps_ledger = never_incremental(policy) is None
     states = subject_states(rows, consent, erased, policy, run_date, pseudonymizer, retired, keeps_ledger).cache()
     try:
-        states.count()
+        subjects = states.count()
     except BaseException:
         states.unpersist()
         raise
-    return states
+    return states, subjects
 
 
 def judge(
@@ -218,23 +231,28 @@ def judge(
     pseudonymizer: Pseudonymizer,
     retired: list[tuple[Pseudonymizer, DataFrame]] = (),
     states: DataFrame | None = None,
+    subjects: int | None = None,
 ) -> DataFrame:
     """The run's input rows, each with its reason code and action (columns _cg_reason, _cg_action).
 
     ``erased`` holds the keyed pseudonyms (``_cg_subject_hash``) of erased subjects, and
     ``retired`` those made with retired keys (with each key's pseudonymiser); ``states``,
-    when given, is their ``subject_states`` for this input, already computed. The rows
-    come back with the pseudonymiser's pads attached, ready for the column rules.
+    when given, is their ``subject_states`` for this input, already computed, for
+    ``subjects`` subjects. The rows come back with the pseudonymiser's pads attached,
+    ready for the column rules.
     """
     t = judgement_instant(run_date)
     rows = with_subject(run_input(source, policy, run_date), policy)
     if states is None:
         states = subject_states(rows, consent, erased, policy, run_date, pseudonymizer, retired)
-    # A left join: rows with no subject stay, to be quarantined. Spark broadcasts the
-    # states when they are small (spark.sql.autoBroadcastJoinThreshold, on the size of
-    # the cached states) and sort-merges otherwise, splitting skewed subjects (AQE).
-    # (The rows' periods and flags are for the ledger and the derived counts.)
-    joined = rows.join(states.drop(SUBJECT_PERIOD_ROWS), on=SUBJECT, how="left")
+    # A left join: rows with no subject stay, to be quarantined. The states are broadcast
+    # when they are few (BROADCAST_SUBJECTS; else when Spark finds them small); otherwise
+    # the join sort-merges, splitting skewed subjects (AQE). (Their periods are for the
+    # ledger and the derived counts.)
+    by_subject = states.drop(SUBJECT_PERIOD_ROWS)
+    if subjects is not None and subjects <= BROADCAST_SUBJECTS:
+        by_subject = F.broadcast(by_subject)
+    joined = rows.join(by_subject, on=SUBJECT, how="left")
     joined = pseudonymizer.attach(joined.withColumn(ERASED_FLAG, F.coalesce(F.col(ERASED_FLAG), F.lit(False))))
     if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
         events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
@@ -406,15 +424,17 @@ def run_enforce(
     why_full = never_incremental(policy)
     keeps_ledger = why_full is None
     hasher = ledger_hasher(spark, keys)
-    states = previous = None
+    states = previous = subject_count = None
 
     def counted_source(rows: DataFrame) -> tuple[dict, dict]:
         """The files and period input counts of ``rows`` (read straight from the source's files)."""
-        rows = with_subject(with_source_file(rows), policy)
-        return count_source(rows, period_of(policy), is_run_input(policy, run_date), policy, source_base, NO_PERIOD)
+        counted = with_source_file(rows)
+        return count_source(counted, period_of(policy), is_run_input(policy, run_date), policy, source_base, NO_PERIOD)
 
     def judged_rows(rows: DataFrame) -> DataFrame:
-        return judge(rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired, states)
+        return judge(
+            rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired, states, subject_count
+        )
 
     def unstage_and_fail(problem: str) -> None:
         try:
@@ -452,7 +472,9 @@ def run_enforce(
             in_judged_periods = period_of(policy).isin(sorted(plan.affected))
             rows = read.filter(in_judged_periods | F.col(policy.event_time).cast("timestamp").isNull())
         # Read by every pass below.
-        states = cached_subject_states(rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired)
+        states, subject_count = cached_subject_states(
+            rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired
+        )
         staged_ledger = lake.staged_ledger(policy.dataset, run_id)
 
         if plan.full:
@@ -550,11 +572,8 @@ def run_enforce(
                 holding = read_files(
                     spark, source_root, source.schema, [n for n, e in files.items() if e["unjudgeable"]]
                 )
-            unjudgeable = (
-                with_subject(holding, policy)
-                .filter(F.col(SUBJECT).isNull() | F.col(policy.event_time).cast("timestamp").isNull())
-                .drop(SUBJECT)
-            )
+            # Two filters: the costly test runs only on the rows the cheap one keeps.
+            unjudgeable = holding.filter(may_be_unjudgeable(policy)).filter(is_unjudgeable(policy))
             # (k-anonymity only ever suppresses anonymised rows.)
             quarantined = judged_rows(unjudgeable).filter(F.col(ACTION) == Action.QUARANTINED.value)
             # An erased subject's unjudgeable rows (e.g. no event time) are counted but not kept.

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlparse
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from transforms.consent import SUBJECT
 from transforms.fs import filesystem
 from transforms.policy import Policy
+from transforms.subjects import normalize_subject, starts_like_a_key
 
 FILE = "_cg_source_file"
 _PERIOD = "_cg_file_period"
+_UNJUDGEABLE = "_cg_unjudgeable"
 
 
 def _under(path: str, base: str) -> str:
@@ -69,19 +70,34 @@ def with_source_file(source: DataFrame) -> DataFrame:
     return source.withColumn(FILE, F.col("_metadata.file_path"))
 
 
+def may_be_unjudgeable(policy: Policy) -> Column:
+    """Cheap, and true for every row with no subject or no event time (and a few more)."""
+    key = F.col(policy.subject_key).cast("string")
+    return F.col(policy.event_time).cast("timestamp").isNull() | ~starts_like_a_key(key)
+
+
+def is_unjudgeable(policy: Policy) -> Column:
+    """Whether a source row has no subject or no event time (it is quarantined); costly:
+    apply it to the rows ``may_be_unjudgeable`` keeps."""
+    subject = normalize_subject(F.col(policy.subject_key).cast("string"), policy.subject_key_normalize)
+    return F.col(policy.event_time).cast("timestamp").isNull() | subject.isNull()
+
+
 def count_source(rows: DataFrame, period, is_input, policy: Policy, base: str, no_period: str):
     """``({file: {"periods": {period: rows}, "unjudgeable": rows}}, {period: input rows})``
-    of ``rows`` (which carry ``FILE`` and ``SUBJECT``), files under the folder ``base``
-    (``source_path``), periods as ``YYYY-MM-DD`` (``no_period`` for rows with no event
-    time): per file every row, whatever its time; per period the run's input rows
-    (``is_input``)."""
-    unjudgeable = F.col(SUBJECT).isNull() | F.col(policy.event_time).cast("timestamp").isNull()
+    of ``rows`` (which carry ``FILE``), files under the folder ``base`` (``source_path``),
+    periods as ``YYYY-MM-DD`` (``no_period`` for rows with no event time): per file every
+    row, whatever its time; per period the run's input rows (``is_input``)."""
+    # Normalised in a projection (no aggregate may hold the reflective call) and only
+    # where the cheap test cannot tell.
+    unjudgeable = F.when(may_be_unjudgeable(policy), is_unjudgeable(policy)).otherwise(F.lit(False))
     # As text: a faulty event time past year 9999 has a period but no Python date.
     counted = (
-        rows.groupBy(FILE, period.cast("string").alias(_PERIOD))
+        rows.withColumn(_UNJUDGEABLE, unjudgeable)
+        .groupBy(FILE, period.cast("string").alias(_PERIOD))
         .agg(
             F.count("*").alias("rows"),
-            F.count_if(unjudgeable).alias("unjudgeable"),
+            F.count_if(_UNJUDGEABLE).alias("unjudgeable"),
             F.count_if(is_input).alias("input"),
         )
         .collect()

@@ -32,3 +32,12 @@ def normalize_subject(value: Column, steps: Iterable[str] = ()) -> Column:
         if step == "lower":
             nfc = F.lower(nfc)
     return F.when(F.length(nfc) > 0, nfc)
+
+
+def starts_like_a_key(value: Column) -> Column:
+    """True only for keys that ``normalize_subject`` never makes null: a first character
+    that is printable ASCII and not a space survives trimming and NFC (and lower case).
+    Cheap where ``normalize_subject`` is not (a 1M-row pass normalising every key took
+    twice as long as one normalising only the others): it lets a pass over every row
+    normalise only the few keys that may be missing or blank."""
+    return F.coalesce(F.ascii(value).between(33, 126), F.lit(False))

@@ -165,13 +165,17 @@ def test_gpc_signal_refuses_every_sale_or_sharing_purpose(spark):
 
 
 @pytest.mark.parametrize(
-    ("threshold", "join"), [("10485760", "BroadcastHashJoin"), ("-1", "SortMergeJoin")], ids=["broadcast", "sort_merge"]
+    ("threshold", "most_broadcast", "join"),
+    [("-1", None, "BroadcastHashJoin"), ("10485760", 0, "BroadcastHashJoin"), ("-1", 0, "SortMergeJoin")],
+    ids=["few_subjects", "small_states", "sort_merge"],
 )
-def test_both_join_strategies_give_every_reason_code(spark, inputs, threshold, join):
-    """The run caches and counts the subjects' states before joining, so the planner sees
-    their real size: broadcast when small, sort-merge over the threshold."""
-    from transforms.enforce import cached_subject_states
+def test_both_join_strategies_give_every_reason_code(spark, inputs, monkeypatch, threshold, most_broadcast, join):
+    """The run caches and counts the subjects' states before joining: broadcast when they
+    are few (enforce.BROADCAST_SUBJECTS) or Spark finds them small, sort-merge otherwise."""
+    from transforms import enforce
 
+    if most_broadcast is not None:
+        monkeypatch.setattr(enforce, "BROADCAST_SUBJECTS", most_broadcast)
     source, consent, requests = inputs
     policy = load_policy(ORDERS_POLICY)
     pseudonymizer = Pseudonymizer(spark, SecretKey(b"reasons-test-key-0123", "1", "test"))
@@ -180,8 +184,8 @@ def test_both_join_strategies_give_every_reason_code(spark, inputs, threshold, j
     spark.conf.set("spark.sql.autoBroadcastJoinThreshold", threshold)
     states = None
     try:
-        states = cached_subject_states(source, consent, erased, policy, RUN_DATE, pseudonymizer)
-        judged = judge(source, consent, erased, policy, RUN_DATE, pseudonymizer, states=states)
+        states, subjects = enforce.cached_subject_states(source, consent, erased, policy, RUN_DATE, pseudonymizer)
+        judged = judge(source, consent, erased, policy, RUN_DATE, pseudonymizer, states=states, subjects=subjects)
         plan = judged._jdf.queryExecution().executedPlan().toString()
         got = {r.order_id: (r[REASON], r[ACTION]) for r in judged.select("order_id", REASON, ACTION).collect()}
     finally:

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from tests.reference import normalize
 from tests.unit.test_hmac_vectors import random_strings
-from transforms.subjects import normalize_subject
+from transforms.subjects import normalize_subject, starts_like_a_key
 
 ASCII_EDGES = ["\t", "\n", "\x0b", "\x0c", "\r", " ", "\x1c", "\x1f", "\x00", "A"]
 
@@ -54,3 +54,18 @@ def test_a_key_that_is_not_valid_utf8_takes_the_repairing_path(spark, codegen):
     latin1 = spark.range(1).select(F.unhex(F.lit("20636166E920")).cast("string").alias("v"))
     [row] = latin1.select(normalize_subject(F.col("v")).alias("key")).collect()
     assert row.key == "caf\ufffd"
+
+
+def test_a_key_that_starts_like_one_never_normalises_to_nothing(spark, codegen):
+    # Only keys not starting with a printable ASCII character are normalised in the passes
+    # that look for missing keys: every key that normalises to nothing must be among them.
+    blank = ["", " ", "\u00a0", "\u3000\t", "\u2028", "\u0085 "]
+    kept = ["!", "~x", "\x7f", "\x00", "\x1c\x1f", " a", "\u00a0b", "\u00e9", "Cafe\u0301"]
+    strings = [None, *blank, *kept, *ascii_strings(2_000), *random_strings(2_000)]
+    df = spark.createDataFrame(list(enumerate(strings)), "i int, v string")
+    rows = df.select("i", starts_like_a_key(F.col("v")).alias("vouched")).collect()
+    assert len(rows) == len(strings)
+    wrong = [row.i for row in rows if row.vouched and normalize(strings[row.i]) is None]
+    assert wrong == []
+    vouched = [strings[row.i] for row in rows[: 1 + len(blank) + len(kept)] if row.vouched]
+    assert vouched == ["!", "~x", "Cafe\u0301"]
