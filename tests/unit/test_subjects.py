@@ -62,10 +62,24 @@ def test_a_key_that_starts_like_one_never_normalises_to_nothing(spark, codegen):
     blank = ["", " ", "\u00a0", "\u3000\t", "\u2028", "\u0085 "]
     kept = ["!", "~x", "\x7f", "\x00", "\x1c\x1f", " a", "\u00a0b", "\u00e9", "Cafe\u0301"]
     strings = [None, *blank, *kept, *ascii_strings(2_000), *random_strings(2_000)]
-    df = spark.createDataFrame(list(enumerate(strings)), "i int, v string")
-    rows = df.select("i", starts_like_a_key(F.col("v")).alias("vouched")).collect()
-    assert len(rows) == len(strings)
-    wrong = [row.i for row in rows if row.vouched and normalize(strings[row.i]) is None]
+    texts = spark.createDataFrame(list(enumerate(strings)), "i int, v string")
+    # Keys that are not valid UTF-8 (an ASCII letter then a Latin-1 byte, and the other
+    # way round), and a key that is a number, as the job casts it.
+    raw = spark.createDataFrame([(-1, "41E9"), (-2, "E941")], "i int, hex string")
+    keys = texts.unionByName(raw.select("i", F.unhex("hex").cast("string").alias("v")))
+    keys = keys.unionByName(spark.range(1).select(F.lit(-3).alias("i"), F.lit(42).cast("string").alias("v")))
+    rows = keys.select(
+        "i",
+        starts_like_a_key(F.col("v")).alias("vouched"),
+        normalize_subject(F.col("v")).isNull().alias("blank"),
+        normalize_subject(F.col("v"), ["lower"]).isNull().alias("blank_lower"),
+    ).collect()
+    assert len(rows) == len(strings) + 3
+    wrong = [row.i for row in rows if row.vouched and (row.blank or row.blank_lower)]
     assert wrong == []
-    vouched = [strings[row.i] for row in rows[: 1 + len(blank) + len(kept)] if row.vouched]
+    by_index = {row.i: row for row in rows}
+    vouched = [strings[i] for i in range(1 + len(blank) + len(kept)) if by_index[i].vouched]
     assert vouched == ["!", "~x", "Cafe\u0301"]
+    assert [by_index[i].vouched for i in (-1, -2, -3)] == [True, False, True]
+    # The reference agrees with Spark on which keys are blank.
+    assert [i for i, v in enumerate(strings) if by_index[i].blank is not (normalize(v) is None)] == []
