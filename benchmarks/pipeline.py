@@ -23,6 +23,9 @@ files read). With several sizes, the last
 line also gives how enforce's time grew from the second-largest size to the largest.
 
 Usage: .venv/bin/python benchmarks/pipeline.py [--orders 1000000,5000000,20000000] [--driver-memory 2g] [--scaling]
+(``--scaling`` times only the copy and the first enforce run of each size; the first
+size's enforce is also the process's first and warms the JVM up, so give a smaller size
+first when the growth between the last two is what counts)
 (several sizes run one after the other in the same process; each size's lake is
 generated in a temporary folder and removed after it is measured)
 (``bash scripts/bench.sh pipeline`` sets up the environment first).
@@ -318,7 +321,8 @@ def main() -> None:
     parser.add_argument(
         "--scaling",
         action="store_true",
-        help="time only the copy and the first enforce run of each size (how enforce grows, and the driver's heap)",
+        help="time only the copy and the first enforce run of each size (how enforce grows, and the driver's heap); "
+        "the first size also warms the JVM up",
     )
     args = parser.parse_args()
     sizes = sorted(int(n) for n in args.orders.split(","))
