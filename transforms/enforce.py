@@ -68,6 +68,7 @@ from transforms.rules import NESTED_TYPES, TEMPORAL_TYPES, RuleContext, type_fam
 from transforms.share import ChainedPseudonymizer, recipient_pseudonymizer
 from transforms.source_files import (
     count_source,
+    has_no_event_time,
     is_unjudgeable,
     list_source_files,
     may_be_unjudgeable,
@@ -76,7 +77,7 @@ from transforms.source_files import (
     with_source_file,
 )
 from transforms.storage import restrict_to_owner, write_json, write_text
-from transforms.subjects import normalize_subject
+from transforms.subjects import policy_subject
 
 QUARANTINE_REASON = "quarantine_reason"
 # Up to this many subjects, their states are broadcast to the join with the rows (a
@@ -149,8 +150,7 @@ def run_input(source: DataFrame, policy: Policy, run_date: date) -> DataFrame:
 
 def with_subject(rows: DataFrame, policy: Policy) -> DataFrame:
     """Adds the normalised subject key (null when missing or blank)."""
-    subject = normalize_subject(F.col(policy.subject_key).cast("string"), policy.subject_key_normalize)
-    return rows.withColumn(SUBJECT, subject)
+    return rows.withColumn(SUBJECT, policy_subject(policy))
 
 
 def subject_states(
@@ -470,7 +470,7 @@ def run_enforce(
             # reused periods with no subject are counted there and quarantined below.
             read = read_files(spark, source_root, source.schema, previous.to_read)
             in_judged_periods = period_of(policy).isin(sorted(plan.affected))
-            rows = read.filter(in_judged_periods | F.col(policy.event_time).cast("timestamp").isNull())
+            rows = read.filter(in_judged_periods | has_no_event_time(policy))
         # Read by every pass below.
         states, subject_count = cached_subject_states(
             rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired

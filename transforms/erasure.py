@@ -40,7 +40,7 @@ from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.share import as_recipient_pseudonyms
 from transforms.storage import read_text, write_text
-from transforms.subjects import normalize_subject
+from transforms.subjects import normalize_subject, policy_subject
 
 SUBJECT_HASH = "_cg_subject_hash"
 _UNCHANGED = object()  # a folder this run has nothing to purge from
@@ -231,9 +231,7 @@ def purge_published(
         return keep
 
     def keep_raw(rows: DataFrame) -> DataFrame:
-        subjects = rows.withColumn(
-            SUBJECT, normalize_subject(F.col(policy.subject_key).cast("string"), policy.subject_key_normalize)
-        )
+        subjects = rows.withColumn(SUBJECT, policy_subject(policy))
         hashed = with_subject_hash(pseudonymizer.attach(subjects), pseudonymizer)
         return pseudonymizer.detach(hashed.join(new_hashes, on=SUBJECT_HASH, how="left_anti")).drop(
             SUBJECT, SUBJECT_HASH

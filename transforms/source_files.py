@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from transforms.fs import filesystem
 from transforms.policy import Policy
-from transforms.subjects import normalize_subject, starts_like_a_key
+from transforms.subjects import key_text, policy_subject, starts_like_a_key
 
 FILE = "_cg_source_file"
 _PERIOD = "_cg_file_period"
@@ -70,17 +70,19 @@ def with_source_file(source: DataFrame) -> DataFrame:
     return source.withColumn(FILE, F.col("_metadata.file_path"))
 
 
+def has_no_event_time(policy: Policy) -> Column:
+    return F.col(policy.event_time).cast("timestamp").isNull()
+
+
 def may_be_unjudgeable(policy: Policy) -> Column:
     """Cheap, and true for every row with no subject or no event time (and a few more)."""
-    key = F.col(policy.subject_key).cast("string")
-    return F.col(policy.event_time).cast("timestamp").isNull() | ~starts_like_a_key(key)
+    return has_no_event_time(policy) | ~starts_like_a_key(key_text(policy))
 
 
 def is_unjudgeable(policy: Policy) -> Column:
     """Whether a source row has no subject or no event time (it is quarantined); costly:
     apply it to the rows ``may_be_unjudgeable`` keeps."""
-    subject = normalize_subject(F.col(policy.subject_key).cast("string"), policy.subject_key_normalize)
-    return F.col(policy.event_time).cast("timestamp").isNull() | subject.isNull()
+    return has_no_event_time(policy) | policy_subject(policy).isNull()
 
 
 def count_source(rows: DataFrame, period, is_input, policy: Policy, base: str, no_period: str):

@@ -4,9 +4,13 @@ one customer is matched, and pseudonymised, identically everywhere."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
+
+if TYPE_CHECKING:
+    from transforms.policy import Policy
 
 # Unicode White_Space at either end, as Java's (?U)\s sees it.
 _EDGE_WHITESPACE = r"(?U)^\s+|\s+$"
@@ -41,3 +45,13 @@ def starts_like_a_key(value: Column) -> Column:
     twice as long as one normalising only the others): it lets a pass over every row
     normalise only the few keys that may be missing or blank."""
     return F.coalesce(F.ascii(value).between(33, 126), F.lit(False))
+
+
+def key_text(policy: Policy) -> Column:
+    """The policy's subject key column as text, as it is normalised."""
+    return F.col(policy.subject_key).cast("string")
+
+
+def policy_subject(policy: Policy) -> Column:
+    """Each row's subject: its key normalised as the policy says (null when missing or blank)."""
+    return normalize_subject(key_text(policy), policy.subject_key_normalize)
