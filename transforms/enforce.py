@@ -59,7 +59,7 @@ from transforms.key_continuity import check_key_continuity, write_keys_marker
 from transforms.keys import RunKeys
 from transforms.lake import Lake, judged_at_marker, judgement_instant
 from transforms.lineage import column_lineage
-from transforms.partitions import partition_folders, period_of
+from transforms.partitions import event_instant, partition_folders, period_of
 from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.quarantine import expire_quarantine
@@ -139,7 +139,7 @@ def read_consent(spark: SparkSession, lake: Lake) -> DataFrame:
 
 def is_run_input(policy: Policy, run_date: date):
     """Whether a row is of the run's input: before ``t``, or with no event time (to be quarantined)."""
-    event_time = F.col(policy.event_time).cast("timestamp")
+    event_time = event_instant(policy)
     return event_time.isNull() | (event_time < instant(judgement_instant(run_date)))
 
 

@@ -16,6 +16,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from transforms.errors import StepStateError
+from transforms.partitions import event_instant
 from transforms.policy import Policy
 from transforms.reasons import (
     ACTION,
@@ -112,7 +113,7 @@ def published_by_state(metrics: dict, policy: Policy) -> dict[str, int]:
 def subject_period_rows(rows: DataFrame, subject: str, period: Column, policy: Policy, t: datetime) -> DataFrame:
     """One row per subject of ``rows`` with its ``SUBJECT_PERIOD_ROWS``: its rows counted
     per period first, so that a subject's list is bounded by its periods, not its rows."""
-    late = past_retention(policy, t, F.col(policy.event_time).cast("timestamp"))
+    late = past_retention(policy, t, event_instant(policy))
     per_period = rows.groupBy(subject, period.alias("period")).agg(
         F.count("*").alias("rows"),
         F.count_if(late).alias("past_retention"),

@@ -16,10 +16,14 @@ from transforms.fs import list_dirs
 from transforms.policy import Policy
 
 
+def event_instant(policy: Policy) -> Column:
+    """Each row's event time as an instant: null when it is missing or not a time."""
+    return F.col(policy.event_time).cast("timestamp")
+
+
 def period_of(policy: Policy) -> Column:
     """The partition value of a row: the first day of its event time's period (UTC)."""
-    instant = F.col(policy.event_time).cast("timestamp")
-    return F.to_date(F.date_trunc(policy.partition_by, instant))
+    return F.to_date(F.date_trunc(policy.partition_by, event_instant(policy)))
 
 
 def period_start(policy: Policy, moment: datetime | date) -> date:

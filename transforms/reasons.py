@@ -18,6 +18,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from transforms.consent import GRANTED, WITHDRAWN, instant, is_valid_at
+from transforms.partitions import event_instant
 from transforms.policy import CheckConsentAt, OnNoConsent, OnRetentionExpired, Policy
 
 
@@ -129,7 +130,7 @@ def reason_from(
 
 def reason_code(policy: Policy, t: datetime, subject: Column, subject_verdict: Column) -> Column:
     """The row's reason, from its subject's ``verdict`` and the row; see the module's precedence."""
-    event_time = F.col(policy.event_time).cast("timestamp")
+    event_time = event_instant(policy)
     at_event = None
     if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
         at_event = ~F.col("has_consent_at_event")

@@ -17,6 +17,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from transforms.fs import filesystem
+from transforms.partitions import event_instant
 from transforms.policy import Policy
 from transforms.subjects import key_text, policy_subject, starts_like_a_key
 
@@ -71,7 +72,7 @@ def with_source_file(source: DataFrame) -> DataFrame:
 
 
 def has_no_event_time(policy: Policy) -> Column:
-    return F.col(policy.event_time).cast("timestamp").isNull()
+    return event_instant(policy).isNull()
 
 
 def may_be_unjudgeable(policy: Policy) -> Column:
