@@ -144,7 +144,14 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
     append_raw(
         spark, lake, "erasure_requests", [(ERASED, T - timedelta(days=1)), (ERASED_UNCONSENTED, T - timedelta(days=1))]
     )
-    second = run(lake, "r2")
+    # Several shuffle partitions, as a job has (the session's tests use one): the run's
+    # tombstones must still be appended as one file.
+    partitions = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", "4")
+    try:
+        second = run(lake, "r2")
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", partitions)
     rows = published_by_id(lake)
     assert rows["Y1"]["record_state"] == "anonymized" and rows["Y1"]["customer_id"] is None
     assert {rows[z]["customer_id"] for z in ("Z1", "Z2")} == {pseudonym(GRANTING)}
@@ -188,6 +195,8 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
     # The tombstone is a keyed pseudonym, not the id.
     tombstones = read_rows(Path(lake.tombstones_of("orders")))
     assert sorted(t["_cg_subject_hash"] for t in tombstones) == sorted(map(pseudonym, (ERASED, ERASED_UNCONSENTED)))
+    # One file for the one run that recorded tombstones, not one per shuffle partition.
+    assert len(list(Path(lake.tombstones_of("orders")).glob("*.parquet"))) == 1
 
     # Another dataset judged from the same lake purges its own versions too.
     customers = run(lake, "c2", policy=CUSTOMERS_POLICY)
