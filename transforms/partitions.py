@@ -17,7 +17,7 @@ from transforms.policy import Policy
 
 
 def event_instant(policy: Policy) -> Column:
-    """Each row's event time as an instant: null when it is missing or not a time."""
+    """Each row's event time as an instant (a date is its midnight, UTC); null when missing."""
     return F.col(policy.event_time).cast("timestamp")
 
 
