@@ -583,6 +583,7 @@ def run_enforce(
             )
             restrict_to_owner(lake.quarantine_run(policy.dataset, run_id))
     finally:
+        erasure.release()
         if states is not None:
             states.unpersist()
         if previous is not None:

@@ -104,6 +104,13 @@ class ErasureState:
     purged_quarantine: list[str] = field(default_factory=list)
     purged_staging: list[str] = field(default_factory=list)
     retired_versions: list[str] = field(default_factory=list)
+    cached: list[DataFrame] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Unpersists what the state cached: a process may run other jobs after this one
+        (``consentgate run``, the benchmark), and each run caches its own."""
+        for frame in self.cached:
+            frame.unpersist()
 
 
 def erasure_state(
@@ -160,7 +167,10 @@ def erasure_state(
         )
         for index, fingerprint in enumerate(f for f in fingerprints if f != current)
     ]
-    return ErasureState(erased=erased, new=new, new_count=new_count, retired=retired, erased_under=erased_under)
+    cached = [tombstones, erased, *([new] if find_new else [])]
+    return ErasureState(
+        erased=erased, new=new, new_count=new_count, retired=retired, erased_under=erased_under, cached=cached
+    )
 
 
 def _rewrite_without(spark: SparkSession, folder: str, keep, replacement: str) -> bool:
@@ -211,6 +221,7 @@ def purge_published(
     current_key = pseudonymizer.key.fingerprint
     ring = ring or {current_key: pseudonymizer.key}
     new_hashes = state.new.select(SUBJECT_HASH).distinct().cache()
+    state.cached.append(new_hashes)
     has_new = state.new_count > 0
     subject_column = policy.column(policy.subject_key)
     rule = subject_column.consented.name if subject_column else "drop"
@@ -255,6 +266,7 @@ def purge_published(
         if made_with not in retired_filters:
             retired = Pseudonymizer(spark, ring[made_with], tag="folder_key")
             hashes = state.erased_under(retired).select(SUBJECT_HASH).cache()
+            state.cached.append(hashes)
             retired_filters[made_with] = keep_published(hashes, retired)
         return retired_filters[made_with]
 

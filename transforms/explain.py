@@ -213,6 +213,8 @@ def explain_subject(
                 caveats=_caveats(policy, counts),
             )
         )
+    for erasure in erasures.values():
+        erasure.release()
     # A recipient whose current export (a share keeps no other) holds the subject's rows is
     # named on the share and on the dataset it shares; earlier exports are in the
     # disclosure log, which counts subjects but does not name them.
