@@ -133,7 +133,10 @@ def validate_output(
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             },
         )
-    source = context.data_sources.add_spark(name="consentgate")
+    # Great Expectations persists every batch by default and never unpersists it: each
+    # slice would be cached whole (every column) by its first metric, and stay cached
+    # (5M orders: a first validation took 50-70 s with it, 41 s without).
+    source = context.data_sources.add_spark(name="consentgate", persist=False)
     asset = source.add_dataframe_asset(name=policy.dataset)
     batch_definition = asset.add_batch_definition_whole_dataframe("staged_output")
     frames = {

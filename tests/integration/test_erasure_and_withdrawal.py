@@ -148,10 +148,15 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
     # tombstones must still be appended as one file.
     partitions = spark.conf.get("spark.sql.shuffle.partitions")
     spark.conf.set("spark.sql.shuffle.partitions", "4")
+    spark.catalog.clearCache()
     try:
         second = run(lake, "r2")
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", partitions)
+    # The run (enforce, validate, publish) released what it cached: a process may run
+    # others after it, and validation would otherwise hold each slice of the output.
+    nothing_cached = spark._jsparkSession.sharedState().cacheManager().isEmpty()
+    assert nothing_cached
     rows = published_by_id(lake)
     assert rows["Y1"]["record_state"] == "anonymized" and rows["Y1"]["customer_id"] is None
     assert {rows[z]["customer_id"] for z in ("Z1", "Z2")} == {pseudonym(GRANTING)}
