@@ -23,7 +23,7 @@ files read). With several sizes, the last
 line also gives how enforce's time grew from the second-largest size to the largest.
 
 Usage: .venv/bin/python benchmarks/pipeline.py [--orders 1000000,5000000,20000000] [--driver-memory 2g] [--scaling]
-(``--scaling`` times only the copy and the first enforce run of each size; the first
+(``--scaling`` times only the copy, the first enforce run and its validation of each size; the first
 size's enforce is also the process's first and warms the JVM up, so give a smaller size
 first when the growth between the last two is what counts)
 (several sizes run one after the other in the same process; each size's lake is
@@ -226,9 +226,14 @@ def print_seconds_and_memory(seconds: dict, heap: HeapSampler, driver_memory: st
 
 
 def scaling_result(rows: int, seconds: dict, heap: HeapSampler, driver_memory: str) -> dict:
-    """What ``--scaling`` measures of one size: the first enforce against the copy, and the heap."""
+    """What ``--scaling`` measures of one size: the first enforce against the copy, its
+    validation against it, and the heap."""
     print_seconds_and_memory(seconds, heap, driver_memory)
-    line = f"enforce_vs_copy={seconds['enforce'] / seconds['copy']:.2f} rows={rows} peak_heap_mb={heap.peak_mb:.0f}"
+    line = (
+        f"enforce_vs_copy={seconds['enforce'] / seconds['copy']:.2f} "
+        f"validate_vs_enforce={seconds['validate'] / seconds['enforce']:.2f} rows={rows} "
+        f"peak_heap_mb={heap.peak_mb:.0f}"
+    )
     print(line, flush=True)
     return {"rows": rows, "seconds": seconds, "line": line}
 
@@ -237,7 +242,7 @@ def measure(
     spark, lake, orders: int, customers: int | None, generate: bool, driver_memory: str, scaling: bool = False
 ) -> dict:
     """One size: the lake generated (unless given), then each stage timed once (with
-    ``scaling``, only the copy and the first, full, enforce run)."""
+    ``scaling``, only the copy, the first, full, enforce run and its validation)."""
     from transforms.enforce import run_enforce
     from transforms.generate import generate_lake
     from transforms.keys import RunKeys, SecretKey
@@ -266,6 +271,7 @@ def measure(
             seconds = {
                 "copy": timed(lambda: plain_copy(spark, lake, f"{out}/copy")),
                 "enforce": timed(lambda: run_enforce(spark, policy, lake, RUN_DATE, "bench", keys)),
+                "validate": timed(lambda: run_validate(spark, policy, lake, "bench", key)),
             }
             return scaling_result(rows, seconds, heap, driver_memory)
         seconds = {
@@ -321,7 +327,8 @@ def main() -> None:
     parser.add_argument(
         "--scaling",
         action="store_true",
-        help="time only the copy and the first enforce run of each size (how enforce grows, and the driver's heap); "
+        help="time only the copy, the first enforce run and its validation of each size (how they grow, and the "
+        "driver's heap); "
         "the first size also warms the JVM up",
     )
     args = parser.parse_args()
