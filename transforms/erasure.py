@@ -108,8 +108,9 @@ class ErasureState:
 
     def release(self) -> None:
         """Unpersists what the state cached: a process may run other jobs after this one
-        (``consentgate run``, the benchmark), and each run caches its own."""
-        for frame in self.cached:
+        (``consentgate run``, the benchmark), and each run caches its own. Last cached
+        first: Spark re-plans a cached frame whose source is unpersisted before it."""
+        for frame in reversed(self.cached):
             frame.unpersist()
 
 
