@@ -141,7 +141,7 @@ def validate_output(
     # of the files: cheaper on a small output (about 100,000 rows: 6.1 s a validation
     # instead of 6.8-7.0 s), far dearer on a large one (5M orders, validation alone in a
     # fresh process: 67-70 s instead of 41 s). What it caches is released below.
-    persist = enforce_state["totals"]["kept"] + enforce_state["totals"]["anonymized"] <= SMALL_OUTPUT_ROWS
+    persist = enforce_state["rows_out"] <= SMALL_OUTPUT_ROWS
     source = context.data_sources.add_spark(name="consentgate", persist=persist)
     asset = source.add_dataframe_asset(name=policy.dataset)
     batch_definition = asset.add_batch_definition_whole_dataframe("staged_output")
