@@ -410,39 +410,41 @@ def run_enforce(
     pseudonymizer = Pseudonymizer(spark, keys.hmac)
     ring = keys.hmac_ring()
     erasure = erasure_state(spark, lake, policy, run_date, pseudonymizer, ring)
-    # Erased subjects leave what was written before this run, then get their tombstones.
-    purge_published(spark, lake, policy, erasure, pseudonymizer, ring)
-    remove_staged_ledgers(spark, lake, policy.dataset)
-    record_tombstones(lake, policy.dataset, erasure, keys.hmac.fingerprint)
-    context = rule_context(spark, policy, keys, pseudonymizer)
-    consent = read_consent(spark, lake)
-    t = judgement_instant(run_date)
-
-    staging_path = lake.staging_data(policy.dataset, run_id)
-    source_root = lake.path(policy.source)
-    source_base = source_path(spark, source_root)
-    why_full = never_incremental(policy)
-    keeps_ledger = why_full is None
-    hasher = ledger_hasher(spark, keys)
     states = previous = subject_count = None
-
-    def counted_source(rows: DataFrame) -> tuple[dict, dict]:
-        """The files and period input counts of ``rows`` (read straight from the source's files)."""
-        counted = with_source_file(rows)
-        return count_source(counted, period_of(policy), is_run_input(policy, run_date), policy, source_base, NO_PERIOD)
-
-    def judged_rows(rows: DataFrame) -> DataFrame:
-        return judge(
-            rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired, states, subject_count
-        )
-
-    def unstage_and_fail(problem: str) -> None:
-        try:
-            remove(spark, lake.staging_run(policy.dataset, run_id))
-        finally:  # the problem is the reason the run stops, even if the removal failed
-            raise StepStateError(f"{problem}; nothing is staged")
-
     try:
+        # Erased subjects leave what was written before this run, then get their tombstones.
+        purge_published(spark, lake, policy, erasure, pseudonymizer, ring)
+        remove_staged_ledgers(spark, lake, policy.dataset)
+        record_tombstones(lake, policy.dataset, erasure, keys.hmac.fingerprint)
+        context = rule_context(spark, policy, keys, pseudonymizer)
+        consent = read_consent(spark, lake)
+        t = judgement_instant(run_date)
+
+        staging_path = lake.staging_data(policy.dataset, run_id)
+        source_root = lake.path(policy.source)
+        source_base = source_path(spark, source_root)
+        why_full = never_incremental(policy)
+        keeps_ledger = why_full is None
+        hasher = ledger_hasher(spark, keys)
+
+        def counted_source(rows: DataFrame) -> tuple[dict, dict]:
+            """The files and period input counts of ``rows`` (read straight from the source's files)."""
+            counted = with_source_file(rows)
+            return count_source(
+                counted, period_of(policy), is_run_input(policy, run_date), policy, source_base, NO_PERIOD
+            )
+
+        def judged_rows(rows: DataFrame) -> DataFrame:
+            return judge(
+                rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired, states, subject_count
+            )
+
+        def unstage_and_fail(problem: str) -> None:
+            try:
+                remove(spark, lake.staging_run(policy.dataset, run_id))
+            finally:  # the problem is the reason the run stops, even if the removal failed
+                raise StepStateError(f"{problem}; nothing is staged")
+
         other_key_tombstones = sum(hashes.count() for _, hashes in erasure.retired) if keeps_ledger else 0
         if not keeps_ledger:
             plan = Plan(full=True, reason=why_full)

@@ -188,33 +188,35 @@ def explain_subject(
     subject = _Subject(spark, subject_id)
     erasures = {}  # who is erased depends only on how subject keys are normalised
     explanations = []
-    for policy in policies:
-        source = read_source(spark, lake, policy)
-        rows = source.filter(_subject_filter(policy.subject_key, subject_id, policy))
-        if policy.subject_key_normalize not in erasures:
-            erasures[policy.subject_key_normalize] = erasure_state(
-                spark, lake, policy, run_date, pseudonymizer, keys.hmac_ring(), find_new=False
+    try:
+        for policy in policies:
+            source = read_source(spark, lake, policy)
+            rows = source.filter(_subject_filter(policy.subject_key, subject_id, policy))
+            if policy.subject_key_normalize not in erasures:
+                erasures[policy.subject_key_normalize] = erasure_state(
+                    spark, lake, policy, run_date, pseudonymizer, keys.hmac_ring(), find_new=False
+                )
+            erasure = erasures[policy.subject_key_normalize]
+            judged = judge(rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired)
+            counts: dict[str, dict[str, int]] = {}
+            for row in judged.groupBy(REASON, ACTION).count().collect():
+                counts.setdefault(row[REASON], {})[row[ACTION]] = row["count"]
+            event, history = _deciding_event(consent, subject_id, policy, t)
+            explanations.append(
+                DatasetExplanation(
+                    dataset=policy.dataset,
+                    purpose=policy.purpose,
+                    rows=dict(sorted(counts.items())),
+                    deciding_event=event,
+                    consent_events=history,
+                    erased=_is_erased(erasure, subject, policy, pseudonymizer),
+                    published_rows=_published_rows(spark, lake, policy, subject, keys),
+                    caveats=_caveats(policy, counts),
+                )
             )
-        erasure = erasures[policy.subject_key_normalize]
-        judged = judge(rows, consent, erasure.erased, policy, run_date, pseudonymizer, erasure.retired)
-        counts: dict[str, dict[str, int]] = {}
-        for row in judged.groupBy(REASON, ACTION).count().collect():
-            counts.setdefault(row[REASON], {})[row[ACTION]] = row["count"]
-        event, history = _deciding_event(consent, subject_id, policy, t)
-        explanations.append(
-            DatasetExplanation(
-                dataset=policy.dataset,
-                purpose=policy.purpose,
-                rows=dict(sorted(counts.items())),
-                deciding_event=event,
-                consent_events=history,
-                erased=_is_erased(erasure, subject, policy, pseudonymizer),
-                published_rows=_published_rows(spark, lake, policy, subject, keys),
-                caveats=_caveats(policy, counts),
-            )
-        )
-    for erasure in erasures.values():
-        erasure.release()
+    finally:
+        for erasure in erasures.values():
+            erasure.release()
     # A recipient whose current export (a share keeps no other) holds the subject's rows is
     # named on the share and on the dataset it shares; earlier exports are in the
     # disclosure log, which counts subjects but does not name them.
