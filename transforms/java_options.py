@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from transforms.class_archive import archive_java_options
+
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 
@@ -19,9 +21,10 @@ def executor_java_options(deployment_options: str | None = None) -> str:
 
 
 def driver_java_options(derby_home: str | None) -> str:
-    """Derby's home for the embedded catalog, and the logging configuration that keeps
-    failed tasks' messages (which can quote data) out of the logs, unless debugging."""
-    options = []
+    """Derby's home for the embedded catalog, the logging configuration that keeps
+    failed tasks' messages (which can quote data) out of the logs, unless debugging, and
+    the class archive that shortens the driver's start, when there is one."""
+    options = [archive] if (archive := archive_java_options()) else []
     if derby_home:
         options.append(f"-Dderby.system.home={derby_home}")
     if os.environ.get("CONSENTGATE_DEBUG") != "1":
