@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from transforms.errors import ConsentgateError
@@ -66,3 +68,16 @@ def test_sessions_record_no_python_call_sites(spark, monkeypatch):
     # PySpark reads the setting once per process, from the active session.
     monkeypatch.setattr(pyspark.errors.utils, "_enable_debugging_cache", None)
     assert pyspark.errors.utils.is_debugging_enabled() is False
+
+
+def test_drivers_start_with_the_parallel_collector_unless_the_environment_chose_one(monkeypatch):
+    from transforms.java_options import DRIVER_COLLECTOR, driver_java_options
+
+    monkeypatch.delenv("JAVA_TOOL_OPTIONS", raising=False)
+    assert DRIVER_COLLECTOR in driver_java_options(None).split()
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-Xss4m -XX:+UseSerialGC")
+    options = driver_java_options(None).split()
+    assert not [o for o in options if o.endswith("GC")]
+    # A JVM given two collectors does not start at all.
+    started = subprocess.run(["java", *options, "-version"], capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stderr[-300:]
