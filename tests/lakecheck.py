@@ -32,6 +32,12 @@ def generated_lake(spark, tmp_path_factory, name: str, run_date, **sizes) -> Ite
         yield lake
 
 
+def nothing_cached(spark) -> bool:
+    """Whether the session's cache is empty: a run releases what it cached, since the
+    process may carry on with other runs."""
+    return spark._jsparkSession.sharedState().cacheManager().isEmpty()
+
+
 def read_rows(path: str | Path) -> list[dict]:
     return ds.dataset(str(path), format="parquet").to_table().to_pylist()
 

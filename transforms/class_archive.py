@@ -62,13 +62,15 @@ def build(target: Path) -> None:
     from pyspark.find_spark_home import _find_spark_home
 
     from transforms.java_options import driver_java_options
+    from transforms.lake import Lake, local_path
 
     os.environ.pop(VARIABLE, None)  # the archive is written from a start without one
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="consentgate-class-archive-") as scratch:
         lake = Path(scratch) / "lake"
         written = target.with_name(f".{target.name}.{os.getpid()}")
-        options = f"{driver_java_options(str(lake / '_catalog'))} -XX:ArchiveClassesAtExit={written}"
+        derby_home = local_path(Lake.at(str(lake)).catalog)
+        options = f"{driver_java_options(derby_home)} -XX:ArchiveClassesAtExit={written}"
         env = {
             **os.environ,
             "CONSENTGATE_HMAC_KEY": TRAINING_KEY,

@@ -17,7 +17,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from tests.conftest import ORDERS_POLICY, SHORT_JVM_OPTIONS, SMALL_INPUT_SPARK_CONF, TEST_KEY
-from tests.lakecheck import current_version_dir, expected_reasons, generated_lake, read_rows
+from tests.lakecheck import current_version_dir, expected_reasons, generated_lake, nothing_cached, read_rows
 from transforms.cli import main
 
 pytestmark = pytest.mark.integration
@@ -171,10 +171,6 @@ def test_a_fault_while_recording_tombstones_releases_the_erasure_caches(spark, l
     assert run(lake, "no-tombstones") == 1
     assert "internal error" in capsys.readouterr().err
     assert nothing_cached(spark)
-
-
-def nothing_cached(spark) -> bool:
-    return spark._jsparkSession.sharedState().cacheManager().isEmpty()
 
 
 def test_a_corrupt_staging_file_is_never_published(lake, capsys, unchanged):

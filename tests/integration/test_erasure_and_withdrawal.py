@@ -16,7 +16,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from tests.conftest import ORDERS_POLICY, REPO, TEST_KEY
-from tests.lakecheck import append_raw, current_version_dir, partitioned_rows, read_rows
+from tests.lakecheck import append_raw, current_version_dir, nothing_cached, partitioned_rows, read_rows
 from transforms.cli import main
 from transforms.generate import generate_lake
 from transforms.lake import Lake, judgement_instant
@@ -155,8 +155,7 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
         spark.conf.set("spark.sql.shuffle.partitions", partitions)
     # The run (enforce, validate, publish) released what it cached: a process may run
     # others after it, and validation would otherwise hold each slice of the output.
-    nothing_cached = spark._jsparkSession.sharedState().cacheManager().isEmpty()
-    assert nothing_cached
+    assert nothing_cached(spark)
     rows = published_by_id(lake)
     assert rows["Y1"]["record_state"] == "anonymized" and rows["Y1"]["customer_id"] is None
     assert {rows[z]["customer_id"] for z in ("Z1", "Z2")} == {pseudonym(GRANTING)}
