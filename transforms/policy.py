@@ -479,6 +479,27 @@ def _parse_share(path: str, raw: dict) -> str:
     return recipient
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: object, mark: yaml.Mark) -> None:
+        super().__init__(f"{key!r} is given twice")
+        self.key, self.problem_mark = key, mark
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys without a word; in a policy that silently
+    overrides a rule (a pasted ``email: keep`` below ``email: {...}``), so it is refused."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, str | int | float | bool) and key in seen:
+                    raise _DuplicateKey(key, key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_policy(path: str | Path) -> Policy:
     """Read and check one policy file; raises PolicyError naming the file and key."""
     path = str(path)
@@ -487,7 +508,9 @@ def load_policy(path: str | Path) -> Policy:
     except OSError as err:
         raise PolicyError(f"{path}: cannot read the policy ({err.strerror})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)
+    except _DuplicateKey as err:
+        raise PolicyError(f"{path}: line {err.problem_mark.line + 1}: {err.key}: given twice") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "YAML"

@@ -97,6 +97,14 @@ def test_unreadable_and_invalid_yaml_name_the_file(tmp_path):
         load_policy(write(tmp_path, "dataset: orders\n  source: [\n"))
 
 
+def test_a_key_given_twice_is_refused_rather_than_the_last_one_winning(tmp_path):
+    pasted_below = BASE + "  customer_id: keep\n"
+    with pytest.raises(PolicyError, match=rf"^{re.escape(str(tmp_path))}/policy.yml: line 9: customer_id: given twice$"):
+        load_policy(write(tmp_path, pasted_below))
+    with pytest.raises(PolicyError, match=r"line 2: on_no_consent: given twice$"):
+        load_policy(write(tmp_path, "on_no_consent: drop\non_no_consent: anonymize\n" + BASE))
+
+
 def test_subject_key_must_stay_matchable_for_erasure(tmp_path):
     text = BASE.replace("customer_id: {consented: pseudonymize, anonymized: drop}", "customer_id: {consented: mask}")
     with pytest.raises(PolicyError, match="columns.customer_id: the subject key may only be kept, pseudonymised"):
