@@ -93,6 +93,13 @@ class ConsentgateSparkSubmitOperator(SparkSubmitOperator):
         self.dataset = dataset
         self.consentgate_run_id = consentgate_run_id
 
+    def _env_goes_on_the_command_line(self) -> bool:
+        """On YARN and Kubernetes the provider turns ``env_vars`` into ``--conf`` values of a
+        command line that it logs (masking only names with "secret" or "password"): a key
+        must not go that way, so there it comes from the cluster's secret mechanism."""
+        probe = self._get_hook()  # the provider's own reading of the master; execute builds its own
+        return bool(probe._is_yarn or probe._is_kubernetes)
+
     def _keys_from_connections(self) -> None:
         from airflow.sdk import BaseHook
 
@@ -122,14 +129,18 @@ class ConsentgateSparkSubmitOperator(SparkSubmitOperator):
             record_failure(Lake.at(self.lake_root), self.dataset, self.consentgate_run_id, self.step, str(err))
             raise AirflowException(f"consentgate {self.step} failed: {err}") from None
 
+    def _prepare_keys(self) -> None:
+        if self.step in ("enforce", "validate") and not self._env_goes_on_the_command_line():
+            # (On YARN and Kubernetes the job itself stops with exit 2 when the cluster gave no key.)
+            self._keys_from_connections()
+            self._require_hmac_key()
+
     def execute(self, context):
         from transforms.steps import start_step
 
         # An earlier try's state must not be reported as this try's reason.
         start_step(Lake.at(self.lake_root), self.dataset, self.consentgate_run_id, self.step)
-        if self.step in ("enforce", "validate"):
-            self._keys_from_connections()
-            self._require_hmac_key()
+        self._prepare_keys()
         try:
             return super().execute(context)
         except Exception as err:

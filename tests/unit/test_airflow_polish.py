@@ -3,14 +3,18 @@ policy in the DAG's docs, and a failure summary that names the reason and no dat
 
 from __future__ import annotations
 
+import json
 import logging
 from types import SimpleNamespace
 
-from tests.conftest import ORDERS_POLICY
+import pytest
+
+from tests.conftest import ORDERS_POLICY, TEST_KEY
 from transforms.airflow_dag import FailureSummary, build_dag
 from transforms.lake import Lake
 from transforms.lineage import column_lineage, masked_columns
 from transforms.policy import load_policy
+from transforms.steps import load_step
 from transforms.storage import write_json
 
 
@@ -96,3 +100,39 @@ def test_a_backfilled_run_older_than_the_current_version_skips_publish_and_succe
         else:
             with pytest.raises(AirflowFailException):
                 write_report_task(lake.root, "orders", run_id)
+
+
+@pytest.mark.parametrize(
+    ("master", "key_in_environment"),
+    [({"conn_type": "spark", "host": "local[2]"}, True), ({"conn_type": "spark", "host": "yarn"}, False)],
+)
+def test_a_key_from_its_connection_reaches_spark_submit_only_through_its_environment(
+    tmp_path, monkeypatch, master, key_in_environment
+):
+    """Locally the provider hands env_vars to the spark-submit process; on YARN (and
+    Kubernetes) it turns them into --conf values of the command line it logs, so there the
+    key is left to the cluster's secret mechanism."""
+    monkeypatch.delenv("CONSENTGATE_HMAC_KEY", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps(master))
+    monkeypatch.setenv("AIRFLOW_CONN_CONSENTGATE_HMAC", json.dumps({"conn_type": "generic", "password": TEST_KEY}))
+    task = build_dag(ORDERS_POLICY, str(tmp_path)).get_task("enforce")
+    task.consentgate_run_id = "manual__2026-11-29T000000Z"
+    task._prepare_keys()
+    hook = task._get_hook()
+    command = " ".join(hook._build_spark_submit_command(task.application))
+    assert TEST_KEY not in command
+    assert (hook._env or {}).get("CONSENTGATE_HMAC_KEY") == (TEST_KEY if key_in_environment else None)
+    assert "CONSENTGATE_HMAC_KEY" not in command
+
+
+def test_without_a_key_the_task_fails_before_spark_submit_with_the_jobs_reason(tmp_path, monkeypatch):
+    monkeypatch.delenv("CONSENTGATE_HMAC_KEY", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_CONSENTGATE_HMAC", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": "local[2]"}))
+    task = build_dag(ORDERS_POLICY, str(tmp_path)).get_task("validate")
+    task.consentgate_run_id = "manual__2026-11-29T000000Z"
+    with pytest.raises(Exception, match="^consentgate validate failed: .*CONSENTGATE_HMAC_KEY") as failure:
+        task._prepare_keys()
+    assert type(failure.value).__name__ == "AirflowException"
+    recorded = load_step(Lake.at(str(tmp_path)), "orders", "manual__2026-11-29T000000Z", "validate")
+    assert recorded["error"] == str(failure.value).removeprefix("consentgate validate failed: ")
