@@ -99,7 +99,8 @@ def test_unreadable_and_invalid_yaml_name_the_file(tmp_path):
 
 def test_a_key_given_twice_is_refused_rather_than_the_last_one_winning(tmp_path):
     pasted_below = BASE + "  customer_id: keep\n"
-    with pytest.raises(PolicyError, match=rf"^{re.escape(str(tmp_path))}/policy.yml: line 9: customer_id: given twice$"):
+    where = re.escape(str(tmp_path / "policy.yml"))
+    with pytest.raises(PolicyError, match=rf"^{where}: line 9: customer_id: given twice$"):
         load_policy(write(tmp_path, pasted_below))
     with pytest.raises(PolicyError, match=r"line 2: on_no_consent: given twice$"):
         load_policy(write(tmp_path, "on_no_consent: drop\non_no_consent: anonymize\n" + BASE))
