@@ -31,8 +31,13 @@ from transforms.policy import Policy, load_policy
 from transforms.spark_settings import job_spark_conf
 
 # The run date is the day whose end (t) closes the data interval: clearing and rerunning
-# a DAG run judges at the same instant.
-RUN_DATE = "{{ macros.ds_add(data_interval_end | ds, -1) }}"
+# a DAG run judges at the same instant. A run triggered without a logical date has no
+# data interval: it judges at the last midnight before it was triggered, as the daily
+# timetable's latest complete interval would.
+RUN_DATE = (
+    "{{ macros.ds_add((data_interval_end if data_interval_end is defined and data_interval_end"
+    " else dag_run.run_after) | ds, -1) }}"
+)
 RUN_ID = "{{ run_id | consentgate_run_id }}"
 # Trigger with {"full": true} to judge every period again instead of reusing the current version's.
 FULL = "--full={{ params.full | lower }}"

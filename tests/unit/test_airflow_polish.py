@@ -136,3 +136,33 @@ def test_without_a_key_the_task_fails_before_spark_submit_with_the_jobs_reason(t
     assert type(failure.value).__name__ == "AirflowException"
     recorded = load_step(Lake.at(str(tmp_path)), "orders", "manual__2026-11-29T000000Z", "validate")
     assert recorded["error"] == str(failure.value).removeprefix("consentgate validate failed: ")
+
+
+@pytest.mark.parametrize(
+    ("interval_end", "run_after", "run_date"),
+    [
+        ("2026-11-29T00:00:00+00:00", "2026-12-01T03:20:00+00:00", "2026-11-28"),  # scheduled, backfilled, cleared
+        (None, "2026-12-01T03:20:00+00:00", "2026-11-30"),  # `airflow dags trigger` with no logical date
+    ],
+)
+def test_each_step_is_given_the_day_before_its_data_interval_ends_or_before_it_was_triggered(
+    tmp_path, interval_end, run_after, run_date
+):
+    from datetime import datetime
+
+    from airflow.sdk.execution_time.task_runner import MacrosAccessor
+
+    dag = build_dag(ORDERS_POLICY, str(tmp_path))
+    task = dag.get_task("enforce")
+    context = {
+        "macros": MacrosAccessor(),
+        "params": {"full": True},
+        "run_id": "manual__2026-12-01T03:20:00+00:00",
+        "dag_run": SimpleNamespace(run_after=datetime.fromisoformat(run_after)),
+    }
+    if interval_end is not None:  # Airflow leaves the key out when a run has no logical date
+        context["data_interval_end"] = datetime.fromisoformat(interval_end)
+    task.render_template_fields(context, dag.get_template_env())
+    args = task.application_args
+    assert args[args.index("--run-date") + 1] == run_date
+    assert args[-1] == "--full=true" and task.consentgate_run_id == "manual__2026-12-01T032000Z"
