@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import shutil
 import tempfile
 from datetime import UTC, datetime
 
@@ -112,10 +113,25 @@ def append_audit_line(path: str, entry: dict) -> dict:
 
 def restrict_to_owner(path: str) -> None:
     """Quarantined data holds raw personal data: owner-only on a local lake (0700/0600);
-    on a remote lake access is the store's own policy."""
+    on a remote lake access is the store's own policy.
+
+    A file with other hard links (a period an incremental run reused from the published
+    version) shares its mode with them: it is replaced by a private copy first, so the
+    published version stays readable to analysts."""
     if not is_local(path):
         return
     for folder, _, files in os.walk(local_path(path)):
         os.chmod(folder, 0o700)
         for name in files:
-            os.chmod(os.path.join(folder, name), 0o600)
+            file = os.path.join(folder, name)
+            if os.stat(file).st_nlink > 1:
+                _unlink_into_private_copy(file)
+            os.chmod(file, 0o600)
+
+
+def _unlink_into_private_copy(file: str) -> None:
+    copy = f"{file}.private"
+    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out, open(file, "rb") as source:
+        shutil.copyfileobj(source, out)
+    os.replace(copy, file)

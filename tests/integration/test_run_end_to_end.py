@@ -277,6 +277,7 @@ def test_bad_policy_and_missing_column_stop_with_exit_2(generated, tmp_path, hma
 def test_failed_validation_exits_3_quarantines_output_and_leaves_clean_untouched(spark, first_run, hmac_key):
     lake, _ = first_run
     before = current_version_dir(lake.root, "orders")
+    published_modes = {p: p.stat().st_mode for p in before.rglob("*")}
     assert (
         main(
             [
@@ -303,7 +304,14 @@ def test_failed_validation_exits_3_quarantines_output_and_leaves_clean_untouched
     assert main(["publish", *common, "--run-date", "2026-11-28"]) == 2
     assert current_version_dir(lake.root, "orders") == before
     assert table_folder(spark) == before
-    assert Path(lake.root, "quarantine", "orders", "tampered", "failed_output").is_dir()
+    failed_output = Path(lake.root, "quarantine", "orders", "tampered", "failed_output")
+    assert failed_output.is_dir()
+    # The rerun took periods from the published version by hard links: quarantining them
+    # made the quarantine's copies private, never the published files analysts read.
+    enforced = json.loads(Path(lake.step_state("orders", "tampered", "enforce")).read_text())
+    assert enforced["incremental"]["periods_reused"] > 0
+    assert {p: p.stat().st_mode for p in before.rglob("*")} == published_modes
+    assert all(p.stat().st_mode & 0o077 == 0 for p in failed_output.rglob("*"))
     validation = json.loads(Path(lake.step_state("orders", "tampered", "validate")).read_text())
     assert validation["failed"] == [
         "expect_table_row_count_to_equal(all)",
