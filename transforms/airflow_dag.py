@@ -236,6 +236,9 @@ def build_dag(policy_path: str | Path, lake_root: str, start_date: datetime | No
     policy = load_policy(policy_path)
     lake = Lake.at(lake_root)
     python = os.environ.get("CONSENTGATE_PYSPARK_PYTHON", sys.executable)
+    # A remote lake has no lock of its own (transforms/dataset_lock.py): a pool of one slot
+    # keeps the steps of a backfill's runs and the scheduled ones from overlapping.
+    pool = {"pool": os.environ["CONSENTGATE_POOL"]} if os.environ.get("CONSENTGATE_POOL") else {}
     common_args = ["--policy", str(Path(policy_path).resolve()), "--lake", lake.root, "--run-id", RUN_ID]
     dag = DAG(
         dag_id=policy.dag_id,
@@ -284,6 +287,7 @@ def build_dag(policy_path: str | Path, lake_root: str, start_date: datetime | No
                     driver_memory=os.environ.get("CONSENTGATE_DRIVER_MEMORY", "2g"),
                     env_vars={"PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python},
                     outlets=[asset_for(policy, lake)] if step == "publish" else [],
+                    **pool,
                 )
             )
         report = PythonOperator(

@@ -140,17 +140,28 @@ def _run_step(step, policy, lake, run_date, run_id, full=False) -> None:
     recording the one-line reason if it stops on bad input or configuration."""
     from transforms.steps import record_failure, start_step
 
-    start_step(lake, policy.dataset, run_id, step)
-    try:
-        if step == "enforce":
-            _step_enforce(policy, lake, run_date, run_id, full=full)
-        else:
-            _STEP_ACTIONS[step](policy, lake, run_date, run_id)
-    except ValidationFailed:
-        raise  # the validate step has recorded its own results
-    except ConsentgateError as err:
-        record_failure(lake, policy.dataset, run_id, step, str(err), **getattr(err, "state", {}))
-        raise
+    with _locked(lake, policy.dataset, run_id, step):
+        start_step(lake, policy.dataset, run_id, step)
+        try:
+            if step == "enforce":
+                _step_enforce(policy, lake, run_date, run_id, full=full)
+            else:
+                _STEP_ACTIONS[step](policy, lake, run_date, run_id)
+        except ValidationFailed:
+            raise  # the validate step has recorded its own results
+        except ConsentgateError as err:
+            record_failure(lake, policy.dataset, run_id, step, str(err), **getattr(err, "state", {}))
+            raise
+
+
+def _locked(lake, dataset, run_id, step):
+    """The dataset's lock (see transforms/dataset_lock.py), saying whom it waits for."""
+    from transforms.dataset_lock import dataset_lock
+
+    def waiting(holder: str) -> None:
+        _say("waiting_for_lock", dataset=dataset, run_id=run_id, step=step, held_by=holder)
+
+    return dataset_lock(lake, dataset, f"{run_id} {step}", on_wait=waiting)
 
 
 def cmd_step(args) -> int:
@@ -177,8 +188,9 @@ def cmd_run(args) -> int:
     run_date = parse_run_date(args.run_date)
     run_id = run_id or f"{run_date.isoformat()}_{datetime.now(UTC):%Y%m%dT%H%M%S}"
     try:
-        for step in STEPS:
-            _run_step(step, policy, lake, run_date, run_id, full=args.full)
+        with _locked(lake, policy.dataset, run_id, "run"):  # the whole run, not only each step
+            for step in STEPS:
+                _run_step(step, policy, lake, run_date, run_id, full=args.full)
     finally:
         if load_step(lake, policy.dataset, run_id, "enforce", required=False) is not None:
             _report(lake, policy.dataset, run_id)
@@ -202,7 +214,8 @@ def cmd_rollback(args) -> int:
     from transforms.versions import rollback
 
     lake = _lake(args)
-    entry = rollback(_spark(lake, "rollback", args.dataset), lake, args.dataset, args.to, args.reason)
+    with _locked(lake, args.dataset, "rollback", "rollback"):
+        entry = rollback(_spark(lake, "rollback", args.dataset), lake, args.dataset, args.to, args.reason)
     _say("rolled_back", dataset=args.dataset, to=entry["to"], previous=entry["from"], judged_at=entry["judged_at"])
     return 0
 

@@ -120,6 +120,9 @@ class Lake:
     def catalog(self) -> str:
         return self.path("_catalog")
 
+    def lock(self, dataset: str) -> str:
+        return self.path("locks", f"{dataset}.lock")
+
     def staging_run(self, dataset: str, run_id: str) -> str:
         return self.path("staging", dataset, run_id)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from tests.conftest import ORDERS_POLICY
 from tests.lakecheck import current_version_dir, generated_lake, partitioned_rows, read_rows
 from transforms.cli import main
+from transforms.dataset_lock import dataset_lock
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 28)
@@ -146,3 +148,27 @@ def test_newest_versions_are_kept_a_rollback_restores_one_and_old_quarantine_goe
     months = sorted(p.name for p in Path(staged["day4"]["staging_path"]).iterdir() if p.is_dir())
     assert "ordered_at_month=2025-06-01" not in months and len(months) == 24
     assert partitioned_rows(staged["day4"]["staging_path"]) == partitioned_rows(staged["day4-full"]["staging_path"])
+
+
+def test_a_step_waits_while_another_holds_the_datasets_lock(spark, lake, policy_file, capsys):
+    """A backfill's runs and a shell's `consentgate run` are not bound by the DAG's
+    max_active_runs: each step takes the dataset's lock, and one that finds it taken waits."""
+    before = current_version_dir(lake.root, "orders").name
+    target = next(v for v in versions(lake) if v != before)
+    rollback = ["rollback", "--dataset", "orders", "--lake", lake.root, "--to", target, "--reason", "INC-8"]
+    outcome = []
+    capsys.readouterr()
+    with dataset_lock(lake, "orders", "day9 publish"):
+        waiting = threading.Thread(target=lambda: outcome.append(main(rollback)))
+        waiting.start()
+        said, deadline = "", time.monotonic() + 120
+        while '"event": "waiting_for_lock"' not in said and time.monotonic() < deadline:
+            time.sleep(0.2)
+            said += capsys.readouterr().out
+        [line] = [json.loads(x) for x in said.splitlines() if "waiting_for_lock" in x]
+        assert line["held_by"] == "day9 publish" and line["step"] == "rollback"
+        assert waiting.is_alive() and outcome == []
+        assert current_version_dir(lake.root, "orders").name == before
+    waiting.join(timeout=300)
+    assert outcome == [0]
+    assert current_version_dir(lake.root, "orders").name == target

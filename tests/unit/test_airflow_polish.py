@@ -166,3 +166,16 @@ def test_each_step_is_given_the_day_before_its_data_interval_ends_or_before_it_w
     args = task.application_args
     assert args[args.index("--run-date") + 1] == run_date
     assert args[-1] == "--full=true" and task.consentgate_run_id == "manual__2026-12-01T032000Z"
+
+
+def test_the_spark_steps_take_the_pool_named_for_a_remote_lake(tmp_path, monkeypatch):
+    monkeypatch.delenv("CONSENTGATE_POOL", raising=False)
+    assert {t.pool for t in build_dag(ORDERS_POLICY, str(tmp_path)).tasks} == {"default_pool"}
+    monkeypatch.setenv("CONSENTGATE_POOL", "consentgate_orders")
+    dag = build_dag(ORDERS_POLICY, "s3a://bucket/lake")
+    assert {t.task_id: t.pool for t in dag.tasks} == {
+        "enforce": "consentgate_orders",
+        "validate": "consentgate_orders",
+        "publish": "consentgate_orders",
+        "report": "default_pool",
+    }
