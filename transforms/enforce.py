@@ -415,7 +415,7 @@ def run_enforce(
         # Erased subjects leave what was written before this run, then get their tombstones.
         purge_published(spark, lake, policy, erasure, pseudonymizer, ring)
         remove_staged_ledgers(spark, lake, policy.dataset)
-        record_tombstones(lake, policy.dataset, erasure, keys.hmac.fingerprint)
+        record_tombstones(lake, policy, erasure, keys.hmac.fingerprint)
         context = rule_context(spark, policy, keys, pseudonymizer)
         consent = read_consent(spark, lake)
         t = judgement_instant(run_date)

@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 
 from transforms import schemas
 from transforms.consent import SUBJECT, instant
-from transforms.errors import MissingKeyError
+from transforms.errors import MissingKeyError, PolicyError
 from transforms.fs import exists, list_dirs, move, remove
 from transforms.key_continuity import fingerprint_of, recorded_keys
 from transforms.keys import PREVIOUS_KEYS_ENV, SecretKey
@@ -45,7 +45,13 @@ from transforms.subjects import normalize_subject, policy_subject
 SUBJECT_HASH = "_cg_subject_hash"
 _UNCHANGED = object()  # a folder this run has nothing to purge from
 KEY_FINGERPRINT = "key_fingerprint"
-TOMBSTONE_COLUMNS = f"{SUBJECT_HASH} string, erased_at timestamp, {KEY_FINGERPRINT} string"
+NORMALIZATION = "subject_key_normalize"
+TOMBSTONE_COLUMNS = f"{SUBJECT_HASH} string, erased_at timestamp, {KEY_FINGERPRINT} string, {NORMALIZATION} string"
+
+
+def normalization_of(policy: Policy) -> str:
+    """How the policy normalises subject keys beyond trimming and NFC, as tombstones record it."""
+    return ",".join(step.value for step in policy.subject_key_normalize)
 
 
 def with_subject_hash(rows: DataFrame, pseudonymizer: Pseudonymizer, subject: str = SUBJECT) -> DataFrame:
@@ -79,8 +85,23 @@ def read_tombstones(spark: SparkSession, lake: Lake, dataset: str | None = None)
             continue
         found = _read_fail_closed(spark, lake.tombstones_of(name), TOMBSTONE_COLUMNS)
         if found is not None:
-            every = every.unionByName(found.select(SUBJECT_HASH, "erased_at", KEY_FINGERPRINT))
+            every = every.unionByName(found.select(SUBJECT_HASH, "erased_at", KEY_FINGERPRINT, NORMALIZATION))
     return every
+
+
+def _require_same_normalization(lake: Lake, policy: Policy, recorded: set[str | None]) -> None:
+    """A tombstone is the hash of a key as its dataset normalised it: under another
+    normalisation (``Ann-01`` against ``ann-01``) the subject's rows would not match it
+    and, once the request log is purged, would be published again. (Tombstones written
+    before they recorded it have none, and are matched as they are.)"""
+    own = normalization_of(policy)
+    other = sorted(n for n in recorded if n is not None and n != own)
+    if other:
+        raise PolicyError(
+            f"{policy.path}: subject_key_normalize: [{own}] differs from [{other[0]}], with which tombstones in "
+            f"{lake.tombstones} were made; erased subjects would not be matched (every dataset of a lake must "
+            "normalise subject keys alike)"
+        )
 
 
 def _made_with(fingerprint: str):
@@ -132,7 +153,9 @@ def erasure_state(
     if requests is not None:
         schemas.require_columns(requests, lake.erasure_requests, schemas.ERASURE_COLUMNS)
     tombstones = read_tombstones(spark, lake).cache()
-    recorded = [row[0] for row in tombstones.select(KEY_FINGERPRINT).distinct().collect()]
+    made_with = tombstones.select(KEY_FINGERPRINT, NORMALIZATION).distinct().collect()
+    _require_same_normalization(lake, policy, {row[NORMALIZATION] for row in made_with})
+    recorded = list({row[KEY_FINGERPRINT] for row in made_with})
     fingerprints = sorted(f for f in recorded if f is not None)
     if None in recorded:
         fingerprints = sorted(set(fingerprints) | set(ring))
@@ -332,9 +355,14 @@ def purge_published(
                 state.purged_quarantine.append(f"{run}/rows")
 
 
-def record_tombstones(lake: Lake, dataset: str, state: ErasureState, fingerprint: str) -> None:
-    new = state.new.select(SUBJECT_HASH, "erased_at", F.lit(fingerprint).alias(KEY_FINGERPRINT))
+def record_tombstones(lake: Lake, policy: Policy, state: ErasureState, fingerprint: str) -> None:
+    new = state.new.select(
+        SUBJECT_HASH,
+        "erased_at",
+        F.lit(fingerprint).alias(KEY_FINGERPRINT),
+        F.lit(normalization_of(policy)).alias(NORMALIZATION),
+    )
     if state.new_count:
         # One file per run rather than one per shuffle partition: a year of daily runs
         # would leave thousands of tiny files for every later run to list and read.
-        new.coalesce(1).write.mode("append").parquet(lake.tombstones_of(dataset))
+        new.coalesce(1).write.mode("append").parquet(lake.tombstones_of(policy.dataset))

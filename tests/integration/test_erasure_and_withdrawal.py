@@ -118,7 +118,7 @@ def published_by_id(lake: Lake) -> dict:
     return {r["order_id"]: r for r in read_rows(current_version_dir(lake.root, "orders"))}
 
 
-def test_withdrawal_and_erasure_reach_published_data(spark, lake):
+def test_withdrawal_and_erasure_reach_published_data(spark, lake, tmp_path, capsys):
     assert run(lake, "c1", policy=CUSTOMERS_POLICY)["published"]
     assert pseudonym(ERASED) in {r["customer_id"] for r in read_rows(current_version_dir(lake.root, "customers"))}
     first = run(lake, "r1")
@@ -218,6 +218,23 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake):
     assert third["counts"]["erased"]["dropped"] == 4
     assert third["erasure"]["new_tombstones"] == 0
     assert third["incremental"]["periods_rejudged"] == 1  # November, which has a new row
+
+    # Tombstones hash the key as their dataset normalised it: a policy that lower-cases
+    # keys would miss them (and publish the erased subject again), so it is refused.
+    assert {t["subject_key_normalize"] for t in read_rows(Path(lake.tombstones_of("orders")))} == {""}
+    lowering = tmp_path / "orders.yml"
+    lowering.write_text(ORDERS_POLICY.read_text() + "subject_key_normalize: [lower]\n")
+    current = current_version_dir(lake.root, "orders")
+    capsys.readouterr()
+    args = ["run", "--policy", str(lowering), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "r4"]
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        f"consentgate: {lowering}: subject_key_normalize: [lower] differs from [], with which tombstones in "
+        f"{lake.tombstones} were made; erased subjects would not be matched (every dataset of a lake must "
+        "normalise subject keys alike)\n"
+    )
+    assert current_version_dir(lake.root, "orders") == current
+    assert not Path(lake.staging_data("orders", "r4")).exists()
 
 
 def explain(lake: Lake, subject: str, capsys, *policy: str) -> list[dict]:
