@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pyarrow.dataset as ds
 
@@ -59,6 +60,12 @@ def partitioned_rows(folder) -> list[tuple]:
     """Every row of a partitioned table with its partition column, in a stable order."""
     rows = ds.dataset(str(folder), format="parquet", partitioning="hive").to_table().to_pylist()
     return sorted(tuple(sorted((k, str(v)) for k, v in row.items())) for row in rows)
+
+
+def table_folder(spark) -> Path:
+    """The version folder the catalog table clean.orders reads now (above its month folders)."""
+    folder = Path(urlparse(spark.table("clean.orders").inputFiles()[0]).path).parent
+    return folder.parent if "=" in folder.name else folder
 
 
 def current_version_dir(lake_root: str, dataset: str) -> Path:

@@ -57,6 +57,19 @@ def _free_version(spark: SparkSession, lake: Lake, dataset: str, run_id: str) ->
     return version
 
 
+def _moved_by_an_earlier_attempt(spark: SparkSession, lake: Lake, dataset: str, enforce_state: dict) -> str | None:
+    """The version folder an earlier attempt of this run's publish moved the staged output
+    to: the newest ``<run id>[.N]``, if it was judged at this run's ``t``."""
+    run_id = enforce_state["run_id"]
+    found, attempt = None, 1
+    while exists(spark, lake.clean_version(dataset, version := run_id if attempt == 1 else f"{run_id}.{attempt}")):
+        found, attempt = version, attempt + 1
+    if found is None:
+        return None
+    judged_at = read_text(judged_at_marker(lake.clean_version(dataset, found)))
+    return found if judged_at is not None and judged_at.strip() == enforce_state["judged_at"] else None
+
+
 def point_table_at(spark: SparkSession, table: str, location: str) -> None:
     # Hive's metastore logs IF NOT EXISTS on an existing database as an error with a stack trace.
     if not spark.catalog.databaseExists(DATABASE):
@@ -123,7 +136,12 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
     if not validation.get("success"):
         raise StepStateError(f"run {run_id} did not pass validation; nothing to publish")
     staged = enforce_state["staging_path"]
-    if validation.get("validated_path") != staged or not exists(spark, staged):
+    if validation.get("validated_path") != staged:
+        raise StepStateError(f"{staged}: the validated output is not there to publish")
+    # An earlier attempt of this step may have moved the output into place and stopped
+    # before the table pointed at it (the catalog busy, say): it is taken up from there.
+    moved = None if exists(spark, staged) else _moved_by_an_earlier_attempt(spark, lake, policy.dataset, enforce_state)
+    if moved is None and not exists(spark, staged):
         raise StepStateError(f"{staged}: the validated output is not there to publish")
 
     previous = current_version(lake, policy.dataset)
@@ -135,26 +153,30 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
             # counts stay in the report, the rows go.
             remove(spark, staged)
             remove(spark, lake.staged_ledger(policy.dataset, run_id))
+            if moved is not None:
+                remove(spark, lake.clean_version(policy.dataset, moved))
             raise Superseded(
                 f"run {run_id} was judged at {enforce_state['judged_at']}, before the current version "
                 f"{previous} ({current_t.strip()}): an older judgement is not published",
                 current_version=previous,
             )
         check_publishable_keys(
-            read_keys_marker(staged),
+            read_keys_marker(staged if moved is None else lake.clean_version(policy.dataset, moved)),
             recorded_keys(lake, policy.dataset, lake.clean_version(policy.dataset, previous), previous),
             enforce_state.get("key_rotation") or {},
             staged,
         )
-    version = _free_version(spark, lake, policy.dataset, run_id)
+    version = moved or _free_version(spark, lake, policy.dataset, run_id)
     target = lake.clean_version(policy.dataset, version)
     disclosure = None
     if policy.is_share:
-        from transforms.share import record_disclosure
+        from transforms.share import record_disclosure, recorded_disclosure
 
         # Logged before the export is made available: a disclosure is never unrecorded.
-        disclosure = record_disclosure(lake, policy, enforce_state, version, target)
-    move(spark, staged, target)
+        if moved is None or (disclosure := recorded_disclosure(lake, policy, enforce_state, version)) is None:
+            disclosure = record_disclosure(lake, policy, enforce_state, version, target)
+    if moved is None:
+        move(spark, staged, target)
     publish_ledger(spark, lake, policy.dataset, run_id, version)
     repoint_current(spark, lake, policy.dataset, version)
     retired = retire_versions_of_other_keys(spark, lake, policy.dataset, version)

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 from datetime import date
 from pathlib import Path
-from urllib.parse import urlparse
 
 import duckdb
 import pandas as pd
@@ -19,7 +18,7 @@ import pytest
 
 from tests import reference
 from tests.conftest import ORDERS_POLICY, REPO, TEST_KEY
-from tests.lakecheck import counts_by_reason, current_version_dir, expected_reasons, read_rows
+from tests.lakecheck import counts_by_reason, current_version_dir, expected_reasons, read_rows, table_folder
 from tests.reference import ACTIONS
 from transforms.cli import main
 from transforms.generate import generate_lake
@@ -35,12 +34,6 @@ def generated(spark, session_lake):
     # a few thousand rows, opening a file per month in every pass costs the suite time.
     generate_lake(spark, session_lake, customers=400, orders=6000, seed=11, run_date=RUN_DATE, orders_by_month=False)
     return session_lake
-
-
-def table_folder(spark) -> Path:
-    """The version folder the catalog table clean.orders reads now (above its month folders)."""
-    folder = Path(urlparse(spark.table("clean.orders").inputFiles()[0]).path).parent
-    return folder.parent if "=" in folder.name else folder
 
 
 def run(lake, run_id, *extra, policy=ORDERS_POLICY):

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import ORDERS_POLICY
-from tests.lakecheck import current_version_dir, generated_lake, partitioned_rows, read_rows
+from tests.lakecheck import current_version_dir, generated_lake, partitioned_rows, read_rows, table_folder
 from transforms.cli import main
 from transforms.dataset_lock import dataset_lock
 
@@ -172,3 +172,37 @@ def test_a_step_waits_while_another_holds_the_datasets_lock(spark, lake, policy_
     waiting.join(timeout=300)
     assert outcome == [0]
     assert current_version_dir(lake.root, "orders").name == target
+
+
+def test_a_publish_that_stopped_after_moving_the_output_is_taken_up_by_its_retry(
+    spark, lake, policy_file, monkeypatch, capsys
+):
+    """The move into clean/ is done, the catalog swap is not (the metastore busy, say): the
+    retry finishes from the moved folder rather than finding nothing staged to publish."""
+    common = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "day5"]
+    assert main(["enforce", *common]) == 0 and main(["validate", *common]) == 0
+    pointer = Path(lake.current_pointer("orders"))
+    before = pointer.read_text() if pointer.exists() else None  # none when run alone
+    staged_rows = partitioned_rows(lake.staging_data("orders", "day5"))
+    import transforms.publish as publish
+
+    swap = publish.repoint_current
+
+    def busy_catalog(*args):
+        raise RuntimeError("the metastore is busy")
+
+    monkeypatch.setattr(publish, "repoint_current", busy_catalog)
+    capsys.readouterr()
+    assert main(["publish", *common]) == 1
+    assert "internal error: RuntimeError" in capsys.readouterr().err
+    assert (pointer.read_text() if pointer.exists() else None) == before
+    assert not Path(lake.staging_data("orders", "day5")).exists()  # moved into clean/ already
+    monkeypatch.setattr(publish, "repoint_current", swap)
+    for attempt in ("retry", "cleared after success"):
+        assert main(["publish", *common]) == 0, attempt
+        state = json.loads(Path(lake.step_state("orders", "day5", "publish")).read_text())
+        assert (state["published"], state["version"]) == (True, "day5")
+        assert current_version_dir(lake.root, "orders").name == "day5"
+        assert "day5.2" not in versions(lake)
+        assert partitioned_rows(str(current_version_dir(lake.root, "orders"))) == staged_rows
+        assert table_folder(spark).name == "day5"
