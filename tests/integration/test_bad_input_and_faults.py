@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -171,6 +172,37 @@ def test_a_fault_while_recording_tombstones_releases_the_erasure_caches(spark, l
     assert run(lake, "no-tombstones") == 1
     assert "internal error" in capsys.readouterr().err
     assert nothing_cached(spark)
+
+
+@pytest.mark.parametrize(
+    ("partitioned", "caught_by"),
+    [
+        (True, "the judged rows do not reconcile with the counts of their subjects' rows"),
+        (False, "counts do not reconcile: {n} input rows, {lost} judged"),
+    ],
+)
+def test_a_row_lost_by_the_judgement_stops_the_run_before_anything_is_staged(
+    spark, lake, tmp_path, monkeypatch, capsys, unchanged, partitioned, caught_by
+):
+    """A row a join loses (here, one dropped after judging) does not go unnoticed: a
+    partitioned run's per-subject counts catch it, an unpartitioned run's count of its
+    input (taken apart from the judgement) does; the run stops and stages nothing."""
+    import transforms.enforce as enforce
+
+    policy = tmp_path / "orders.yml"
+    text = ORDERS_POLICY.read_text()
+    policy.write_text(text if partitioned else re.sub(r"(?m)^partition_by:.*\n", "", text))
+    rows_in = len(expected_reasons(lake.root, RUN_DATE))
+    lost = spark.read.parquet(lake.raw("orders")).filter(F.col("ordered_at").isNotNull()).first()["order_id"]
+    real = enforce.judge
+    monkeypatch.setattr(enforce, "judge", lambda *a, **k: real(*a, **k).filter(F.col("order_id") != lost))
+    capsys.readouterr()
+    assert main(["run", *step_args(lake, "one-lost", policy), "--full"]) == 2
+    reason = caught_by.format(n=rows_in, lost=rows_in - 1)
+    assert capsys.readouterr().err == f"consentgate: {reason}; nothing is staged\n"
+    assert not Path(lake.staging_data("orders", "one-lost")).exists()
+    state = json.loads(Path(lake.step_state("orders", "one-lost", "enforce")).read_text())
+    assert state["error"] == f"{reason}; nothing is staged"
 
 
 def test_a_corrupt_staging_file_is_never_published(lake, capsys, unchanged):
