@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -206,3 +207,25 @@ def test_a_publish_that_stopped_after_moving_the_output_is_taken_up_by_its_retry
         assert "day5.2" not in versions(lake)
         assert partitioned_rows(str(current_version_dir(lake.root, "orders"))) == staged_rows
         assert table_folder(spark).name == "day5"
+
+
+def test_a_changed_policy_judges_every_period_again(spark, lake, policy_file, tmp_path):
+    """Reusing a period made under another rule would publish it under the old policy."""
+    pointer = Path(lake.current_pointer("orders"))
+    if not pointer.exists():  # run alone: a version to be incremental over
+        run(lake, policy_file, "day6")
+    current = pointer.read_text().strip()
+    masked = tmp_path / "orders.yml"
+    rule = ("  zip_code:\n    consented: keep", "  zip_code:\n    consented: mask:2")
+    masked.write_text(policy_file.read_text().replace(*rule))
+    args = ["--policy", str(masked), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "day7"]
+    assert main(["enforce", *args]) == 0
+    enforced = json.loads(Path(lake.step_state("orders", "day7", "enforce")).read_text())
+    assert enforced["incremental"]["mode"] == "full"
+    assert enforced["incremental"]["reason"] == f"policy_sha256 changed since the current version {current}"
+    assert enforced["incremental"]["periods_reused"] == 0
+    staged = read_rows(Path(enforced["staging_path"]))
+    zips = [r["zip_code"] for r in staged if r["record_state"] == "consented"]
+    # Every consented row of every month: three stars and the last two digits.
+    assert zips and all(re.fullmatch(r"\*{3}\d{2}", z) for z in zips), sorted({z[:3] for z in zips})
+    assert len(staged) == enforced["rows_out"]
