@@ -140,6 +140,8 @@ def _run_step(step, policy, lake, run_date, run_id, full=False) -> None:
     recording the one-line reason if it stops on bad input or configuration."""
     from transforms.steps import record_failure, start_step
 
+    # What the report of a run that stopped still says of it.
+    identity = {"run_date": run_date.isoformat(), "policy_path": policy.path, "policy_sha256": policy.sha256}
     with _locked(lake, policy.dataset, run_id, step):
         start_step(lake, policy.dataset, run_id, step)
         try:
@@ -150,7 +152,11 @@ def _run_step(step, policy, lake, run_date, run_id, full=False) -> None:
         except ValidationFailed:
             raise  # the validate step has recorded its own results
         except ConsentgateError as err:
-            record_failure(lake, policy.dataset, run_id, step, str(err), **getattr(err, "state", {}))
+            record_failure(lake, policy.dataset, run_id, step, str(err), **identity, **getattr(err, "state", {}))
+            raise
+        except Exception as err:
+            # The type only: the message may quote data. The report and the DAG's task say it.
+            record_failure(lake, policy.dataset, run_id, step, f"internal error: {describe(err)}", **identity)
             raise
 
 

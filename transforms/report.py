@@ -31,10 +31,19 @@ def build_report(lake: Lake, dataset: str, run_id: str) -> dict:
     publish = load_step(lake, dataset, run_id, "publish", required=False) or {}
     if enforce is None or "rows_in" not in enforce:
         failed = enforce or {}
+        # The fields every report has, with what a run that stopped before judging knows.
         return {
             "run_id": run_id,
             "dataset": dataset,
+            "run_date": failed.get("run_date"),
+            "policy_path": failed.get("policy_path"),
+            "policy_sha256": failed.get("policy_sha256"),
+            "rows_in": None,
+            "rows_out": None,
+            "counts": {},
+            "validation": {"success": False, "evaluated": 0, "failed": [], "expectations": []},
             "published": False,
+            "published_path": None,
             "error": failed.get("error", "the enforce step left no result"),
             "reported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "consentgate_version": __version__,

@@ -184,7 +184,7 @@ def render_report(report: dict, history: list[dict] | None = None) -> str:
     """The run's page; ``history`` holds the dataset's recent reports, this one included."""
     title = f"consentgate run {report['run_id']} of {report['dataset']}"
     parts = [f"<h1>{escape(title)}</h1>"]
-    if "rows_in" not in report:
+    if report.get("rows_in") is None:  # stopped before judging
         parts.append(f"<p class='bad'>Not published: {escape(report.get('error', 'unknown error'))}</p>")
         return _page(title, parts)
     published = "published" if report["published"] else "NOT published"
@@ -252,14 +252,16 @@ def render_index(latest: list[dict]) -> str:
         link = f"{escape(report['dataset'])}/{escape(report['run_id'])}.html"
         totals = report.get("totals", {})
         validation = report.get("validation") or {}
-        outcome = "passed" if validation.get("success") else ("FAILED" if validation else "-")
+        ran = validation.get("evaluated") or validation.get("error")  # not when enforce stopped first
+        outcome = "passed" if validation.get("success") else ("FAILED" if ran else "-")
         published = "yes" if report.get("published") else "NO"
         cells = "".join(f"<td class='n'>{totals.get(action, '-')}</td>" for action in ACTIONS)
+        rows_in = "-" if report.get("rows_in") is None else report["rows_in"]
         parts.append(
             f"<tr><td>{escape(report['dataset'])}</td><td><a href='{link}'>{escape(report['run_id'])}</a></td>"
             f"<td>{escape(str(report.get('judged_at', '-')))}</td>"
             f"<td class='{'good' if report.get('published') else 'bad'}'>{published}</td>"
-            f"<td class='n'>{report.get('rows_in', '-')}</td>{cells}<td>{outcome}</td></tr>"
+            f"<td class='n'>{rows_in}</td>{cells}<td>{outcome}</td></tr>"
         )
     parts.append("</table>")
     if not latest:

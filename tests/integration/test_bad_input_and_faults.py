@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from tests.conftest import ORDERS_POLICY, SHORT_JVM_OPTIONS, SMALL_INPUT_SPARK_CONF, TEST_KEY
 from tests.lakecheck import current_version_dir, expected_reasons, generated_lake, nothing_cached, read_rows
 from transforms.cli import main
+from transforms.policy import load_policy
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 28)
@@ -170,8 +171,20 @@ def test_a_fault_while_recording_tombstones_releases_the_erasure_caches(spark, l
     monkeypatch.setattr(enforce, "record_tombstones", fails)
     spark.catalog.clearCache()
     assert run(lake, "no-tombstones") == 1
-    assert "internal error" in capsys.readouterr().err
+    assert capsys.readouterr().err.endswith(
+        "consentgate: internal error: OSError (set CONSENTGATE_DEBUG=1 for details)\n"
+    )
     assert nothing_cached(spark)
+    # The run still gets its report, with what it knew before it stopped.
+    report = json.loads(Path(lake.report_json("orders", "no-tombstones")).read_text())
+    assert {k: report[k] for k in ("run_date", "policy_sha256", "rows_in", "published", "published_path", "error")} == {
+        "run_date": "2026-11-28",
+        "policy_sha256": load_policy(ORDERS_POLICY).sha256,
+        "rows_in": None,
+        "published": False,
+        "published_path": None,
+        "error": "internal error: OSError",
+    }
 
 
 @pytest.mark.parametrize(
