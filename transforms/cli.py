@@ -16,7 +16,7 @@ import threading
 import traceback
 from datetime import UTC, datetime
 
-from transforms.errors import ConsentgateError, ValidationFailed
+from transforms.errors import ConsentgateError, ValidationFailed, describe
 from transforms.lake import Lake, check_run_id, parse_run_date
 from transforms.steps import STEPS
 
@@ -409,11 +409,6 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--check", action="store_true", help="exit 2 if the files under --out are stale")
     register.set_defaults(handler=cmd_register)
     return parser
-
-
-def describe(err: BaseException) -> str:
-    condition = getattr(err, "getCondition", lambda: None)()
-    return f"{type(err).__name__}{f' [{condition}]' if condition else ''}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,3 +50,10 @@ class ValidationFailed(ConsentgateError):
     def __init__(self, failed: list[str]):
         self.failed = failed
         super().__init__("validation failed: " + ", ".join(failed))
+
+
+def describe(err: BaseException) -> str:
+    """An unexpected error by its type (and Spark's error condition), never its message,
+    which may quote data."""
+    condition = getattr(err, "getCondition", lambda: None)()
+    return f"{type(err).__name__}{f' [{condition}]' if condition else ''}"

@@ -218,6 +218,20 @@ def test_a_row_lost_by_the_judgement_stops_the_run_before_anything_is_staged(
     assert state["error"] == f"{reason}; nothing is staged"
 
 
+@pytest.mark.parametrize("folder", ["tombstones/orders", "raw/erasure_requests"])
+def test_an_unreadable_erasure_record_stops_the_run_rather_than_erasing_nobody(lake, capsys, unchanged, folder):
+    damaged = Path(lake.root, folder, "part-damaged.parquet")
+    damaged.parent.mkdir(parents=True, exist_ok=True)
+    damaged.write_bytes(b"not parquet at all")
+    try:
+        capsys.readouterr()
+        assert run(lake, "damaged-erasure") == 2
+        err = capsys.readouterr().err
+        assert re.fullmatch(rf"consentgate: {re.escape(str(damaged.parent))}: cannot be read \(\w+( \[\w+\])?\)\n", err)
+    finally:
+        damaged.unlink()
+
+
 def test_a_corrupt_staging_file_is_never_published(lake, capsys, unchanged):
     assert run(lake, "corrupt", ORDERS_POLICY, "enforce") == 0
     part = sorted(Path(lake.staging_data("orders", "corrupt")).rglob("part-*.parquet"))[0]
