@@ -129,11 +129,13 @@ def check_source_schema(schema: StructType, policy: Policy, path: str) -> None:
 
 
 def read_consent(spark: SparkSession, lake: Lake) -> DataFrame:
-    """The consent log; absent means no consent for anyone (fail closed)."""
+    """The consent log; absent means no consent for anyone (fail closed). Present but
+    damaged, it stops the run: which subjects' withdrawals it would hide is unknowable."""
     consent = schemas.read_parquet(spark, lake.consent, required=False)
     if consent is None:
         return spark.createDataFrame([], schemas.CONSENT_SCHEMA)
     schemas.require_columns(consent, lake.consent, schemas.CONSENT_COLUMNS)
+    schemas.require_readable(consent, lake.consent)
     return consent
 
 

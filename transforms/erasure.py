@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 
 from transforms import schemas
 from transforms.consent import SUBJECT, instant
-from transforms.errors import MissingKeyError, PolicyError, SchemaError, describe
+from transforms.errors import MissingKeyError, PolicyError
 from transforms.fs import exists, list_dirs, move, remove
 from transforms.key_continuity import fingerprint_of, recorded_keys
 from transforms.keys import PREVIOUS_KEYS_ENV, SecretKey
@@ -72,17 +72,11 @@ def request_hashes(requests: DataFrame, policy: Policy, run_date: date, pseudony
 
 
 def _read_fail_closed(spark: SparkSession, path: str, schema: str | None = None) -> DataFrame | None:
-    """Absent is fine; present but unreadable stops the run (it would un-erase subjects).
-
-    Spark reads files lazily: a damaged file (a crashed append, a stray copy) would only
-    fail deep in the run, as an internal error. Counting reads every file's footer now,
-    so such a folder stops the run with a reason naming it. (Both folders are small.)"""
+    """Absent is fine; present but unreadable, even one damaged file, stops the run (it
+    would un-erase subjects)."""
     found = schemas.read_parquet(spark, path, required=False, empty_is_absent=False, schema=schema)
     if found is not None:
-        try:
-            found.count()
-        except Exception as err:  # noqa: BLE001 - Spark's message may quote the file's bytes
-            raise SchemaError(f"{path}: cannot be read ({describe(err)})") from None
+        schemas.require_readable(found, path)
     return found
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.utils import AnalysisException
 
-from transforms.errors import SchemaError
+from transforms.errors import SchemaError, describe
 from transforms.rules import TEMPORAL_TYPES, type_family
 
 CONSENT_COLUMNS = {
@@ -44,6 +44,16 @@ def read_parquet(
         if condition in ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA"):
             raise SchemaError(f"{path}: no Parquet data found") from None
         raise SchemaError(f"{path}: cannot be read ({condition or type(err).__name__})") from None
+
+
+def require_readable(df: DataFrame, path: str) -> None:
+    """Spark reads files lazily: a damaged file (a crashed append, a stray copy) would only
+    fail deep in the run, as an internal error. Counting reads every file's footer now, so
+    such a folder stops the run with a reason naming it."""
+    try:
+        df.count()
+    except Exception as err:  # noqa: BLE001 - Spark's message may quote the file's bytes
+        raise SchemaError(f"{path}: cannot be read ({describe(err)})") from None
 
 
 def require_columns(df: DataFrame, path: str, columns: dict[str, tuple[str, ...]]) -> None:
