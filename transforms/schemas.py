@@ -44,6 +44,8 @@ def read_parquet(
         if condition in ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA"):
             raise SchemaError(f"{path}: no Parquet data found") from None
         raise SchemaError(f"{path}: cannot be read ({condition or type(err).__name__})") from None
+    except Exception as err:  # noqa: BLE001 - a damaged footer read for the schema; the message may quote bytes
+        raise SchemaError(f"{path}: cannot be read ({describe(err)})") from None
 
 
 def require_readable(df: DataFrame, path: str) -> None:

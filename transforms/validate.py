@@ -17,6 +17,7 @@ from datetime import datetime
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from transforms import schemas
 from transforms.enforce import read_consent
 from transforms.errors import MissingKeyError, StepStateError, ValidationFailed
 from transforms.fs import exists, move, remove, upload_folder
@@ -197,7 +198,9 @@ def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str, k
         )
     # Not cached: each slice's expectations read only the columns they need, which costs
     # less than caching every column (1M rows: 6.8 s instead of 8.7 s, warm).
-    output = spark.read.parquet(staging_path)
+    # A damaged file stops here (exit 2, naming the folder) rather than as an internal error.
+    output = schemas.read_parquet(spark, staging_path)
+    schemas.require_readable(output, staging_path)
     # Rendering Data Docs costs about a second a run; CONSENTGATE_DATA_DOCS=off skips it.
     render_docs = os.environ.get("CONSENTGATE_DATA_DOCS", "on") != "off"
     docs_folder = tempfile.mkdtemp(prefix="consentgate-data-docs-") if render_docs else None

@@ -234,11 +234,17 @@ def test_a_damaged_consent_or_erasure_file_stops_the_run_naming_its_folder(lake,
 
 def test_a_corrupt_staging_file_is_never_published(lake, capsys, unchanged):
     assert run(lake, "corrupt", ORDERS_POLICY, "enforce") == 0
-    part = sorted(Path(lake.staging_data("orders", "corrupt")).rglob("part-*.parquet"))[0]
+    staged = Path(lake.staging_data("orders", "corrupt"))
+    part = sorted(staged.rglob("part-*.parquet"))[0]
+    part.unlink()  # (a reused month's file is a hard link to the published one's)
     part.write_bytes(b"PAR1 this is not a parquet file")
-    assert run(lake, "corrupt", ORDERS_POLICY, "validate") != 0
-    assert run(lake, "corrupt", ORDERS_POLICY, "publish") == 2
     capsys.readouterr()
+    assert run(lake, "corrupt", ORDERS_POLICY, "validate") == 2
+    assert re.fullmatch(
+        rf"consentgate: {re.escape(str(staged))}: cannot be read \(\w+( \[\w+\])?\)\n", capsys.readouterr().err
+    )
+    assert run(lake, "corrupt", ORDERS_POLICY, "publish") == 2
+    assert "did not pass validation; nothing to publish" in capsys.readouterr().err
 
 
 def test_a_published_subject_without_consent_fails_the_independent_cross_check(spark, lake, capsys, unchanged):
