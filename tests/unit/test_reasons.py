@@ -160,8 +160,11 @@ def test_gpc_signal_refuses_every_sale_or_sharing_purpose(spark):
     no_requests = spark.createDataFrame([], "subject_id string, requested_at timestamp")
     got = {o: reason for o, (reason, _) in judged_reasons(spark, (source, consent, no_requests), sharing).items()}
     assert got == {"o1": "no_consent", "o2": "consented", "o3": "consented"}
-    # Not a sale or sharing purpose: the same signal does not touch analytics grants.
-    assert not policy.sale_or_sharing
+    # Analytics is not a sale or sharing purpose: the same signal leaves its grants alone.
+    analytics_grants = [(s, "analytics", "granted", T - 50 * DAY, None, "app") for s in ("g1", "g2")]
+    with_analytics = consent.unionByName(spark.createDataFrame(analytics_grants, CONSENT_DDL))
+    got = {o: reason for o, (reason, _) in judged_reasons(spark, (source, with_analytics, no_requests), policy).items()}
+    assert got == {"o1": "consented", "o2": "consented", "o3": "no_consent"}
 
 
 @pytest.mark.parametrize(
