@@ -54,3 +54,18 @@ def test_spark_hmac_matches_python_hmac_on_ten_thousand_strings(spark):
         for name, key in KEYS.items()
     }
     assert mismatches == dict.fromkeys(KEYS, 0)
+
+
+def test_the_key_appears_in_no_query_plan(spark):
+    """The key reaches Spark as a broadcast one-row DataFrame, not as a literal: nothing
+    that prints a plan (explain, the UI, an error's message) can show it."""
+    key = b"plan-probe-key-5e1f0c2d9a8b7c6d"
+    pseudonymizer = Pseudonymizer(spark, SecretKey(key, "1", "test"), tag="plan")
+    df = pseudonymizer.attach(spark.createDataFrame([("C0001",)], "v string"))
+    hashed = df.select(pseudonymizer.hmac_hex(F.col("v")).alias("h"))
+    assert hashed.first().h == hmac.new(key, b"C0001", hashlib.sha256).hexdigest()
+    plans = hashed._jdf.queryExecution().toString() + hashed._jdf.queryExecution().executedPlan().toString()
+    padded = [bytes(b ^ pad for b in key.ljust(64, b"\0")) for pad in (0x36, 0x5C)]  # HMAC's inner and outer pads
+    for secret in (key, *padded):
+        for form in (secret.hex(), secret.hex().upper(), secret.decode("latin-1")):
+            assert form not in plans
