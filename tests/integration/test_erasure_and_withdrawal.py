@@ -161,7 +161,7 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake, tmp_path, caps
     assert {rows[z]["customer_id"] for z in ("Z1", "Z2")} == {pseudonym(GRANTING)}
     assert len(rows) == first_count - 3  # the erased subjects' rows
     assert not {"X1", "X2", "W1"} & set(rows)
-    assert second["counts"]["erased"]["dropped"] >= 3
+    assert second["counts"]["erased"]["dropped"] == 3  # X1, X2, W1 (X3, with no event time, is quarantined)
     assert second["erasure"]["new_tombstones"] == 2
     # r1 was the current version: it was replaced by a purged copy (catalog and CURRENT
     # moved to it atomically) before r2 was published.
@@ -285,4 +285,4 @@ def test_explain_tells_what_happens_to_each_subject_and_why_without_personal_dat
     assert "  3 rows: erased -> dropped" in text and "erased: yes" in text
     assert "shared with: no third party" in text
     # Nothing personal: not the id asked about, nor its e-mail or name from the customers table.
-    assert ERASED not in text and "x@example.org" not in text and "Test Person" not in text
+    assert sum(value in text for value in (ERASED, "x@example.org", "Test Person")) == 0
