@@ -229,3 +229,41 @@ def test_a_changed_policy_judges_every_period_again(spark, lake, policy_file, tm
     # Every consented row of every month: three stars and the last two digits.
     assert zips and all(re.fullmatch(r"\*{3}\d{2}", z) for z in zips), sorted({z[:3] for z in zips})
     assert len(staged) == enforced["rows_out"]
+
+
+def test_a_rollback_is_refused_where_it_would_mislead_or_mix_keys(spark, lake, policy_file, capsys):
+    pointer = Path(lake.current_pointer("orders"))
+    if not pointer.exists():  # run alone: two versions to choose between
+        run(lake, policy_file, "day8a", "2026-11-27")
+        run(lake, policy_file, "day8b")
+    current = pointer.read_text().strip()
+    other = next(v for v in versions(lake) if v != current)
+    log = Path(lake.root, "reports", "orders", "rollbacks.jsonl")
+    logged = log.read_text() if log.exists() else None
+
+    def rollback(*args: str) -> str:
+        capsys.readouterr()
+        assert main(["rollback", "--lake", lake.root, *args]) == 2
+        return capsys.readouterr().err
+
+    clean = Path(lake.root, "clean", "orders")
+    assert rollback("--dataset", "orders", "--to", current, "--reason", "x").endswith(
+        f"{clean / current}: already the current version\n"
+    )
+    assert "--reason is required" in rollback("--dataset", "orders", "--to", other, "--reason", " ")
+    assert rollback("--dataset", "orders-to-acme_ads", "--to", other, "--reason", "x").endswith(
+        "orders-to-acme_ads: a share's export is never rolled back; run the share again\n"
+    )
+    marker = clean / other / "_keys.json"
+    recorded = marker.read_text()
+    keys = json.loads(recorded)
+    keys["hmac"]["fingerprint"] = "0" * 16
+    marker.write_text(json.dumps(keys))
+    try:
+        assert rollback("--dataset", "orders", "--to", other, "--reason", "x").endswith(
+            f"{clean / other}: made with another pseudonymisation key than the current version\n"
+        )
+    finally:
+        marker.write_text(recorded)
+    assert pointer.read_text().strip() == current
+    assert (log.read_text() if log.exists() else None) == logged  # nothing logged for a refusal
