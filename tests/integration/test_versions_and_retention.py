@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import re
 import shutil
 import threading
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ORDERS_POLICY
-from tests.lakecheck import current_version_dir, generated_lake, partitioned_rows, read_rows, table_folder
+from tests.conftest import ORDERS_POLICY, TEST_KEY
+from tests.lakecheck import (
+    append_raw,
+    current_version_dir,
+    generated_lake,
+    partitioned_rows,
+    read_rows,
+    table_folder,
+)
 from transforms.cli import main
 from transforms.dataset_lock import dataset_lock
 
@@ -267,3 +276,54 @@ def test_a_rollback_is_refused_where_it_would_mislead_or_mix_keys(spark, lake, p
         marker.write_text(recorded)
     assert pointer.read_text().strip() == current
     assert (log.read_text() if log.exists() else None) == logged  # nothing logged for a refusal
+
+
+@pytest.fixture
+def purge_lake(spark, tmp_path_factory):
+    with generated_lake(spark, tmp_path_factory, "purge_lake", RUN_DATE, customers=120, orders=900, seed=37) as lake:
+        yield lake
+
+
+def test_an_erasure_reaches_every_retained_staged_and_failed_output(spark, purge_lake, policy_file, tmp_path):
+    """Not only the current version: an older retained one (a rollback target), an output
+    staged and not yet published, and one that failed validation all lose the subject."""
+    lake = purge_lake
+    keeping_three = tmp_path / "orders.yml"
+    keeping_three.write_text(policy_file.read_text().replace("keep_versions: 2", "keep_versions: 3"))
+    policy_file = keeping_three
+    run(lake, policy_file, "v1", "2026-11-26")
+    run(lake, policy_file, "v2", "2026-11-27")
+    staged_args = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-27"]
+    assert main(["enforce", *staged_args, "--run-id", "waiting"]) == 0
+    assert main(["enforce", *staged_args, "--run-id", "failing"]) == 0
+    state_path = Path(lake.step_state("orders", "failing", "enforce"))
+    state = json.loads(state_path.read_text())
+    state["totals"]["kept"] += 1  # the row-count expectation fails it
+    state_path.write_text(json.dumps(state))
+    assert main(["validate", *staged_args, "--run-id", "failing"]) == 3
+    folders = {
+        "v1": Path(lake.clean_version("orders", "v1")),
+        "v2": Path(lake.clean_version("orders", "v2")),
+        "waiting": Path(lake.staging_data("orders", "waiting")),
+        "failing": Path(lake.failed_output("orders", "failing")),
+    }
+
+    def pseudonyms(folder: Path) -> set[str]:
+        return {r["customer_id"] for r in read_rows(folder)} - {None}
+
+    # A consented customer present in all four, who then asks to be erased.
+    raw_ids = {r["customer_id"] for r in read_rows(lake.raw("orders")) if r["customer_id"]}
+    by_pseudonym = {hmac.new(TEST_KEY.encode(), c.encode(), hashlib.sha256).hexdigest(): c for c in raw_ids}
+    everywhere = set.intersection(*(pseudonyms(f) for f in folders.values()))
+    erased = sorted(everywhere)[0]
+    append_raw(spark, lake, "erasure_requests", [(by_pseudonym[erased], datetime(2026, 11, 28, 9, 0, tzinfo=UTC))])
+
+    report = run(lake, policy_file, "v3")
+    assert report["erasure"]["new_tombstones"] == 1
+    assert sorted(report["erasure"]["purged_versions"]) == ["v1", "v2.erased"]
+    assert report["erasure"]["purged_staging"] == ["waiting"]
+    assert report["erasure"]["purged_quarantine"] == ["failing/failed_output"]
+    folders["v2"] = Path(lake.clean_version("orders", "v2.erased"))
+    for name, folder in [*folders.items(), ("v3", current_version_dir(lake.root, "orders"))]:
+        assert erased not in pseudonyms(folder), name
+        assert pseudonyms(folder), name  # the others' rows are still there
