@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from transforms.errors import ConsentgateError
 from transforms.lake import Lake, local_path
 
 # This thread's locks: `consentgate run` locks the whole run, then each of its steps.
@@ -33,6 +34,8 @@ _this_thread = threading.local()
 def dataset_lock(lake: Lake, dataset: str, holder: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     """Holds ``dataset``'s lock; ``holder`` (a run id and step, never data) is written in
     the lock file for whoever waits, and ``on_wait`` is told the holder before waiting."""
+    if not dataset or "/" in dataset or dataset.startswith("."):
+        raise ConsentgateError(f"{dataset!r}: not a dataset name")
     if not lake.is_local:
         yield
         return

@@ -39,7 +39,7 @@ from transforms.partitions import partition_columns
 from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.share import as_recipient_pseudonyms
-from transforms.storage import read_text, write_text
+from transforms.storage import delete, read_text, write_text
 from transforms.subjects import normalize_subject, policy_subject
 
 SUBJECT_HASH = "_cg_subject_hash"
@@ -351,6 +351,12 @@ def purge_published(
             purged_list.append(label)
         elif _purge_in_place(spark, folder, keep, f"{folder}.erased"):
             purged_list.append(label)
+        else:
+            continue
+        if purged_list is state.purged_staging:
+            # What was validated is not what is staged now: that run must not publish it
+            # (its publish finds no passed validation, and its report says so).
+            delete(lake.step_state(policy.dataset, run, "validate"))
 
     if has_new:
         for run in list_dirs(spark, lake.quarantine(policy.dataset)):

@@ -493,6 +493,8 @@ class _StrictLoader(yaml.SafeLoader):
         if isinstance(node, yaml.MappingNode):
             seen = set()
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *defaults`: keys written beside it override the merged ones
                 key = self.construct_object(key_node, deep=True)
                 if isinstance(key, str | int | float | bool) and key in seen:
                     raise _DuplicateKey(key, key_node.start_mark)

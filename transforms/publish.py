@@ -27,8 +27,8 @@ from transforms.key_continuity import (
 from transforms.lake import Lake, judged_at_marker, split_export
 from transforms.partitions import partition_columns
 from transforms.policy import Policy
-from transforms.steps import load_step, save_step
-from transforms.storage import read_text, write_text
+from transforms.steps import PUBLISHING, load_step, save_step
+from transforms.storage import read_json, read_text, write_json, write_text
 from transforms.versions import prune_versions
 
 DATABASE = "clean"
@@ -55,19 +55,6 @@ def _free_version(spark: SparkSession, lake: Lake, dataset: str, run_id: str) ->
         attempt += 1
         version = f"{run_id}.{attempt}"
     return version
-
-
-def _moved_by_an_earlier_attempt(spark: SparkSession, lake: Lake, dataset: str, enforce_state: dict) -> str | None:
-    """The version folder an earlier attempt of this run's publish moved the staged output
-    to: the newest ``<run id>[.N]``, if it was judged at this run's ``t``."""
-    run_id = enforce_state["run_id"]
-    found, attempt = None, 1
-    while exists(spark, lake.clean_version(dataset, version := run_id if attempt == 1 else f"{run_id}.{attempt}")):
-        found, attempt = version, attempt + 1
-    if found is None:
-        return None
-    judged_at = read_text(judged_at_marker(lake.clean_version(dataset, found)))
-    return found if judged_at is not None and judged_at.strip() == enforce_state["judged_at"] else None
 
 
 def point_table_at(spark: SparkSession, table: str, location: str) -> None:
@@ -129,6 +116,23 @@ def retire_versions_of_other_keys(spark: SparkSession, lake: Lake, dataset: str,
     return stale
 
 
+def _resume(spark: SparkSession, lake: Lake, dataset: str, run_id: str, current: str | None) -> dict | None:
+    """What an earlier attempt of this publish left to finish, from its intent file: the
+    version it moved the validated output to, whether it logged the disclosure and
+    whether it pointed the table at it. None when there is nothing to take up."""
+    intent = read_json(lake.step_state(dataset, run_id, PUBLISHING))
+    if intent is None or not exists(spark, lake.clean_version(dataset, intent["version"])):
+        return None  # never moved: the staged output, if any, is published as usual
+    if intent.get("pointed") and intent["version"] != current:
+        # Published once and replaced since (rolled back, or a newer run): clearing this
+        # task must not bring it back over a decision taken after it.
+        raise StepStateError(
+            f"run {run_id} published {intent['version']}, which is no longer the current version "
+            f"({current}): a cleared publish does not bring it back; run the DAG again to judge anew"
+        )
+    return intent
+
+
 def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) -> dict:
     started = time.monotonic()
     enforce_state = load_step(lake, policy.dataset, run_id, "enforce")
@@ -136,63 +140,63 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
     if not validation.get("success"):
         raise StepStateError(f"run {run_id} did not pass validation; nothing to publish")
     staged = enforce_state["staging_path"]
-    if validation.get("validated_path") != staged:
-        raise StepStateError(f"{staged}: the validated output is not there to publish")
-    # An earlier attempt of this step may have moved the output into place and stopped
-    # before the table pointed at it (the catalog busy, say): it is taken up from there.
-    moved = None if exists(spark, staged) else _moved_by_an_earlier_attempt(spark, lake, policy.dataset, enforce_state)
-    if moved is None and not exists(spark, staged):
-        raise StepStateError(f"{staged}: the validated output is not there to publish")
-
     previous = current_version(lake, policy.dataset)
-    if previous is not None:
+    # An earlier attempt may have moved the output into clean/ and stopped before the
+    # table pointed at it (the catalog busy, say), or after (pruning failed): taken up.
+    resumed = None if exists(spark, staged) else _resume(spark, lake, policy.dataset, run_id, previous)
+    if validation.get("validated_path") != staged or (resumed is None and not exists(spark, staged)):
+        raise StepStateError(f"{staged}: the validated output is not there to publish")
+    intent_path = lake.step_state(policy.dataset, run_id, PUBLISHING)
+    version = resumed["version"] if resumed else _free_version(spark, lake, policy.dataset, run_id)
+    target = lake.clean_version(policy.dataset, version)
+    output = target if resumed else staged
+
+    if previous is not None and previous != version:
         # An older judgement would bring back rows whose consent was withdrawn since.
         current_t = read_text(judged_at_marker(lake.clean_version(policy.dataset, previous)))
         if current_t is not None and current_t.strip() > enforce_state["judged_at"]:
             # Never to be published, and it may hold customers who withdrew since: the
-            # counts stay in the report, the rows go.
-            remove(spark, staged)
+            # counts stay in the report, the rows go (a moved output was never pointed at).
+            remove(spark, output)
             remove(spark, lake.staged_ledger(policy.dataset, run_id))
-            if moved is not None:
-                remove(spark, lake.clean_version(policy.dataset, moved))
             raise Superseded(
                 f"run {run_id} was judged at {enforce_state['judged_at']}, before the current version "
                 f"{previous} ({current_t.strip()}): an older judgement is not published",
                 current_version=previous,
             )
         check_publishable_keys(
-            read_keys_marker(staged if moved is None else lake.clean_version(policy.dataset, moved)),
+            read_keys_marker(output),
             recorded_keys(lake, policy.dataset, lake.clean_version(policy.dataset, previous), previous),
             enforce_state.get("key_rotation") or {},
             staged,
         )
-    version = moved or _free_version(spark, lake, policy.dataset, run_id)
-    target = lake.clean_version(policy.dataset, version)
-    disclosure = None
-    if policy.is_share:
-        from transforms.share import record_disclosure, recorded_disclosure
+    intent = resumed or {"version": version, "previous": previous, "disclosure": None, "pointed": False}
+    write_json(intent_path, intent)
+    if policy.is_share and intent["disclosure"] is None:
+        from transforms.share import record_disclosure
 
         # Logged before the export is made available: a disclosure is never unrecorded.
-        if moved is None or (disclosure := recorded_disclosure(lake, policy, enforce_state, version)) is None:
-            disclosure = record_disclosure(lake, policy, enforce_state, version, target)
-    if moved is None:
+        intent["disclosure"] = record_disclosure(lake, policy, enforce_state, version, target)
+        write_json(intent_path, intent)
+    if not resumed:
         move(spark, staged, target)
     publish_ledger(spark, lake, policy.dataset, run_id, version)
     repoint_current(spark, lake, policy.dataset, version)
+    write_json(intent_path, {**intent, "pointed": True})
     retired = retire_versions_of_other_keys(spark, lake, policy.dataset, version)
     pruned = prune_versions(spark, lake, policy.dataset, version, policy.keep_versions)
     state = {
         "ok": True,
         "published": True,
         "version": version,
-        "previous_version": previous,
+        "previous_version": intent["previous"],
         "published_path": target,
         "retired_versions": retired,
         "removed_versions": pruned,
         "table": None if policy.is_share else table_name(policy.dataset),
         "seconds": round(time.monotonic() - started, 3),
     }
-    if disclosure is not None:
-        state["disclosure"] = disclosure
+    if intent["disclosure"] is not None:
+        state["disclosure"] = intent["disclosure"]
     save_step(lake, policy.dataset, run_id, "publish", state)
     return state

@@ -9,7 +9,6 @@ pseudonyms, the same chain maps an erased subject to its pseudonym in every expo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -19,7 +18,7 @@ from transforms.keys import SecretKey, recipient_key
 from transforms.lake import Lake
 from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
-from transforms.storage import append_audit_line, read_text
+from transforms.storage import append_audit_line
 
 
 @dataclass(frozen=True)
@@ -54,21 +53,6 @@ def as_recipient_pseudonyms(
     """``hashes`` (our pseudonyms under ``key``, in ``column``) as the share's recipient sees them."""
     outer = recipient_pseudonymizer(spark, key, policy)
     return outer.attach(hashes).select(outer.hmac_hex(F.col(column)).alias(column))
-
-
-def recorded_disclosure(lake: Lake, policy: Policy, enforce_state: dict, version: str) -> dict | None:
-    """The disclosure log's line for this run's export as ``version``, if one was written."""
-    wanted = {
-        "export": policy.dataset,
-        "version": version,
-        "run_id": enforce_state["run_id"],
-        "judged_at": enforce_state["judged_at"],
-    }
-    for line in reversed((read_text(lake.disclosure_log) or "").splitlines()):
-        entry = json.loads(line)
-        if all(entry.get(key) == value for key, value in wanted.items()):
-            return entry
-    return None
 
 
 def record_disclosure(lake: Lake, policy: Policy, enforce_state: dict, version: str, path: str) -> dict:

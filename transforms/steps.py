@@ -8,6 +8,9 @@ from transforms.lake import Lake
 from transforms.storage import delete, read_json, write_json
 
 STEPS = ("enforce", "validate", "publish")
+# What a publish has done so far (its version, disclosure, whether the table points at
+# it), kept across its retries so a retry finishes it; a new enforce or validate forgets it.
+PUBLISHING = "publishing"
 
 
 def load_step(lake: Lake, dataset: str, run_id: str, step: str, required: bool = True) -> dict | None:
@@ -27,6 +30,8 @@ def start_step(lake: Lake, dataset: str, run_id: str, step: str) -> None:
     so a retried or cleared run never reports a stale result as its own."""
     for later in STEPS[STEPS.index(step) :]:
         delete(lake.step_state(dataset, run_id, later))
+    if step != "publish":
+        delete(lake.step_state(dataset, run_id, PUBLISHING))
 
 
 def record_failure(lake: Lake, dataset: str, run_id: str, step: str, message: str, **fields) -> None:

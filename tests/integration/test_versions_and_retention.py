@@ -216,14 +216,24 @@ def test_a_publish_that_stopped_after_moving_the_output_is_taken_up_by_its_retry
         assert "day5.2" not in versions(lake)
         assert partitioned_rows(str(current_version_dir(lake.root, "orders"))) == staged_rows
         assert table_folder(spark).name == "day5"
+    # Once another version is made current (a rollback here), clearing the publish again
+    # does not bring day5 back over that decision.
+    other = next(v for v in versions(lake) if v != "day5")
+    assert main(["rollback", "--dataset", "orders", "--lake", lake.root, "--to", other, "--reason", "INC-9"]) == 0
+    capsys.readouterr()
+    assert main(["publish", *common]) == 2
+    assert capsys.readouterr().err == (
+        f"consentgate: run day5 published day5, which is no longer the current version ({other}): a cleared "
+        "publish does not bring it back; run the DAG again to judge anew\n"
+    )
+    assert current_version_dir(lake.root, "orders").name == other and "day5" in versions(lake)
 
 
 def test_a_changed_policy_judges_every_period_again(spark, lake, policy_file, tmp_path):
     """Reusing a period made under another rule would publish it under the old policy."""
-    pointer = Path(lake.current_pointer("orders"))
-    if not pointer.exists():  # run alone: a version to be incremental over
-        run(lake, policy_file, "day6")
-    current = pointer.read_text().strip()
+    run(lake, policy_file, "day6")  # a current version with a ledger, whatever ran before
+    current = Path(lake.current_pointer("orders")).read_text().strip()
+    assert current == "day6"
     masked = tmp_path / "orders.yml"
     rule = ("  zip_code:\n    consented: keep", "  zip_code:\n    consented: mask:2")
     masked.write_text(policy_file.read_text().replace(*rule))
@@ -295,6 +305,7 @@ def test_an_erasure_reaches_every_retained_staged_and_failed_output(spark, purge
     run(lake, policy_file, "v2", "2026-11-27")
     staged_args = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-27"]
     assert main(["enforce", *staged_args, "--run-id", "waiting"]) == 0
+    assert main(["validate", *staged_args, "--run-id", "waiting"]) == 0
     assert main(["enforce", *staged_args, "--run-id", "failing"]) == 0
     state_path = Path(lake.step_state("orders", "failing", "enforce"))
     state = json.loads(state_path.read_text())
@@ -323,6 +334,9 @@ def test_an_erasure_reaches_every_retained_staged_and_failed_output(spark, purge
     assert sorted(report["erasure"]["purged_versions"]) == ["v1", "v2.erased"]
     assert report["erasure"]["purged_staging"] == ["waiting"]
     assert report["erasure"]["purged_quarantine"] == ["failing/failed_output"]
+    # What "waiting" validated is not what it holds now: it cannot publish without validating again.
+    assert not Path(lake.step_state("orders", "waiting", "validate")).exists()
+    assert main(["publish", *staged_args, "--run-id", "waiting"]) == 2
     folders["v2"] = Path(lake.clean_version("orders", "v2.erased"))
     for name, folder in [*folders.items(), ("v3", current_version_dir(lake.root, "orders"))]:
         assert erased not in pseudonyms(folder), name

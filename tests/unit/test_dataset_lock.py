@@ -8,8 +8,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.conftest import REPO
 from transforms.dataset_lock import dataset_lock
+from transforms.errors import ConsentgateError
 from transforms.lake import Lake
 
 TAKE_AND_REPORT = textwrap.dedent(
@@ -83,3 +86,11 @@ def test_a_remote_lake_is_not_locked_here(monkeypatch):
     with dataset_lock(Lake.at("s3a://bucket/lake"), "orders", "run-g enforce", on_wait=entered.append):
         entered.append("inside")
     assert entered == ["inside"]
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "../orders", ".hidden"])
+def test_a_name_that_is_not_a_dataset_takes_no_lock(tmp_path, name):
+    with pytest.raises(ConsentgateError, match="not a dataset name"):
+        with dataset_lock(Lake.at(str(tmp_path)), name, "rollback rollback"):
+            pass
+    assert not (tmp_path / "locks").exists()

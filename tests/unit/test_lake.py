@@ -4,13 +4,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from tests.conftest import REPO
 from transforms.airflow_dag import consentgate_run_id
 from transforms.errors import ConsentgateError
 from transforms.lake import Lake, check_run_id, judgement_instant, parse_run_date
-from transforms.policy import load_policy
-from transforms.share import recorded_disclosure
-from transforms.storage import append_audit_line
 
 
 def test_run_judges_at_the_end_of_its_run_date_in_utc():
@@ -50,16 +46,3 @@ def test_a_share_is_handed_over_under_exports_and_logged_lake_wide(tmp_path):
     assert lake.staging_data(name, "s1") == f"{tmp_path}/staging/orders-to-acme_ads/s1/data"
     assert lake.current_pointer("orders") == f"{tmp_path}/clean/orders/CURRENT"
     assert lake.disclosure_log == f"{tmp_path}/reports/disclosures.jsonl"
-
-
-def test_a_resumed_publish_finds_its_own_disclosure_line_and_no_other(tmp_path):
-    lake = Lake.at(str(tmp_path))
-    share = load_policy(REPO / "dags" / "policies" / "orders_to_acme_ads.yml")
-    ours = {"run_id": "r2", "judged_at": "2026-11-29T00:00:00+00:00"}
-    line = {"export": share.dataset, "version": "r2", **ours}
-    append_audit_line(lake.disclosure_log, {**line, "judged_at": "2026-11-28T00:00:00+00:00"})  # an older r2, pruned
-    written = append_audit_line(lake.disclosure_log, {**line, "rows": 7})
-    append_audit_line(lake.disclosure_log, {**line, "export": "customers-to-acme_ads"})
-    assert recorded_disclosure(lake, share, ours, "r2") == written
-    assert recorded_disclosure(lake, share, ours, "r2.2") is None
-    assert recorded_disclosure(lake, share, {**ours, "run_id": "r3"}, "r2") is None

@@ -106,6 +106,15 @@ def test_a_key_given_twice_is_refused_rather_than_the_last_one_winning(tmp_path)
         load_policy(write(tmp_path, "on_no_consent: drop\non_no_consent: anonymize\n" + BASE))
 
 
+def test_merge_keys_still_share_rules_and_override_them(tmp_path):
+    text = BASE.replace("  ordered_at: keep\n", "  ordered_at: &kept {rule: keep, category: none}\n")
+    text += "  channel: {<<: *kept, note: Web or app.}\n  amount: {<<: *kept, rule: drop}\n"
+    policy = load_policy(write(tmp_path, text))
+    rules = {c.name: (c.consented.text, c.anonymized.text, c.note) for c in policy.columns}
+    assert rules["channel"] == ("keep", "keep", "Web or app.")
+    assert rules["amount"] == ("drop", "drop", "")
+
+
 def test_subject_key_must_stay_matchable_for_erasure(tmp_path):
     text = BASE.replace("customer_id: {consented: pseudonymize, anonymized: drop}", "customer_id: {consented: mask}")
     with pytest.raises(PolicyError, match="columns.customer_id: the subject key may only be kept, pseudonymised"):
