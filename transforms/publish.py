@@ -116,21 +116,29 @@ def retire_versions_of_other_keys(spark: SparkSession, lake: Lake, dataset: str,
     return stale
 
 
-def _resume(spark: SparkSession, lake: Lake, dataset: str, run_id: str, current: str | None) -> dict | None:
-    """What an earlier attempt of this publish left to finish, from its intent file: the
-    version it moved the validated output to, whether it logged the disclosure and
-    whether it pointed the table at it. None when there is nothing to take up."""
+def _earlier_attempt(
+    spark: SparkSession, lake: Lake, dataset: str, run_id: str, staged_exists: bool, current: str | None
+) -> tuple[dict | None, bool]:
+    """What an earlier attempt of this publish recorded in its intent file, and whether it
+    moved the output already: ``(intent, moved)``; ``(None, False)`` when there is none.
+
+    A move that never happened keeps the attempt's version and disclosure line (so the
+    retry logs no second one); a moved output is taken up from clean/. An attempt that
+    may have pointed the table at its version, which is not current now (rolled back,
+    replaced by a newer run, renamed by an erasure purge), stops: clearing a publish must
+    not bring a version back over what was decided after it."""
     intent = read_json(lake.step_state(dataset, run_id, PUBLISHING))
-    if intent is None or not exists(spark, lake.clean_version(dataset, intent["version"])):
-        return None  # never moved: the staged output, if any, is published as usual
+    if intent is None:
+        return None, False
     if intent.get("pointed") and intent["version"] != current:
-        # Published once and replaced since (rolled back, or a newer run): clearing this
-        # task must not bring it back over a decision taken after it.
         raise StepStateError(
-            f"run {run_id} published {intent['version']}, which is no longer the current version "
-            f"({current}): a cleared publish does not bring it back; run the DAG again to judge anew"
+            f"run {run_id} published {intent['version']} (or was stopped while doing so), which is not the "
+            f"current version ({current}): a cleared publish does not bring it back; run the DAG again to judge anew"
         )
-    return intent
+    moved = exists(spark, lake.clean_version(dataset, intent["version"]))
+    if moved or staged_exists:
+        return intent, moved
+    return None, False
 
 
 def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) -> dict:
@@ -141,22 +149,24 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
         raise StepStateError(f"run {run_id} did not pass validation; nothing to publish")
     staged = enforce_state["staging_path"]
     previous = current_version(lake, policy.dataset)
-    # An earlier attempt may have moved the output into clean/ and stopped before the
-    # table pointed at it (the catalog busy, say), or after (pruning failed): taken up.
-    resumed = None if exists(spark, staged) else _resume(spark, lake, policy.dataset, run_id, previous)
-    if validation.get("validated_path") != staged or (resumed is None and not exists(spark, staged)):
+    staged_exists = exists(spark, staged)
+    # An earlier attempt may have stopped before the move, between the move and the
+    # swap (the catalog busy, say) or after the swap (pruning failed): it is finished.
+    earlier, moved = _earlier_attempt(spark, lake, policy.dataset, run_id, staged_exists, previous)
+    if validation.get("validated_path") != staged or not (staged_exists or moved):
         raise StepStateError(f"{staged}: the validated output is not there to publish")
     intent_path = lake.step_state(policy.dataset, run_id, PUBLISHING)
-    version = resumed["version"] if resumed else _free_version(spark, lake, policy.dataset, run_id)
+    version = earlier["version"] if earlier else _free_version(spark, lake, policy.dataset, run_id)
     target = lake.clean_version(policy.dataset, version)
-    output = target if resumed else staged
+    output = target if moved else staged
 
     if previous is not None and previous != version:
         # An older judgement would bring back rows whose consent was withdrawn since.
         current_t = read_text(judged_at_marker(lake.clean_version(policy.dataset, previous)))
         if current_t is not None and current_t.strip() > enforce_state["judged_at"]:
             # Never to be published, and it may hold customers who withdrew since: the
-            # counts stay in the report, the rows go (a moved output was never pointed at).
+            # counts stay in the report, the rows go (a moved output was never current:
+            # one that may have been stopped in _earlier_attempt).
             remove(spark, output)
             remove(spark, lake.staged_ledger(policy.dataset, run_id))
             raise Superseded(
@@ -170,7 +180,7 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
             enforce_state.get("key_rotation") or {},
             staged,
         )
-    intent = resumed or {"version": version, "previous": previous, "disclosure": None, "pointed": False}
+    intent = earlier or {"version": version, "previous": previous, "disclosure": None, "pointed": False}
     write_json(intent_path, intent)
     if policy.is_share and intent["disclosure"] is None:
         from transforms.share import record_disclosure
@@ -178,11 +188,18 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
         # Logged before the export is made available: a disclosure is never unrecorded.
         intent["disclosure"] = record_disclosure(lake, policy, enforce_state, version, target)
         write_json(intent_path, intent)
-    if not resumed:
+    if not moved:
         move(spark, staged, target)
-    publish_ledger(spark, lake, policy.dataset, run_id, version)
-    repoint_current(spark, lake, policy.dataset, version)
+    # Recorded before the swap: a job killed during it must not leave a retry free to
+    # undo it later. A swap that failed (and left CURRENT as it was) is recorded undone.
     write_json(intent_path, {**intent, "pointed": True})
+    try:
+        publish_ledger(spark, lake, policy.dataset, run_id, version)
+        repoint_current(spark, lake, policy.dataset, version)
+    except BaseException:
+        if current_version(lake, policy.dataset) != version:
+            write_json(intent_path, {**intent, "pointed": False})
+        raise
     retired = retire_versions_of_other_keys(spark, lake, policy.dataset, version)
     pruned = prune_versions(spark, lake, policy.dataset, version, policy.keep_versions)
     state = {

@@ -9,7 +9,7 @@ from transforms.storage import delete, read_json, write_json
 
 STEPS = ("enforce", "validate", "publish")
 # What a publish has done so far (its version, disclosure, whether the table points at
-# it), kept across its retries so a retry finishes it; a new enforce or validate forgets it.
+# it), kept across its retries so a retry finishes it; a new enforce forgets it.
 PUBLISHING = "publishing"
 
 
@@ -30,7 +30,7 @@ def start_step(lake: Lake, dataset: str, run_id: str, step: str) -> None:
     so a retried or cleared run never reports a stale result as its own."""
     for later in STEPS[STEPS.index(step) :]:
         delete(lake.step_state(dataset, run_id, later))
-    if step != "publish":
+    if step == "enforce":  # a new output: whatever an earlier one's publish did is moot
         delete(lake.step_state(dataset, run_id, PUBLISHING))
 
 

@@ -131,7 +131,9 @@ def restrict_to_owner(path: str) -> None:
 
 def _unlink_into_private_copy(file: str) -> None:
     copy = f"{file}.private"
-    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a crash's leftover is overwritten
+    if os.path.lexists(copy):
+        os.unlink(copy)  # a crash's leftover (never written through: it may be a link too)
+    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out, open(file, "rb") as source:
         shutil.copyfileobj(source, out)
     os.replace(copy, file)

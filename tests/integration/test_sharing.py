@@ -233,3 +233,27 @@ def test_erasure_and_withdrawal_reach_the_export_already_made(spark, lake):
     assert report["counts"]["withdrawn"]["dropped"] == first["counts"]["withdrawn"]["dropped"] + len(leaving) - 2
     assert disclosures(lake)[-1]["rows"] == len(before) - len(leaving)
     assert disclosures(lake)[-1]["version"] == "s2"
+
+
+def test_a_share_retried_after_a_failed_move_logs_its_disclosure_once(lake, monkeypatch):
+    """The disclosure is logged before the export is made available; a retry of a publish
+    that stopped after logging it goes on with that line rather than writing a second."""
+    import transforms.publish as publish
+
+    common = ["--policy", str(ACME_POLICY), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "retried"]
+    assert main(["enforce", *common]) == 0 and main(["validate", *common]) == 0
+    logged_before = len(disclosures(lake)) if Path(lake.disclosure_log).exists() else 0  # 0 when run alone
+    real_move = publish.move
+
+    def fails(*args):
+        raise OSError("no space left")
+
+    monkeypatch.setattr(publish, "move", fails)
+    assert main(["publish", *common]) == 1
+    assert len(disclosures(lake)) == logged_before + 1  # logged before the move was tried
+    monkeypatch.setattr(publish, "move", real_move)
+    assert main(["publish", *common]) == 0
+    assert len(disclosures(lake)) == logged_before + 1
+    [line] = [d for d in disclosures(lake) if d["run_id"] == "retried"]
+    published = json.loads(Path(lake.step_state("orders-to-acme_ads", "retried", "publish")).read_text())
+    assert published["disclosure"] == line and line["version"] == published["version"] == "retried"

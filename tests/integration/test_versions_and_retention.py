@@ -187,16 +187,26 @@ def test_a_step_waits_while_another_holds_the_datasets_lock(spark, lake, policy_
 def test_a_publish_that_stopped_after_moving_the_output_is_taken_up_by_its_retry(
     spark, lake, policy_file, monkeypatch, capsys
 ):
-    """The move into clean/ is done, the catalog swap is not (the metastore busy, say): the
-    retry finishes from the moved folder rather than finding nothing staged to publish."""
+    """Stopped before the move, then after it (the metastore busy, say): each retry goes on
+    from where the last stopped, with the version the first attempt chose."""
+    pointer = Path(lake.current_pointer("orders"))
+    if not pointer.exists():  # run alone: a version to roll back to at the end
+        run(lake, policy_file, "day0", "2026-11-27")
     common = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "day5"]
     assert main(["enforce", *common]) == 0 and main(["validate", *common]) == 0
-    pointer = Path(lake.current_pointer("orders"))
-    before = pointer.read_text() if pointer.exists() else None  # none when run alone
+    before = pointer.read_text()
     staged_rows = partitioned_rows(lake.staging_data("orders", "day5"))
     import transforms.publish as publish
 
-    swap = publish.repoint_current
+    real_move, swap = publish.move, publish.repoint_current
+
+    def disk_full(*args):
+        raise OSError("no space left")
+
+    monkeypatch.setattr(publish, "move", disk_full)
+    assert main(["publish", *common]) == 1
+    assert json.loads(Path(lake.step_state("orders", "day5", "publishing")).read_text())["version"] == "day5"
+    monkeypatch.setattr(publish, "move", real_move)
 
     def busy_catalog(*args):
         raise RuntimeError("the metastore is busy")
@@ -205,8 +215,9 @@ def test_a_publish_that_stopped_after_moving_the_output_is_taken_up_by_its_retry
     capsys.readouterr()
     assert main(["publish", *common]) == 1
     assert "internal error: RuntimeError" in capsys.readouterr().err
-    assert (pointer.read_text() if pointer.exists() else None) == before
+    assert pointer.read_text() == before
     assert not Path(lake.staging_data("orders", "day5")).exists()  # moved into clean/ already
+    assert json.loads(Path(lake.step_state("orders", "day5", "publishing")).read_text())["pointed"] is False
     monkeypatch.setattr(publish, "repoint_current", swap)
     for attempt in ("retry", "cleared after success"):
         assert main(["publish", *common]) == 0, attempt
@@ -223,8 +234,8 @@ def test_a_publish_that_stopped_after_moving_the_output_is_taken_up_by_its_retry
     capsys.readouterr()
     assert main(["publish", *common]) == 2
     assert capsys.readouterr().err == (
-        f"consentgate: run day5 published day5, which is no longer the current version ({other}): a cleared "
-        "publish does not bring it back; run the DAG again to judge anew\n"
+        f"consentgate: run day5 published day5 (or was stopped while doing so), which is not the current version "
+        f"({other}): a cleared publish does not bring it back; run the DAG again to judge anew\n"
     )
     assert current_version_dir(lake.root, "orders").name == other and "day5" in versions(lake)
 
