@@ -5,8 +5,9 @@ A policy that does not load is one finding (the loader's own message). A policy 
 loads is also checked for what the loader accepts but a privacy officer would not:
 a published column that does not say what it holds, personal data kept as it is with no
 note saying why, a column named like personal data declared ``category: none``, two
-policies for one dataset or one DAG id. With a local lake, the declared columns are checked against
-the source's schema as the enforce job would check them (read by pyarrow, no Spark).
+policies for one dataset or one DAG id, policies that normalise subject keys
+differently. With a local lake, the declared columns are checked against the source's
+schema as the enforce job would check them (read by pyarrow, no Spark).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def lint(paths: list[str], lake_root: str | None = None) -> tuple[int, list[Find
     findings: list[Finding] = []
     seen: dict[str, str] = {}
     dag_ids: dict[str, str] = {}
+    normalizations: dict[tuple[str, ...], str] = {}
     for file in files:
         try:
             policy = load_policy(file)
@@ -100,6 +102,19 @@ def lint(paths: list[str], lake_root: str | None = None) -> tuple[int, list[Find
             findings.append(
                 Finding(policy.path, where, f"DAG id {policy.dag_id!r} is also that of {dag_ids[policy.dag_id]}")
             )
+        normalization = tuple(step.value for step in policy.subject_key_normalize)
+        if normalizations and normalization not in normalizations:
+            # Tombstones hash keys as their dataset normalised them; the runs would stop.
+            other, other_path = next(iter(normalizations.items()))
+            findings.append(
+                Finding(
+                    policy.path,
+                    "subject_key_normalize",
+                    f"[{', '.join(normalization)}] differs from [{', '.join(other)}] of {other_path}: the datasets "
+                    "of one lake share erasure tombstones, so their runs would stop",
+                )
+            )
+        normalizations.setdefault(normalization, policy.path)
         seen.setdefault(policy.dataset, policy.path)
         dag_ids.setdefault(policy.dag_id, policy.path)
         findings.extend(column_findings(policy))

@@ -157,6 +157,18 @@ def test_two_shares_whose_dags_would_share_an_id_are_a_finding(tmp_path, capsys)
     )
 
 
+def test_policies_that_normalise_subject_keys_differently_are_a_finding(tmp_path, capsys):
+    (tmp_path / "a.yml").write_text(SHARE.format(dataset="a", recipient="b"))
+    (tmp_path / "c.yml").write_text(SHARE.format(dataset="c", recipient="d") + "subject_key_normalize: [lower]\n")
+    assert lint(capsys, tmp_path) == (
+        2,
+        [
+            f"{tmp_path}/c.yml: subject_key_normalize: [lower] differs from [] of {tmp_path}/a.yml: the datasets "
+            "of one lake share erasure tombstones, so their runs would stop"
+        ],
+    )
+
+
 def test_the_register_lists_each_share_as_a_disclosure_and_the_datasets_recipients(monkeypatch):
     monkeypatch.chdir(REPO)
     markdown = render("dags/policies")["register.md"]
