@@ -237,8 +237,10 @@ def build_dag(policy_path: str | Path, lake_root: str, start_date: datetime | No
     lake = Lake.at(lake_root)
     python = os.environ.get("CONSENTGATE_PYSPARK_PYTHON", sys.executable)
     # A remote lake has no lock of its own (transforms/dataset_lock.py): a pool of one slot
-    # keeps the steps of a backfill's runs and the scheduled ones from overlapping.
-    pool = {"pool": os.environ["CONSENTGATE_POOL"]} if os.environ.get("CONSENTGATE_POOL") else {}
+    # keeps the steps of a backfill's runs and the scheduled ones from overlapping;
+    # `{dataset}` in the name gives each dataset a pool of its own.
+    named = os.environ.get("CONSENTGATE_POOL")
+    pool = {"pool": named.replace("{dataset}", policy.dataset)} if named else {}
     common_args = ["--policy", str(Path(policy_path).resolve()), "--lake", lake.root, "--run-id", RUN_ID]
     dag = DAG(
         dag_id=policy.dag_id,

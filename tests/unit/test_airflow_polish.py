@@ -179,3 +179,5 @@ def test_the_spark_steps_take_the_pool_named_for_a_remote_lake(tmp_path, monkeyp
         "publish": "consentgate_orders",
         "report": "default_pool",
     }
+    monkeypatch.setenv("CONSENTGATE_POOL", "consentgate_{dataset}")
+    assert build_dag(ORDERS_POLICY, "s3a://bucket/lake").get_task("publish").pool == "consentgate_orders"
