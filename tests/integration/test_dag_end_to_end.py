@@ -89,6 +89,12 @@ def dag_run_state(airflow_home: Path, dag_id: str) -> str | None:
     return row[0] if row else None
 
 
+def task_states(airflow_home: Path, run_id: str) -> dict[str, str]:
+    with sqlite3.connect(airflow_home / "airflow.db", timeout=10) as db:
+        rows = db.execute("select task_id, state from task_instance where run_id = ?", (run_id,)).fetchall()
+    return dict(rows)
+
+
 def is_serialized(airflow_home: Path, dag_id: str) -> bool:
     row = query(airflow_home, "select count(*) from serialized_dag where dag_id = ?", dag_id)
     return bool(row and row[0])
@@ -307,13 +313,32 @@ def test_the_dag_on_a_standalone_cluster_publishes_what_local_mode_and_the_refer
             assert dag_run["data_interval_end"].startswith(LOGICAL_DATE)
             finished = ("success", "failed")
             wait_for(lambda: dag_run_state(airflow_home, "privacy_orders") in finished, 600, "the DAG run to finish")
+            assert dag_run_state(airflow_home, "privacy_orders") == "success", log.read_text()[-3000:]
+            current = (Path(dag_lake.root) / "clean" / "orders" / "CURRENT").read_text()
+            # A backfill of the day before, under the real scheduler: judged, validated and
+            # reported, its publish skipped (an older judgement), and the DAG run succeeds.
+            older = trigger(env, "privacy_orders", "2026-11-28T00:00:00+00:00")
+            wait_for(lambda: dag_run_state(airflow_home, "privacy_orders") in finished, 600, "the older run to finish")
     assert dag_run_state(airflow_home, "privacy_orders") == "success", log.read_text()[-3000:]
+    assert task_states(airflow_home, older["dag_run_id"]) == {
+        "enforce": "success",
+        "validate": "success",
+        "publish": "skipped",
+        "report": "success",
+    }
+    assert (Path(dag_lake.root) / "clean" / "orders" / "CURRENT").read_text() == current
     # The tasks ran on the cluster: its worker started an executor for each Spark step.
-    assert len(list(worker_dir.glob("app-*"))) == 3
+    assert len(list(worker_dir.glob("app-*"))) == 6
 
-    reports = list(Path(dag_lake.root, "reports", "orders").glob("*.json"))
-    assert len(reports) == 1
-    report = json.loads(reports[0].read_text())
+    reports = {
+        json.loads(p.read_text())["run_date"]: json.loads(p.read_text())
+        for p in Path(dag_lake.root, "reports", "orders").glob("*.json")
+    }
+    assert sorted(reports) == ["2026-11-27", RUN_DATE.isoformat()]
+    superseded = reports["2026-11-27"]
+    assert superseded["published"] is False and superseded["superseded_by"] == current.strip()
+    assert superseded["rows_in"] == len(expected_reasons(dag_lake.root, date(2026, 11, 27)))
+    report = reports[RUN_DATE.isoformat()]
     assert report["run_date"] == RUN_DATE.isoformat()
     assert report["published"] is True
     expected = expected_reasons(dag_lake.root, RUN_DATE)
