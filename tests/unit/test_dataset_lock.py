@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -43,6 +44,9 @@ def test_a_second_process_waits_for_the_holder_and_is_told_who_holds_it(tmp_path
     with dataset_lock(lake, "orders", "run-a publish"):
         other = _start(lake.root)
         assert other.stdout.readline() == "waiting for run-a publish\n"
+        # And it keeps waiting: a second's silence, and the lock file still names run-a.
+        assert select.select([other.stdout], [], [], 1.0)[0] == []
+        assert (tmp_path / "locks" / "orders.lock").read_text() == "run-a publish"
         other_dataset = []
         with dataset_lock(lake, "customers", "run-c enforce", on_wait=other_dataset.append):
             assert other_dataset == []  # datasets do not wait for each other
