@@ -123,3 +123,13 @@ def personal_values_in(text: str, rows: list[dict], columns: tuple[str, ...]) ->
     """How many of the rows' personal values appear in ``text``: a count, so that a
     failing test prints no value (nor the text) itself."""
     return sum(1 for row in rows for column in columns if row[column] and row[column] in text)
+
+
+def pseudonym(subject: str) -> str:
+    """The test key's pseudonym of a (normalised) subject key, computed with Python's hmac."""
+    import hashlib
+    import hmac
+
+    from tests.conftest import TEST_KEY
+
+    return hmac.new(TEST_KEY.encode(), subject.encode(), hashlib.sha256).hexdigest()

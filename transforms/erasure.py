@@ -49,11 +49,6 @@ NORMALIZATION = "subject_key_normalize"
 TOMBSTONE_COLUMNS = f"{SUBJECT_HASH} string, erased_at timestamp, {KEY_FINGERPRINT} string, {NORMALIZATION} string"
 
 
-def normalization_of(policy: Policy) -> str:
-    """How the policy normalises subject keys beyond trimming and NFC, as tombstones record it."""
-    return ",".join(step.value for step in policy.subject_key_normalize)
-
-
 def with_subject_hash(rows: DataFrame, pseudonymizer: Pseudonymizer, subject: str = SUBJECT) -> DataFrame:
     """Adds the keyed pseudonym of the normalised subject (rows must carry the pads)."""
     return rows.withColumn(SUBJECT_HASH, pseudonymizer.hmac_hex(F.col(subject)))
@@ -98,7 +93,7 @@ def _require_same_normalization(lake: Lake, policy: Policy, recorded: set[str | 
     normalisation (``Ann-01`` against ``ann-01``) the subject's rows would not match it
     and, once the request log is purged, would be published again. (Tombstones written
     before they recorded it have none, and are matched as they are.)"""
-    own = normalization_of(policy)
+    own = policy.normalization
     other = sorted(n for n in recorded if n is not None and n != own)
     if other:
         raise PolicyError(
@@ -348,11 +343,9 @@ def purge_published(
             continue
         if keep is None:
             remove(spark, folder)
-            purged_list.append(label)
-        elif _purge_in_place(spark, folder, keep, f"{folder}.erased"):
-            purged_list.append(label)
-        else:
+        elif not _purge_in_place(spark, folder, keep, f"{folder}.erased"):
             continue
+        purged_list.append(label)
         if purged_list is state.purged_staging:
             # What was validated is not what is staged now: that run must not publish it
             # (its publish finds no passed validation, and its report says so).
@@ -370,7 +363,7 @@ def record_tombstones(lake: Lake, policy: Policy, state: ErasureState, fingerpri
         SUBJECT_HASH,
         "erased_at",
         F.lit(fingerprint).alias(KEY_FINGERPRINT),
-        F.lit(normalization_of(policy)).alias(NORMALIZATION),
+        F.lit(policy.normalization).alias(NORMALIZATION),
     )
     if state.new_count:
         # One file per run rather than one per shuffle partition: a year of daily runs

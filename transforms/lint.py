@@ -86,7 +86,7 @@ def lint(paths: list[str], lake_root: str | None = None) -> tuple[int, list[Find
     findings: list[Finding] = []
     seen: dict[str, str] = {}
     dag_ids: dict[str, str] = {}
-    normalizations: dict[tuple[str, ...], str] = {}
+    normalizations: dict[str, str] = {}
     for file in files:
         try:
             policy = load_policy(file)
@@ -102,19 +102,18 @@ def lint(paths: list[str], lake_root: str | None = None) -> tuple[int, list[Find
             findings.append(
                 Finding(policy.path, where, f"DAG id {policy.dag_id!r} is also that of {dag_ids[policy.dag_id]}")
             )
-        normalization = tuple(step.value for step in policy.subject_key_normalize)
-        if normalizations and normalization not in normalizations:
+        if normalizations and policy.normalization not in normalizations:
             # Tombstones hash keys as their dataset normalised them; the runs would stop.
             other, other_path = next(iter(normalizations.items()))
             findings.append(
                 Finding(
                     policy.path,
                     "subject_key_normalize",
-                    f"[{', '.join(normalization)}] differs from [{', '.join(other)}] of {other_path}: the datasets "
+                    f"[{policy.normalization}] differs from [{other}] of {other_path}: the datasets "
                     "of one lake share erasure tombstones, so their runs would stop",
                 )
             )
-        normalizations.setdefault(normalization, policy.path)
+        normalizations.setdefault(policy.normalization, policy.path)
         seen.setdefault(policy.dataset, policy.path)
         dag_ids.setdefault(policy.dag_id, policy.path)
         findings.extend(column_findings(policy))

@@ -147,6 +147,12 @@ class Policy:
         return None if self.partition_by is None else f"{self.event_time}_{self.partition_by}"
 
     @property
+    def normalization(self) -> str:
+        """How subject keys are normalised beyond trimming and NFC, as one label (empty,
+        or ``lower``): what erasure tombstones record, and what lint compares."""
+        return ",".join(step.value for step in self.subject_key_normalize)
+
+    @property
     def is_share(self) -> bool:
         return self.kind is PolicyKind.SHARE
 

@@ -5,8 +5,6 @@ subject out after the request log is purged and the subject is ingested again.""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import shutil
 from datetime import date, datetime, timedelta
@@ -16,7 +14,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from tests.conftest import ORDERS_POLICY, REPO, TEST_KEY
-from tests.lakecheck import append_raw, current_version_dir, nothing_cached, partitioned_rows, read_rows
+from tests.lakecheck import append_raw, current_version_dir, nothing_cached, partitioned_rows, pseudonym, read_rows
 from transforms.cli import main
 from transforms.generate import generate_lake
 from transforms.lake import Lake, judgement_instant
@@ -27,10 +25,6 @@ T = judgement_instant(RUN_DATE)
 ERASED, WITHDRAWING, GRANTING = "C9999001", "C9999002", "C9999003"
 ERASED_UNCONSENTED = "C9999004"  # its row is published anonymised, with no key to find it by
 CUSTOMERS_POLICY = REPO / "dags" / "policies" / "customers.yml"
-
-
-def pseudonym(subject: str) -> str:
-    return hmac.new(TEST_KEY.encode(), subject.encode(), hashlib.sha256).hexdigest()
 
 
 def order(order_id: str, customer: str, at: datetime | None) -> tuple:

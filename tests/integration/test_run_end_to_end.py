@@ -23,6 +23,7 @@ from tests.lakecheck import (
     current_version_dir,
     expected_reasons,
     personal_values_in,
+    pseudonym,
     read_rows,
     table_folder,
 )
@@ -173,7 +174,7 @@ def test_a_second_dataset_on_the_same_consent_log_gives_each_customer_the_same_p
 
     def pseudonyms_consented_for(purpose: str) -> set[str]:
         return {
-            hmac.new(TEST_KEY.encode(), c.encode(), hashlib.sha256).hexdigest()
+            pseudonym(c)
             for c in customers
             if reference.consent_reason(reference.deciding_event(events, c, purpose, t), t) == "consented"
         }

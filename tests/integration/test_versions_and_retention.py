@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -17,12 +15,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ORDERS_POLICY, TEST_KEY
+from tests.conftest import ORDERS_POLICY
 from tests.lakecheck import (
     append_raw,
     current_version_dir,
     generated_lake,
     partitioned_rows,
+    pseudonym,
     read_rows,
     table_folder,
 )
@@ -335,7 +334,7 @@ def test_an_erasure_reaches_every_retained_staged_and_failed_output(spark, purge
 
     # A consented customer present in all four, who then asks to be erased.
     raw_ids = {r["customer_id"] for r in read_rows(lake.raw("orders")) if r["customer_id"]}
-    by_pseudonym = {hmac.new(TEST_KEY.encode(), c.encode(), hashlib.sha256).hexdigest(): c for c in raw_ids}
+    by_pseudonym = {pseudonym(c): c for c in raw_ids}
     everywhere = set.intersection(*(pseudonyms(f) for f in folders.values()))
     erased = sorted(everywhere)[0]
     append_raw(spark, lake, "erasure_requests", [(by_pseudonym[erased], datetime(2026, 11, 28, 9, 0, tzinfo=UTC))])
