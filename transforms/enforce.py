@@ -91,6 +91,7 @@ def read_source(spark: SparkSession, lake: Lake, policy: Policy) -> DataFrame:
     path = lake.path(policy.source)
     source = schemas.read_parquet(spark, path)
     check_source_schema(source.schema, policy, path)
+    schemas.require_readable(source, path)
     return source
 
 
@@ -370,15 +371,16 @@ def _write_output(judged: DataFrame, policy: Policy, context: RuleContext, stagi
     return {name: int(value) for name, value in observation.get.items()}
 
 
-def _fingerprinted(counted: dict[str, dict], listed: dict[str, list[int]]) -> dict[str, dict]:
-    """The counted files with the size and modification time listed before they were read.
-    A file listed but not read (written meanwhile) or read but no longer listed gets
-    none: the next run reads it again, or judges again the periods it held."""
-    unknown = [-1, -1]
+def _fingerprinted(counted: dict[str, dict], listed: dict[str, list]) -> dict[str, dict]:
+    """The counted files with the size, modification time and identity listed before they
+    were read. A file listed but not read (written meanwhile) or read but no longer listed
+    gets none: the next run reads it again, or judges again the periods it held."""
+    unknown = [-1, -1, None]
     files = {}
     for name in sorted(set(counted) | set(listed)):
-        size, modified = listed.get(name, unknown) if name in counted else unknown
-        files[name] = {**counted.get(name, {"periods": {}, "unjudgeable": 0}), "size": size, "modified": modified}
+        size, modified, identity = listed.get(name, unknown) if name in counted else unknown
+        fingerprint = {"size": size, "modified": modified, "identity": identity}
+        files[name] = {**counted.get(name, {"periods": {}, "unjudgeable": 0}), **fingerprint}
     return files
 
 

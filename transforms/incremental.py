@@ -10,7 +10,7 @@ period's output can change only if
   subject's verdict at ``t0`` and the periods of its rows; the verdicts at ``t`` come
   from the consent log and the erased subjects, not from the source),
 - a source file holding its rows was added, changed or removed (the ledger holds each
-  file's size, modification time and rows per period),
+  file's size, modification time, local identity and rows per period),
 - it holds instants of ``[t0, t)`` (new rows) or of ``[t0 - retention, t - retention)``
   (rows that passed their retention since).
 Only the files holding rows of those periods are read, and only those periods are
@@ -53,7 +53,8 @@ from transforms.reasons import VERDICT, Reason, verdict
 from transforms.source_files import list_source_files
 from transforms.storage import read_json, restrict_to_owner, write_json
 
-LEDGER_FORMAT = 2
+# 3: each source file also has its local identity (inode and change time).
+LEDGER_FORMAT = 3
 PERIOD = "_cg_period"
 SUBJECT_PERIODS = "_cg_subject_periods"
 LEDGER_SUBJECT = "subject_ledger_hash"
@@ -251,7 +252,7 @@ def _periods(keys) -> set[date]:
 
 
 def _fingerprint(entry: dict) -> list:
-    return [entry.get("size"), entry.get("modified")]
+    return [entry.get("size"), entry.get("modified"), entry.get("identity")]
 
 
 def plan_run(
@@ -299,9 +300,9 @@ def plan_run(
     changed = sorted(name for name, stat in listed.items() if _fingerprint(before.get(name, {})) != stat)
     fresh = count_files(changed) if changed else {}
     files = {}
-    for name, (size, modified) in listed.items():
+    for name, (size, modified, identity) in listed.items():
         counted = fresh.get(name, {"periods": {}, "unjudgeable": 0}) if name in changed else before[name]
-        files[name] = {**counted, "size": size, "modified": modified}
+        files[name] = {**counted, "size": size, "modified": modified, "identity": identity}
     affected = set()
     for name in set(changed) | (set(before) - set(listed)):
         affected |= _periods(before.get(name, {}).get("periods", {})) | _periods(fresh.get(name, {}).get("periods", {}))

@@ -3,20 +3,25 @@ only the files that changed and those holding the periods it judges again.
 
 A file is known by its path under the source folder, its size and its modification
 time (a rewritten or appended file changes one of them, as Spark writes new file names
-on every write). For each file the ledger keeps its rows per period (all of them,
-including rows after ``t``, so that a file holding next month's orders is known to hold
-them), and how many of its rows are unjudgeable (no subject or no event time: the
-quarantine's rows, found again by every run).
+on every write), and on a local lake also by its inode and status-change time: a file
+replaced in place under the same name, size and modification time (``cp -p``, ``rsync
+-a``, ``touch -r``) gets a new inode or a new change time, which no tool can set back.
+For each file the ledger keeps its rows per period (all of them, including rows after
+``t``, so that a file holding next month's orders is known to hold them), and how many
+of its rows are unjudgeable (no subject or no event time: the quarantine's rows, found
+again by every run).
 """
 
 from __future__ import annotations
 
+import os
 from urllib.parse import unquote, urlparse
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from transforms.fs import filesystem
+from transforms.lake import is_local, local_path
 from transforms.partitions import event_instant
 from transforms.policy import Policy
 from transforms.subjects import key_text, policy_subject, starts_like_a_key
@@ -39,8 +44,9 @@ def source_path(spark: SparkSession, root: str) -> str:
     return str(fs.makeQualified(folder).toUri().getPath())
 
 
-def list_source_files(spark: SparkSession, root: str) -> dict[str, list[int]]:
-    """``{path under root: [size, modification time in ms]}`` of every data file Spark reads."""
+def list_source_files(spark: SparkSession, root: str) -> dict[str, list]:
+    """``{path under root: [size, modification time in ms, identity]}`` of every data file
+    Spark reads (``local_identity``; None off a local lake)."""
     # Spark's own listing, in one query: a file reader lists exactly what the Parquet
     # reader reads (it skips _SUCCESS, checksums, _temporary/, files being copied in,
     # empty files), where listing through Py4J cost several calls a file (0.8 s of a
@@ -58,7 +64,20 @@ def list_source_files(spark: SparkSession, root: str) -> dict[str, list[int]]:
         )
         .collect()
     )
-    return {_relative(row["path"], base): [int(row["size"]), int(row["modified"])] for row in listing}
+    files = {_relative(row["path"], base): [int(row["size"]), int(row["modified"])] for row in listing}
+    folder = local_path(root.rstrip("/")) if is_local(root) else None
+    return {name: [*stat, local_identity(f"{folder}/{name}") if folder else None] for name, stat in files.items()}
+
+
+def local_identity(path: str) -> str | None:
+    """``inode:change time in ns`` of a local file (None once it is gone). Replacing or
+    rewriting a file changes one of them, whatever its name, size and modification time;
+    so do a chmod and a new hard link, which only make a run read the file again."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return f"{status.st_ino}:{status.st_ctime_ns}"
 
 
 def _relative(uri: str, base: str) -> str:

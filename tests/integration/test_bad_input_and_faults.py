@@ -226,8 +226,8 @@ def test_a_row_lost_by_the_judgement_stops_the_run_before_anything_is_staged(
     assert state["error"] == f"{reason}; nothing is staged"
 
 
-@pytest.mark.parametrize("folder", ["tombstones/orders", "raw/erasure_requests", "raw/consent"])
-def test_a_damaged_consent_or_erasure_file_stops_the_run_naming_its_folder(lake, capsys, unchanged, folder):
+@pytest.mark.parametrize("folder", ["tombstones/orders", "raw/erasure_requests", "raw/consent", "raw/orders"])
+def test_a_damaged_source_consent_or_erasure_file_stops_the_run_naming_its_folder(lake, capsys, unchanged, folder):
     damaged = Path(lake.root, folder, "part-damaged.parquet")
     damaged.parent.mkdir(parents=True, exist_ok=True)
     damaged.write_bytes(b"not parquet at all")

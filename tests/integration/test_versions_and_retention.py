@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import json
 import os
 import re
@@ -157,6 +158,35 @@ def test_newest_versions_are_kept_a_rollback_restores_one_and_old_quarantine_goe
     months = sorted(p.name for p in Path(staged["day4"]["staging_path"]).iterdir() if p.is_dir())
     assert "ordered_at_month=2025-06-01" not in months and len(months) == 24
     assert partitioned_rows(staged["day4"]["staging_path"]) == partitioned_rows(staged["day4-full"]["staging_path"])
+
+    # A file corrected in place, as `cp -p` or `rsync -a` would: the same name, size and
+    # modification time. Its new inode shows it, so its month is judged again.
+    replaced = next((raw / "order_month=2025-04-01").glob("*.parquet"))
+    original = pq.read_table(replaced)
+    replaced.with_name(f".{replaced.name}.crc").unlink()  # Hadoop's checksum of the old bytes
+    pq.write_table(original, replaced, compression="none")  # a size the correction can keep
+    assert run(lake, policy_file, "fix1", "2026-11-28")["incremental"]["mode"] == "incremental"
+    before = replaced.stat()
+    amounts = original.column("amount").to_pylist()
+    amounts[0] = decimal.Decimal("987654.25")  # no other order has it: the dictionary keeps its size
+    corrected = original.set_column(
+        original.schema.get_field_index("amount"), "amount", pa.array(amounts, original.schema.field("amount").type)
+    )
+    copy = replaced.with_name("corrected-copy.parquet")
+    pq.write_table(corrected, copy, compression="none")
+    os.utime(copy, ns=(before.st_atime_ns, before.st_mtime_ns))
+    copy.replace(replaced)
+    after = replaced.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    for run_id, extra in (("fix2", []), ("fix2-full", ["--full"])):
+        args = ["--lake", lake.root, "--run-date", "2026-11-28", "--run-id", run_id, *extra]
+        assert main(["enforce", "--policy", str(policy_file), *args]) == 0
+        staged[run_id] = json.loads(Path(lake.step_state("orders", run_id, "enforce")).read_text())
+    fix2 = staged["fix2"]["incremental"]
+    assert (fix2["mode"], fix2["periods_rejudged"], fix2["source_files_read"]) == ("incremental", 1, 1)
+    corrected_rows = partitioned_rows(staged["fix2"]["staging_path"])
+    assert corrected_rows == partitioned_rows(staged["fix2-full"]["staging_path"])
+    assert sum(("amount", "987654.25") in row for row in corrected_rows) == 1
 
 
 def test_a_step_waits_while_another_holds_the_datasets_lock(spark, lake, policy_file, capsys):

@@ -51,7 +51,9 @@ def test_the_listing_holds_exactly_the_files_spark_reads(spark, tmp_path):
     read = {_relative(r[0], base) for r in with_source_file(spark.read.parquet(str(root))).select(FILE).collect()}
     assert set(listed) == read == {str(path.relative_to(root)) for path in data}
     for path in data:
-        assert listed[str(path.relative_to(root))] == [path.stat().st_size, path.stat().st_mtime_ns // 1_000_000]
+        status = path.stat()
+        identity = f"{status.st_ino}:{status.st_ctime_ns}"
+        assert listed[str(path.relative_to(root))] == [status.st_size, status.st_mtime_ns // 1_000_000, identity]
 
 
 def test_periods_past_year_9999_and_rows_without_time_are_never_judged():
@@ -74,7 +76,8 @@ def test_listed_and_counted_files_have_the_same_names_even_with_escaped_folder_n
     ).withColumn("at", F.to_timestamp("at"))
     rows.coalesce(1).write.partitionBy("kind").parquet(root)  # one file per folder
     listed = list_source_files(spark, root)
-    assert len(listed) == 2 and all(size > 0 and modified > 0 for size, modified in listed.values())
+    assert len(listed) == 2
+    assert all(size > 0 and modified > 0 and identity for size, modified, identity in listed.values())
     source = with_source_file(spark.read.parquet(root))
     period = F.to_date(F.date_trunc("month", F.col("at")))
     is_input = F.col("at").isNull() | (F.col("at") < F.lit("2026-11-02 12:00:00").cast("timestamp"))
