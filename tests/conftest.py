@@ -51,6 +51,22 @@ SMALL_INPUT_SPARK_CONF = {
     "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
 }
 
+
+def child_job_env() -> dict[str, str]:
+    """The environment of a consentgate command the tests start in a process of its own."""
+    import json
+    import sys
+
+    return {
+        **os.environ,
+        "CONSENTGATE_HMAC_KEY": TEST_KEY,
+        "CONSENTGATE_SPARK_MASTER": "local[2]",
+        "PYSPARK_PYTHON": sys.executable,
+        "CONSENTGATE_SPARK_CONF": json.dumps(SMALL_INPUT_SPARK_CONF),
+        **SHORT_JVM_OPTIONS,
+    }
+
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 # Data Docs cost about a second per validation; the DAG test and one run test render them.
 os.environ["CONSENTGATE_DATA_DOCS"] = "off"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from tests.conftest import ORDERS_POLICY, SHORT_JVM_OPTIONS, SMALL_INPUT_SPARK_CONF, TEST_KEY
+from tests.conftest import ORDERS_POLICY, child_job_env
 from tests.lakecheck import (
     current_version_dir,
     expected_reasons,
@@ -321,14 +321,7 @@ def with_one_skewed_subject(spark, lake, name: str, copies: int) -> str:
 
 
 def enforce_in_a_child_process(lake, policy: Path, run_id: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "CONSENTGATE_HMAC_KEY": TEST_KEY,
-        "CONSENTGATE_SPARK_MASTER": "local[2]",
-        "PYSPARK_PYTHON": sys.executable,
-        "CONSENTGATE_SPARK_CONF": json.dumps(SMALL_INPUT_SPARK_CONF),
-        **SHORT_JVM_OPTIONS,
-    }
+    env = child_job_env()
     command = [sys.executable, "-m", "transforms.cli", "enforce", "--policy", str(policy), "--lake", lake.root]
     command += ["--run-date", "2026-11-28", "--run-id", run_id]
     # A session of its own, so that the kill reaches the JVM that spark-submit starts too.

@@ -7,6 +7,9 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, date, datetime
@@ -16,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ORDERS_POLICY
+from tests.conftest import ORDERS_POLICY, child_job_env
 from tests.lakecheck import (
     append_raw,
     current_version_dir,
@@ -267,6 +270,64 @@ def test_a_publish_that_stopped_after_moving_the_output_is_taken_up_by_its_retry
         f"({other}): a cleared publish does not bring it back; run the DAG again to judge anew\n"
     )
     assert current_version_dir(lake.root, "orders").name == other and "day5" in versions(lake)
+
+
+# Killed after the catalog points at the new version, before CURRENT does.
+KILLED_DURING_THE_SWAP = """
+import os, signal, sys
+import transforms.publish as publish
+from transforms.cli import main
+
+write_text = publish.write_text
+
+def killed_before_current(path, text):
+    if path.endswith("CURRENT"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    write_text(path, text)
+
+publish.write_text = killed_before_current
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_publish_killed_during_the_swap_is_not_retried_and_the_next_run_publishes(spark, lake, policy_file, capsys):
+    """A SIGKILL runs no clean-up: the intent says the swap may have happened, so the
+    retry refuses (it cannot tell what analysts saw), and the next run replaces it all."""
+    pointer = Path(lake.current_pointer("orders"))
+    if not pointer.exists():  # run alone: a current version to keep
+        run(lake, policy_file, "day0", "2026-11-27")
+    before = pointer.read_text()
+    common = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "killed"]
+    assert main(["enforce", *common]) == 0 and main(["validate", *common]) == 0
+    # The child's catalog is the lake's own (the test session's is another), so the two
+    # JVMs never share one embedded metastore.
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_DURING_THE_SWAP, "publish", *common],
+        env=child_job_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        timeout=600,
+    )
+    assert child.returncode == -signal.SIGKILL
+    assert pointer.read_text() == before
+    intent = json.loads(Path(lake.step_state("orders", "killed", "publishing")).read_text())
+    assert (intent["version"], intent["pointed"]) == ("killed", True)
+    assert "killed" in versions(lake) and not Path(lake.staging_data("orders", "killed")).exists()
+    capsys.readouterr()
+    assert main(["publish", *common]) == 2
+    assert capsys.readouterr().err == (
+        f"consentgate: run killed published killed (or was stopped while doing so), which is not the current "
+        f"version ({before.strip()}): a cleared publish does not bring it back; run the DAG again to judge anew\n"
+    )
+    assert pointer.read_text() == before
+    report = run(lake, policy_file, "after-kill")
+    assert pointer.read_text() == "after-kill\n"
+    assert table_folder(spark).name == "after-kill"
+    published = partitioned_rows(current_version_dir(lake.root, "orders"))
+    assert len(published) == report["rows_out"]
+    # The killed publish had already replaced the ledger: the next run judges everything.
+    assert report["incremental"]["reason"] == f"the current version {before.strip()} has no ledger"
 
 
 def test_a_changed_policy_judges_every_period_again(spark, lake, policy_file, tmp_path):
