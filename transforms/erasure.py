@@ -217,11 +217,14 @@ def _rewrite_without(spark: SparkSession, folder: str, keep, replacement: str) -
     return True
 
 
-def _purge_in_place(spark: SparkSession, folder: str, keep, replacement: str) -> bool:
+def _purge_in_place(spark: SparkSession, folder: str, keep, replacement: str, before_swap=None) -> bool:
     """Replaces ``folder`` by its purged copy when ``keep`` rejected rows; for folders no
-    reader holds on to (older versions, staging, quarantine)."""
+    reader holds on to (older versions, staging, quarantine). ``before_swap`` runs once
+    the copy is made, before ``folder`` changes."""
     if not exists(spark, folder) or not _rewrite_without(spark, folder, keep, replacement):
         return False
+    if before_swap is not None:
+        before_swap()
     remove(spark, folder)
     move(spark, replacement, folder)
     return True
@@ -341,15 +344,22 @@ def purge_published(
         keep = keep_for(folder, run)
         if keep is _UNCHANGED:
             continue
+        staged = purged_list is state.purged_staging
+
+        def forget_validation(run=run, staged=staged) -> None:
+            # What was validated is not what is staged now: that run must not publish it
+            # (its publish finds no passed validation, and its report says so). Forgotten
+            # before the folder changes, so that a job killed during the swap leaves no
+            # passed validation of an output it no longer describes.
+            if staged:
+                delete(lake.step_state(policy.dataset, run, "validate"))
+
         if keep is None:
+            forget_validation()
             remove(spark, folder)
-        elif not _purge_in_place(spark, folder, keep, f"{folder}.erased"):
+        elif not _purge_in_place(spark, folder, keep, f"{folder}.erased", forget_validation):
             continue
         purged_list.append(label)
-        if purged_list is state.purged_staging:
-            # What was validated is not what is staged now: that run must not publish it
-            # (its publish finds no passed validation, and its report says so).
-            delete(lake.step_state(policy.dataset, run, "validate"))
 
     if has_new:
         for run in list_dirs(spark, lake.quarantine(policy.dataset)):

@@ -442,3 +442,43 @@ def test_an_erasure_reaches_every_retained_staged_and_failed_output(spark, purge
     for name, folder in [*folders.items(), ("v3", current_version_dir(lake.root, "orders"))]:
         assert erased not in pseudonyms(folder), name
         assert pseudonyms(folder), name  # the others' rows are still there
+
+
+def test_a_purge_stopped_while_swapping_a_staged_output_leaves_it_unpublishable(
+    spark, purge_lake, policy_file, monkeypatch, capsys
+):
+    """The purge forgets the waiting run's validation before it touches its folder: a job
+    that dies between the two must not leave a passed validation of what changed."""
+    lake = purge_lake
+    run(lake, policy_file, "v1", "2026-11-26")
+    staged_args = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-27"]
+    assert main(["enforce", *staged_args, "--run-id", "waiting"]) == 0
+    assert main(["validate", *staged_args, "--run-id", "waiting"]) == 0
+    waiting = Path(lake.staging_data("orders", "waiting"))
+    staged_rows = partitioned_rows(waiting)
+    raw_ids = {r["customer_id"] for r in read_rows(lake.raw("orders")) if r["customer_id"]}
+    by_pseudonym = {pseudonym(c): c for c in raw_ids}
+    erased = sorted({r["customer_id"] for r in read_rows(waiting)} - {None})[0]
+    append_raw(spark, lake, "erasure_requests", [(by_pseudonym[erased], datetime(2026, 11, 28, 9, 0, tzinfo=UTC))])
+    import transforms.erasure as erasure
+
+    real_remove = erasure.remove
+
+    def killed_at_the_staged_output(spark, path):
+        if path == str(waiting):
+            raise OSError("the job died here")
+        real_remove(spark, path)
+
+    monkeypatch.setattr(erasure, "remove", killed_at_the_staged_output)
+    assert (
+        main(["run", "--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "v2"])
+        == 1
+    )
+    assert partitioned_rows(waiting) == staged_rows  # not purged yet ...
+    assert not Path(lake.step_state("orders", "waiting", "validate")).exists()  # ... nor publishable
+    capsys.readouterr()
+    assert main(["publish", *staged_args, "--run-id", "waiting"]) == 2
+    validation = lake.step_state("orders", "waiting", "validate")
+    assert (
+        capsys.readouterr().err == f"consentgate: {validation}: missing; run the validate step for run waiting first\n"
+    )
