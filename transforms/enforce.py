@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from functools import reduce
 
 from pyspark.sql import DataFrame, Observation, SparkSession
@@ -57,7 +57,7 @@ from transforms.judgement_counts import (
 from transforms.kanonymity import quasi_identifier_values, suppress_small_groups
 from transforms.key_continuity import check_key_continuity, write_keys_marker
 from transforms.keys import RunKeys
-from transforms.lake import Lake, judged_at_marker, judgement_instant
+from transforms.lake import Lake, inputs_read_marker, judged_at_marker, judgement_instant
 from transforms.lineage import column_lineage
 from transforms.partitions import event_instant, partition_folders, period_of
 from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
@@ -406,6 +406,8 @@ def run_enforce(
     """Judges the run's input and stages the output; ``full`` judges every period even
     when an incremental run could take some from the current version."""
     started = time.monotonic()
+    # Before any input is listed: a file that lands after this instant may be missed.
+    inputs_read_at = datetime.now(UTC).isoformat(timespec="microseconds")
     source = read_source(spark, lake, policy)
     from transforms.publish import current_version
 
@@ -550,6 +552,7 @@ def run_enforce(
             source_schema = source.schema.simpleString()
             write_ledger(staged_ledger, policy, t, keys, source_schema, files, by_period, other_key_tombstones)
         write_text(judged_at_marker(staging_path), t.isoformat() + "\n")
+        write_text(inputs_read_marker(staging_path), inputs_read_at + "\n")
         write_keys_marker(staging_path, keys)
         if plan.full:
             coverage = consent_coverage(states.select(SUBJECT), consent, policy, t)
@@ -610,6 +613,7 @@ def run_enforce(
             "dataset": policy.dataset,
             "run_date": run_date.isoformat(),
             "judged_at": judgement_instant(run_date).isoformat(),
+            "inputs_read_at": inputs_read_at,
             "policy_path": policy.path,
             "policy_sha256": policy.sha256,
             "key_fingerprint": keys.hmac.fingerprint,

@@ -69,6 +69,13 @@ def judged_at_marker(output_folder: str) -> str:
     return f"{output_folder}/_judged_at"
 
 
+def inputs_read_marker(output_folder: str) -> str:
+    """The file inside a staged or published folder that records when the run that made it
+    started reading its inputs (the consent log, erasure requests, source): of two
+    judgements at the same ``t``, the one that read later saw every late event the other saw."""
+    return f"{output_folder}/_inputs_read_at"
+
+
 def keys_marker(output_folder: str) -> str:
     """The file inside a staged or published folder that records the version and
     fingerprint of the keys its pseudonyms and ciphertexts were made with."""
@@ -77,7 +84,7 @@ def keys_marker(output_folder: str) -> str:
 
 def output_markers(output_folder: str) -> tuple[str, ...]:
     """Every marker file a staged or published folder carries (copied when it is rewritten)."""
-    return (judged_at_marker(output_folder), keys_marker(output_folder))
+    return (judged_at_marker(output_folder), inputs_read_marker(output_folder), keys_marker(output_folder))
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ from transforms.key_continuity import (
     recorded_keys,
     versions_keyed_otherwise,
 )
-from transforms.lake import Lake, judged_at_marker, split_export
+from transforms.lake import Lake, inputs_read_marker, judged_at_marker, split_export
 from transforms.partitions import partition_columns
 from transforms.policy import Policy
 from transforms.steps import PUBLISHING, load_step, save_step
-from transforms.storage import read_json, read_text, write_json, write_text
+from transforms.storage import append_stamped_line_once, read_json, read_text, write_json, write_text
 from transforms.versions import prune_versions
 
 DATABASE = "clean"
@@ -141,6 +141,30 @@ def _earlier_attempt(
     return None, False
 
 
+def _staler_than_current(lake: Lake, dataset: str, current: str, run_id: str, enforce_state: dict) -> str | None:
+    """Why the run's output is older than the current version's, or None. Older is judged
+    at an earlier ``t``, or at the same ``t`` from inputs read before the current
+    version's were: a withdrawal recorded before ``t`` that reached the consent log late
+    is in the current version and not in the run's (a run left waiting to publish while
+    another run of the same date published, a cleared old publish)."""
+    folder = lake.clean_version(dataset, current)
+    current_t = (read_text(judged_at_marker(folder)) or "").strip()
+    run_t = enforce_state["judged_at"]
+    if current_t > run_t:
+        return (
+            f"run {run_id} was judged at {run_t}, before the current version {current} ({current_t}): "
+            "an older judgement is not published"
+        )
+    current_read = (read_text(inputs_read_marker(folder)) or "").strip()
+    run_read = enforce_state.get("inputs_read_at") or ""
+    if current_t == run_t and run_read and current_read > run_read:
+        return (
+            f"run {run_id} read its inputs at {run_read}, before the current version {current} judged the same "
+            f"instant from inputs read at {current_read}: an older judgement is not published"
+        )
+    return None
+
+
 def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) -> dict:
     started = time.monotonic()
     enforce_state = load_step(lake, policy.dataset, run_id, "enforce")
@@ -162,18 +186,14 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
 
     if previous is not None and previous != version:
         # An older judgement would bring back rows whose consent was withdrawn since.
-        current_t = read_text(judged_at_marker(lake.clean_version(policy.dataset, previous)))
-        if current_t is not None and current_t.strip() > enforce_state["judged_at"]:
+        stale = _staler_than_current(lake, policy.dataset, previous, run_id, enforce_state)
+        if stale is not None:
             # Never to be published, and it may hold customers who withdrew since: the
             # counts stay in the report, the rows go (a moved output was never current:
             # one that may have been stopped in _earlier_attempt).
             remove(spark, output)
             remove(spark, lake.staged_ledger(policy.dataset, run_id))
-            raise Superseded(
-                f"run {run_id} was judged at {enforce_state['judged_at']}, before the current version "
-                f"{previous} ({current_t.strip()}): an older judgement is not published",
-                current_version=previous,
-            )
+            raise Superseded(stale, current_version=previous)
         check_publishable_keys(
             read_keys_marker(output),
             recorded_keys(lake, policy.dataset, lake.clean_version(policy.dataset, previous), previous),
@@ -182,12 +202,16 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
         )
     intent = earlier or {"version": version, "previous": previous, "disclosure": None, "pointed": False}
     write_json(intent_path, intent)
-    if policy.is_share and intent["disclosure"] is None:
-        from transforms.share import record_disclosure
+    if policy.is_share:
+        from transforms.share import disclosure_entry
 
-        # Logged before the export is made available: a disclosure is never unrecorded.
-        intent["disclosure"] = record_disclosure(lake, policy, enforce_state, version, target)
-        write_json(intent_path, intent)
+        # Recorded in the intent first, then logged unless the log has it (a retry after a
+        # crash in between), before the export is made available: a disclosure is never
+        # unrecorded, nor recorded twice.
+        if intent["disclosure"] is None:
+            intent["disclosure"] = disclosure_entry(policy, enforce_state, version, target)
+            write_json(intent_path, intent)
+        append_stamped_line_once(lake.disclosure_log, intent["disclosure"])
     if not moved:
         move(spark, staged, target)
     # Recorded before the swap: a job killed during it must not leave a retry free to

@@ -63,6 +63,7 @@ def build_report(lake: Lake, dataset: str, run_id: str) -> dict:
         "dataset": dataset,
         "run_date": enforce["run_date"],
         "judged_at": enforce["judged_at"],
+        "inputs_read_at": enforce.get("inputs_read_at"),
         "policy_path": enforce["policy_path"],
         "policy_sha256": enforce["policy_sha256"],
         "key_fingerprint": enforce["key_fingerprint"],

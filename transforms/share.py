@@ -15,10 +15,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from transforms.keys import SecretKey, recipient_key
-from transforms.lake import Lake
 from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
-from transforms.storage import append_audit_line
+from transforms.storage import audit_entry
 
 
 @dataclass(frozen=True)
@@ -55,11 +54,11 @@ def as_recipient_pseudonyms(
     return outer.attach(hashes).select(outer.hmac_hex(F.col(column)).alias(column))
 
 
-def record_disclosure(lake: Lake, policy: Policy, enforce_state: dict, version: str, path: str) -> dict:
-    """Appends one line to the lake's disclosure log: who received what, when, and why."""
+def disclosure_entry(policy: Policy, enforce_state: dict, version: str, path: str) -> dict:
+    """The disclosure log's line for an export: who received what, when, and why; logged
+    with ``append_stamped_line_once``."""
     share = enforce_state["share"]
-    return append_audit_line(
-        lake.disclosure_log,
+    return audit_entry(
         {
             "recipient": policy.recipient,
             "purpose": policy.purpose,
@@ -75,5 +74,5 @@ def record_disclosure(lake: Lake, policy: Policy, enforce_state: dict, version: 
             "policy_path": policy.path,
             "policy_sha256": policy.sha256,
             "recipient_key_fingerprint": share["recipient_key_fingerprint"],
-        },
+        }
     )

@@ -93,8 +93,29 @@ def read_json(path: str) -> dict | None:
 def append_audit_line(path: str, entry: dict) -> dict:
     """Appends ``entry``, stamped with the time and the operating-system user, as one
     JSON line to an audit log (decryptions, rollbacks); returns the stamped entry."""
-    stamped = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "user": getpass.getuser(), **entry}
-    line = (json.dumps(stamped, sort_keys=True) + "\n").encode("utf-8")
+    stamped = audit_entry(entry)
+    append_stamped_line(path, stamped)
+    return stamped
+
+
+def audit_entry(entry: dict) -> dict:
+    """``entry`` stamped with the time and the operating-system user."""
+    return {"at": datetime.now(UTC).isoformat(timespec="seconds"), "user": getpass.getuser(), **entry}
+
+
+def _audit_line(stamped: dict) -> str:
+    return json.dumps(stamped, sort_keys=True) + "\n"
+
+
+def append_stamped_line_once(path: str, stamped: dict) -> None:
+    """Appends an entry made by ``audit_entry`` unless the log holds it already: a retry
+    after a crash between the append and recording it logs no second line."""
+    if _audit_line(stamped) not in (read_text(path) or "").splitlines(keepends=True):
+        append_stamped_line(path, stamped)
+
+
+def append_stamped_line(path: str, stamped: dict) -> None:
+    line = _audit_line(stamped).encode("utf-8")
     if is_local(path):
         # One write to a file opened for appending: two jobs logging at once (two shares
         # publishing) both keep their line.
@@ -105,10 +126,9 @@ def append_audit_line(path: str, entry: dict) -> dict:
             os.write(fd, line)
         finally:
             os.close(fd)
-        return stamped
+        return
     # Object stores cannot append: read and rewrite (one writer at a time on a remote lake).
     write_text(path, (read_text(path) or "") + line.decode("utf-8"))
-    return stamped
 
 
 def restrict_to_owner(path: str) -> None:

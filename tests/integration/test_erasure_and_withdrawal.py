@@ -280,3 +280,29 @@ def test_explain_tells_what_happens_to_each_subject_and_why_without_personal_dat
     assert "shared with: no third party" in text
     # Nothing personal: not the id asked about, nor its e-mail or name from the customers table.
     assert sum(value in text for value in (ERASED, "x@example.org", "Test Person")) == 0
+
+
+def test_a_withdrawal_that_arrived_late_is_not_undone_by_an_older_run_of_the_same_date(spark, lake, capsys):
+    """A run left waiting to publish judged at the same t as a rerun that read the consent
+    log later: publishing it would give back the rows of a customer who withdrew."""
+    steps = ["--policy", str(ORDERS_POLICY), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "waited"]
+    append_raw(spark, lake, "consent", [(GRANTING, "analytics", "granted", T - timedelta(hours=3), None, "app")])
+    assert main(["enforce", *steps]) == 0 and main(["validate", *steps]) == 0
+    waited = read_rows(Path(lake.staging_data("orders", "waited")))
+    assert {r["order_id"] for r in waited if r["customer_id"] == pseudonym(GRANTING)} == {"Z1", "Z2"}
+    # Recorded before t, it reached the consent log after "waited" read it.
+    append_raw(spark, lake, "consent", [(GRANTING, "analytics", "withdrawn", T - timedelta(minutes=30), None, "app")])
+    rerun = run(lake, "rerun")
+    assert {published_by_id(lake)[z]["record_state"] for z in ("Z1", "Z2")} == {"anonymized"}
+    capsys.readouterr()
+    assert main(["publish", *steps]) == 2
+    read_at = json.loads(Path(lake.step_state("orders", "waited", "enforce")).read_text())["inputs_read_at"]
+    assert capsys.readouterr().err == (
+        f"consentgate: run waited read its inputs at {read_at}, before the current version rerun judged the same "
+        f"instant from inputs read at {rerun['inputs_read_at']}: an older judgement is not published\n"
+    )
+    assert current_version_dir(lake.root, "orders").name == "rerun"
+    assert {published_by_id(lake)[z]["customer_id"] for z in ("Z1", "Z2")} == {None}
+    assert not Path(lake.staging_data("orders", "waited")).exists()
+    superseded = json.loads(Path(lake.step_state("orders", "waited", "publish")).read_text())
+    assert superseded["superseded_by"] == "rerun"

@@ -235,25 +235,37 @@ def test_erasure_and_withdrawal_reach_the_export_already_made(spark, lake):
     assert disclosures(lake)[-1]["version"] == "s2"
 
 
-def test_a_share_retried_after_a_failed_move_logs_its_disclosure_once(lake, monkeypatch):
+@pytest.mark.parametrize("fault", ["move", "recording the line"])
+def test_a_share_retried_after_a_failed_publish_logs_its_disclosure_once(lake, monkeypatch, fault):
     """The disclosure is logged before the export is made available; a retry of a publish
-    that stopped after logging it goes on with that line rather than writing a second."""
+    that stopped after logging it (the move failed), or while recording that it had
+    (the job died writing its progress), goes on with that line rather than a second."""
     import transforms.publish as publish
 
-    common = ["--policy", str(ACME_POLICY), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "retried"]
+    run_id = f"retried-{fault.split()[0]}"
+    common = ["--policy", str(ACME_POLICY), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", run_id]
     assert main(["enforce", *common]) == 0 and main(["validate", *common]) == 0
     logged_before = len(disclosures(lake)) if Path(lake.disclosure_log).exists() else 0  # 0 when run alone
-    real_move = publish.move
+    real_move, real_write_json = publish.move, publish.write_json
 
     def fails(*args):
         raise OSError("no space left")
 
-    monkeypatch.setattr(publish, "move", fails)
+    def dies_recording_the_line(path, value):
+        if value.get("disclosure") is not None:
+            raise OSError("killed")
+        real_write_json(path, value)
+
+    if fault == "move":
+        monkeypatch.setattr(publish, "move", fails)
+    else:
+        monkeypatch.setattr(publish, "write_json", dies_recording_the_line)
     assert main(["publish", *common]) == 1
-    assert len(disclosures(lake)) == logged_before + 1  # logged before the move was tried
+    assert len(disclosures(lake)) == logged_before + (fault == "move")  # logged before the move was tried
     monkeypatch.setattr(publish, "move", real_move)
+    monkeypatch.setattr(publish, "write_json", real_write_json)
     assert main(["publish", *common]) == 0
     assert len(disclosures(lake)) == logged_before + 1
-    [line] = [d for d in disclosures(lake) if d["run_id"] == "retried"]
-    published = json.loads(Path(lake.step_state("orders-to-acme_ads", "retried", "publish")).read_text())
-    assert published["disclosure"] == line and line["version"] == published["version"] == "retried"
+    [line] = [d for d in disclosures(lake) if d["run_id"] == run_id]
+    published = json.loads(Path(lake.step_state("orders-to-acme_ads", run_id, "publish")).read_text())
+    assert published["disclosure"] == line and line["version"] == published["version"] == run_id
