@@ -23,8 +23,9 @@ def mask_pattern(visible: int) -> str:
 
 
 PSEUDONYM_PATTERN = r"^[0-9a-f]{64}$"
-# base64 of a 12-byte nonce, the ciphertext and a 16-byte tag: at least 28 bytes.
-CIPHERTEXT_PATTERN = r"^[A-Za-z0-9+/]{36,}={0,2}$"
+# Padded base64 of a 12-byte nonce, the ciphertext and a 16-byte tag: at least 28 bytes,
+# so at least ten groups of four characters (nine hold only 27).
+CIPHERTEXT_PATTERN = r"^(?:[A-Za-z0-9+/]{4}){9,}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"
 EMAIL_PATTERN = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 PHONE_PATTERN = r"\+?[0-9][0-9 ().-]{7,}[0-9]"
 
@@ -87,13 +88,15 @@ def build_suite(
                 )
 
     event_time = policy.column(policy.event_time)
-    if policy.retention_days is not None and event_time is not None and event_time.consented.name == "keep":
-        cutoff = judged_at - timedelta(days=policy.retention_days)
+    bounds = retention_bounds(policy, judged_at) if event_time is not None else None
+    if bounds is not None and policy.event_time in output_columns:
         consented.append(
             gxe.ExpectColumnValuesToBeBetween(
                 column=policy.event_time,
-                min_value=cutoff.replace(tzinfo=None),
-                max_value=judged_at.replace(tzinfo=None),
+                # Instants (UTC), not naive datetimes: PySpark reads a naive one in the
+                # driver's local zone, which would move both bounds by its offset.
+                min_value=bounds[0],
+                max_value=bounds[1],
                 strict_max=True,
             )
         )
@@ -108,12 +111,76 @@ def build_suite(
 CONSENT_CROSSCHECK = "consent_crosscheck"  # consented rows whose subject has no valid consent
 K_ANONYMITY_GROUPS = "k_anonymity_groups"  # one row per combination of quasi-identifiers
 QUARANTINE = "quarantine"  # the quarantined rows the enforce step wrote
+RULE_CONFORMANCE = "rule_conformance"  # one row: per rechecked column, its values the rule would change
 
 
-def derived_suite(policy: Policy, totals: dict[str, int], quarantine_written: int | None) -> list[SliceExpectations]:
+def retention_bounds(policy: Policy, judged_at: datetime) -> tuple[datetime, datetime] | None:
+    """``[earliest, t)`` a consented row's published event time lies in, as its rule
+    publishes it; None without retention or where the rule leaves no bound (dropped,
+    masked, encrypted)."""
+    rule = policy.column(policy.event_time).consented
+    if policy.retention_days is None:
+        return None
+    cutoff = judged_at - timedelta(days=policy.retention_days)
+    if rule.name == "keep":
+        return cutoff, judged_at
+    if rule.name == "generalize" and rule.argument[0] in ("year", "month", "day"):
+        # The period holding the cutoff, which starts at or before it (in UTC, the
+        # session's zone, in which the rule truncates).
+        start = {
+            "year": cutoff.replace(month=1, day=1),
+            "month": cutoff.replace(day=1),
+            "day": cutoff,
+        }[rule.argument[0]]
+        return start.replace(hour=0, minute=0, second=0, microsecond=0), judged_at
+    if rule.name == "date_shift":
+        # Each subject's dates move by at most the rule's days either way.
+        shift = timedelta(days=rule.argument)
+        return cutoff - shift, judged_at + shift
+    return None
+
+
+# (slice, column) pairs whose published values must be what the rule makes of them:
+# generalising or redacting a published value again changes nothing.
+RECHECKED_RULES = ("generalize", "redact")
+
+
+def rechecked_columns(policy: Policy, output_columns: list[str]) -> list[tuple[str, str]]:
+    """``[(record_state, column)]`` whose values the rule conformance frame re-checks."""
+    checked = []
+    for column in policy.output_columns:
+        if column.name not in output_columns:
+            continue
+        for state, rule in (("consented", column.consented), ("anonymized", column.anonymized)):
+            if rule.name in RECHECKED_RULES:
+                checked.append((state, column.name))
+    return checked
+
+
+def conformance_column(state: str, column: str) -> str:
+    """The rule conformance frame's column counting ``column``'s non-conforming values in
+    ``state`` rows."""
+    return f"{state}:{column}"
+
+
+def derived_suite(
+    policy: Policy, totals: dict[str, int], quarantine_written: int | None, output_columns: list[str]
+) -> list[SliceExpectations]:
     """Expectations on frames derived from the output: the independent consent
-    cross-check, k-anonymity among anonymised rows, and the quarantine's row count."""
+    cross-check, the rules applied again, k-anonymity among anonymised rows, and the
+    quarantine's row count."""
     slices = [SliceExpectations(CONSENT_CROSSCHECK, [gxe.ExpectTableRowCountToEqual(value=0)])]
+    rechecked = rechecked_columns(policy, output_columns)
+    if rechecked:
+        slices.append(
+            SliceExpectations(
+                RULE_CONFORMANCE,
+                [
+                    gxe.ExpectColumnValuesToBeBetween(column=conformance_column(*pair), min_value=0, max_value=0)
+                    for pair in rechecked
+                ],
+            )
+        )
     if policy.quasi_identifiers:
         # Each group holds at least k_min people, so at least k_min rows (vacuous when empty).
         smallest_group = gxe.ExpectColumnValuesToBeBetween(column="rows", min_value=policy.k_min)

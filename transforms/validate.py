@@ -82,18 +82,47 @@ def derived_frames(
 ) -> dict[str, DataFrame]:
     """Frames derived from the output's ``consented`` and ``anonymized`` slices and the lake."""
     from expectations.consent_crosscheck import unconsented_published
-    from expectations.suite import CONSENT_CROSSCHECK, K_ANONYMITY_GROUPS, QUARANTINE
+    from expectations.suite import CONSENT_CROSSCHECK, K_ANONYMITY_GROUPS, QUARANTINE, RULE_CONFORMANCE
 
     consent = read_consent(spark, lake)
     outer = recipient_key(key, policy.recipient).material if policy.is_share else None
     unconsented = unconsented_published(spark, slices["consented"], consent, policy, judged_at, key.material, outer)
     frames = {CONSENT_CROSSCHECK: unconsented if unconsented is not None else spark.range(0)}
+    conformance = rule_conformance(spark, policy, slices["all"])
+    if conformance is not None:
+        frames[RULE_CONFORMANCE] = conformance
     if policy.quasi_identifiers:
         groups = slices["anonymized"].groupBy(*policy.quasi_identifiers).agg(F.count("*").alias("rows"))
         frames[K_ANONYMITY_GROUPS] = groups
     if enforce_state.get("quarantine_path"):
         frames[QUARANTINE] = spark.read.parquet(enforce_state["quarantine_path"])
     return frames
+
+
+def rule_conformance(spark: SparkSession, policy: Policy, output: DataFrame) -> DataFrame | None:
+    """One row counting, per re-checked (slice, column), the values its rule would change
+    if applied again: a generalised or redacted value is a fixed point of its rule. One
+    pass over the output, then a row of counts (no value) for the expectations."""
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    from expectations.suite import conformance_column, rechecked_columns
+    from transforms.rules import RuleContext
+
+    rechecked = rechecked_columns(policy, output.columns)
+    if not rechecked:
+        return None
+    types = {f.name: f.dataType for f in output.schema.fields}
+    counts = []
+    for state, name in rechecked:
+        column = policy.column(name)
+        rule = column.consented if state == "consented" else column.anonymized
+        value = F.col(name)
+        again = rule.apply(value, types[name], RuleContext(column_name=name))
+        changed = (F.col(STATE_COLUMN) == state) & ~again.eqNullSafe(value)
+        counts.append(F.count_if(changed).alias(conformance_column(state, name)))
+    row = output.agg(*counts).collect()[0]
+    schema = StructType([StructField(conformance_column(*pair), LongType()) for pair in rechecked])
+    return spark.createDataFrame([tuple(int(n) for n in row)], schema)
 
 
 def quarantine_written(enforce_state: dict) -> int | None:
@@ -121,7 +150,7 @@ def validate_output(
     judged_at = judgement_instant(parse_run_date(enforce_state["run_date"]))
     string_columns = {f.name for f in output.schema.fields if f.dataType.simpleString() == "string"}
     slices = build_suite(policy, output.columns, string_columns, enforce_state["totals"], judged_at)
-    slices += derived_suite(policy, enforce_state["totals"], quarantine_written(enforce_state))
+    slices += derived_suite(policy, enforce_state["totals"], quarantine_written(enforce_state), output.columns)
 
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

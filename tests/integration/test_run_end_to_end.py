@@ -359,3 +359,76 @@ def test_an_older_judgement_is_not_published_over_a_newer_one(generated, hmac_ke
     assert report["published"] is False and report["superseded_by"] == before.name
     assert report["rows_in"] == len(expected_reasons(generated.root, date(2026, 11, 27)))
     assert not Path(generated.staging_data("orders", "older")).exists()
+
+
+# Planted in a staged output, one row each: what every column-level expectation forbids.
+LEAKS = {
+    ("consented", "customer_id"): "C7700001",  # a raw key where a pseudonym belongs
+    ("consented", "phone"): "+1-555-770-0142",  # unmasked
+    ("anonymized", "email"): "leaky.person@example.org",  # dropped for anonymised rows
+    ("consented", "birth_date"): date(1980, 5, 17),  # not generalised to its year
+    ("consented", "ordered_at"): "past retention",
+    ("anonymized", "zip_code"): "77012",  # not cut to its first three characters
+    ("anonymized", "ordered_at"): "not its month",
+}
+
+
+def test_every_column_expectation_catches_its_leak_and_records_no_value(spark, first_run, hmac_key, monkeypatch):
+    from pyspark.sql import functions as F
+
+    lake, _ = first_run
+    args = ["--policy", str(ORDERS_POLICY), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "leaky"]
+    assert main(["enforce", *args]) == 0
+    staged = Path(lake.staging_data("orders", "leaky"))
+    output = spark.read.parquet(str(staged))
+    ids = {
+        state: sorted(r.order_id for r in output.filter(F.col("record_state") == state).select("order_id").collect())
+        for state in ("consented", "anonymized")
+    }
+    t = judgement_instant(RUN_DATE)
+    planted = output
+    for n, ((state, column), value) in enumerate(LEAKS.items()):
+        target = ids[state][n]
+        if value == "past retention":
+            value = t.replace(year=t.year - 3)
+        elif value == "not its month":
+            value = None  # set below: the row's own time plus a few hours, in its month
+            changed = F.col(column) + F.expr("INTERVAL 7 HOURS")
+        if value is not None:
+            changed = F.lit(value).cast(dict(output.dtypes)[column])
+        planted = planted.withColumn(column, F.when(F.col("order_id") == target, changed).otherwise(F.col(column)))
+    # Written beside and swapped in: a reused month's files are hard links to the published ones.
+    rewritten = staged.with_name("planted")
+    planted.write.partitionBy("ordered_at_month").parquet(str(rewritten))
+    for marker in staged.glob("_*"):
+        if marker.name != "_SUCCESS":
+            shutil.copy(marker, rewritten / marker.name)
+    shutil.rmtree(staged)
+    rewritten.rename(staged)
+
+    monkeypatch.setenv("CONSENTGATE_DATA_DOCS", "on")
+    assert main(["validate", *args]) == 3
+    validation = json.loads(Path(lake.step_state("orders", "leaky", "validate")).read_text())
+    assert validation["failed"] == [
+        "expect_column_values_to_match_regex(consented.customer_id)",
+        "expect_column_values_to_match_regex(consented.phone)",
+        "expect_column_values_to_not_match_regex(consented.phone)",
+        "expect_column_values_to_be_between(consented.ordered_at)",
+        "expect_column_values_to_be_null(anonymized.email)",
+        # The planted key is a subject the consent log does not know: no consent.
+        "expect_table_row_count_to_equal(consent_crosscheck)",
+        "expect_column_values_to_be_between(rule_conformance.consented:birth_date)",
+        "expect_column_values_to_be_between(rule_conformance.anonymized:zip_code)",
+        "expect_column_values_to_be_between(rule_conformance.anonymized:ordered_at)",
+    ]
+    failed = [r for r in validation["expectations"] if not r["success"]]
+    assert [r.get("unexpected_count", 1) for r in failed] == [1] * len(failed)
+    # Neither the step's results nor the Data Docs hold a planted value.
+    written = [Path(lake.step_state("orders", "leaky", "validate")).read_text()]
+    docs = Path(lake.root, "reports", "orders", "leaky_data_docs")
+    pages = [p for p in docs.rglob("*") if p.is_file() and p.suffix in (".html", ".json")]
+    written += [p.read_text(errors="replace") for p in pages]
+    assert len(pages) > 2
+    planted_text = [{"v": v} for v in LEAKS.values() if isinstance(v, str) and v[0] in "+Cl7"]
+    assert len(planted_text) == 4
+    assert sum(personal_values_in(text, planted_text, ("v",)) for text in written) == 0
