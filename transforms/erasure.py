@@ -38,8 +38,8 @@ from transforms.lake import Lake, judgement_instant, output_markers
 from transforms.partitions import partition_columns
 from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
-from transforms.share import as_recipient_pseudonyms
-from transforms.storage import delete, read_text, write_text
+from transforms.share import as_recipient_pseudonyms, purged_export_entry
+from transforms.storage import append_stamped_line_once, delete, read_text, write_text
 from transforms.subjects import normalize_subject, policy_subject
 
 SUBJECT_HASH = "_cg_subject_hash"
@@ -320,6 +320,11 @@ def purge_published(
             if _purge_in_place(spark, folder, keep, replacement):
                 state.purged_versions.append(version)
         elif _rewrite_without(spark, folder, keep, replacement):
+            if policy.is_share:
+                # The purged copy is what the recipient is handed from now on: logged,
+                # like every export, before it is made current.
+                entry = purged_export_entry(spark, lake, policy, version, purged, replacement)
+                append_stamped_line_once(lake.disclosure_log, entry)
             # Readers move to the purged copy atomically, then the old one goes.
             repoint_current(spark, lake, policy.dataset, purged)
             # The ledger goes along: its verdicts still name the erased subjects, whose

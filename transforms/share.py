@@ -9,12 +9,14 @@ pseudonyms, the same chain maps an erased subject to its pseudonym in every expo
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from transforms.keys import SecretKey, recipient_key
+from transforms.lake import Lake
 from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.storage import audit_entry
@@ -52,6 +54,33 @@ def as_recipient_pseudonyms(
     """``hashes`` (our pseudonyms under ``key``, in ``column``) as the share's recipient sees them."""
     outer = recipient_pseudonymizer(spark, key, policy)
     return outer.attach(hashes).select(outer.hmac_hex(F.col(column)).alias(column))
+
+
+def purged_export_entry(spark: SparkSession, lake: Lake, policy: Policy, version: str, purged: str, path: str) -> dict:
+    """The disclosure log's line for the copy of the current export ``version`` that an
+    erasure purge makes current as ``purged``: the version's own line (its judgement,
+    policy and recipient key), with the purged copy's name, path, rows and subjects."""
+    from transforms.storage import read_text
+
+    logged = [json.loads(line) for line in (read_text(lake.disclosure_log) or "").splitlines() if line.strip()]
+    earlier = [e for e in logged if e.get("export") == policy.dataset and e.get("version") == version]
+    base = {k: v for k, v in earlier[-1].items() if k not in ("at", "user")} if earlier else {}
+    rows = spark.read.parquet(path)
+    return audit_entry(
+        {
+            **base,
+            "recipient": policy.recipient,
+            "purpose": policy.purpose,
+            "dataset": policy.shared_dataset,
+            "export": policy.dataset,
+            "version": purged,
+            "path": path,
+            "rows": rows.count(),
+            "subjects": rows.select(policy.subject_key).distinct().count(),
+            "purged_from": version,
+            "reason": "erasure",
+        }
+    )
 
 
 def disclosure_entry(policy: Policy, enforce_state: dict, version: str, path: str) -> dict:

@@ -231,8 +231,16 @@ def test_erasure_and_withdrawal_reach_the_export_already_made(spark, lake):
     assert not gone & {r["customer_id"] for r in export_rows(lake, "acme_ads")}
     assert report["counts"]["erased"]["dropped"] == first["counts"]["erased"]["dropped"] + 2
     assert report["counts"]["withdrawn"]["dropped"] == first["counts"]["withdrawn"]["dropped"] + len(leaving) - 2
-    assert disclosures(lake)[-1]["rows"] == len(before) - len(leaving)
-    assert disclosures(lake)[-1]["version"] == "s2"
+    # One line per export made available: s1, its purged copy, s2.
+    logged = [d for d in disclosures(lake) if d["export"] == "orders-to-acme_ads"]
+    by_version = {d["version"]: d for d in logged}
+    assert [d["version"] for d in logged].count("s1.erased") == 1 and logged[-1]["version"] == "s2"
+    s1, purged, s2 = by_version["s1"], by_version["s1.erased"], by_version["s2"]
+    erased_rows = sum(r["customer_id"] == recipient_pseudonym("acme_ads", SHARER) for r in before)
+    assert (purged["rows"], purged["subjects"]) == (s1["rows"] - erased_rows, s1["subjects"] - 1)
+    assert (purged["purged_from"], purged["reason"], purged["judged_at"]) == ("s1", "erasure", s1["judged_at"])
+    assert purged["path"].endswith("exports/acme_ads/orders/s1.erased") and purged["run_id"] == "s1"
+    assert (s2["rows"], s2["subjects"]) == (len(before) - len(leaving), s1["subjects"] - 2)
 
 
 @pytest.mark.parametrize("fault", ["move", "recording the line"])
