@@ -145,6 +145,8 @@ def _run_step(step, policy, lake, run_date, run_id, full=False) -> None:
     with _locked(lake, policy.dataset, run_id, step):
         start_step(lake, policy.dataset, run_id, step)
         try:
+            if step in ("validate", "publish"):
+                _require_the_enforced_policy(policy, lake, run_id, step)
             if step == "enforce":
                 _step_enforce(policy, lake, run_date, run_id, full=full)
             else:
@@ -158,6 +160,20 @@ def _run_step(step, policy, lake, run_date, run_id, full=False) -> None:
             # The type only: the message may quote data. The report and the DAG's task say it.
             record_failure(lake, policy.dataset, run_id, step, f"internal error: {describe(err)}", **identity)
             raise
+
+
+def _require_the_enforced_policy(policy, lake, run_id, step) -> None:
+    """Validation builds its suite from the policy, publication trusts it: a policy edited
+    since the run's enforce step would check or publish the output against other rules."""
+    from transforms.errors import StepStateError
+    from transforms.steps import load_step
+
+    enforced = load_step(lake, policy.dataset, run_id, "enforce", required=False)
+    if enforced is not None and enforced.get("policy_sha256") not in (None, policy.sha256):
+        raise StepStateError(
+            f"{policy.path}: changed since run {run_id} was enforced (sha256 {enforced['policy_sha256'][:12]}… "
+            f"then, {policy.sha256[:12]}… now); {step} refuses: run enforce again"
+        )
 
 
 def _locked(lake, dataset, run_id, step):

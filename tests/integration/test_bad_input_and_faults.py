@@ -378,3 +378,21 @@ def test_a_rerun_after_the_kill_publishes_every_row_of_the_skewed_subject(spark,
     by_state = {r["record_state"]: r["count"] for r in skewed.groupBy("record_state").count().collect()}
     assert by_state == {"consented": SKEWED_ROWS}
     assert skewed.select("customer_id").distinct().count() == 1
+
+
+def test_a_policy_edited_after_enforce_is_refused_by_validate_and_publish(lake, tmp_path, capsys, unchanged):
+    edited = tmp_path / "orders.yml"
+    edited.write_text(ORDERS_POLICY.read_text())
+    assert run(lake, "edited", edited, "enforce") == 0
+    before = load_policy(edited).sha256
+    edited.write_text(ORDERS_POLICY.read_text().replace("anonymized: generalize:prefix3", "anonymized: keep"))
+    after = load_policy(edited).sha256
+    for step in ("validate", "publish"):
+        capsys.readouterr()
+        assert run(lake, "edited", edited, step) == 2
+        assert capsys.readouterr().err == (
+            f"consentgate: {edited}: changed since run edited was enforced (sha256 {before[:12]}… then, "
+            f"{after[:12]}… now); {step} refuses: run enforce again\n"
+        )
+    refused = json.loads(Path(lake.step_state("orders", "edited", "validate")).read_text())
+    assert "success" not in refused and refused["error"].endswith("validate refuses: run enforce again")
