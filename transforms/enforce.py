@@ -91,7 +91,6 @@ def read_source(spark: SparkSession, lake: Lake, policy: Policy) -> DataFrame:
     path = lake.path(policy.source)
     source = schemas.read_parquet(spark, path)
     check_source_schema(source.schema, policy, path)
-    schemas.require_readable(source, path)
     return source
 
 
@@ -422,6 +421,9 @@ def run_enforce(
         purge_published(spark, lake, policy, erasure, pseudonymizer, ring)
         remove_staged_ledgers(spark, lake, policy.dataset)
         record_tombstones(lake, policy, erasure, keys.hmac.fingerprint)
+        # After the erasure purge, which a damaged source file must not hold up; it reads
+        # every file's footer (a damaged data page further in is found only when read).
+        schemas.require_readable(source, lake.path(policy.source))
         context = rule_context(spark, policy, keys, pseudonymizer)
         consent = read_consent(spark, lake)
         t = judgement_instant(run_date)

@@ -39,7 +39,8 @@ from transforms.partitions import partition_columns
 from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.share import as_recipient_pseudonyms, purged_export_entry
-from transforms.storage import append_stamped_line_once, delete, read_text, write_text
+from transforms.steps import PURGED_FOR_ERASURE
+from transforms.storage import append_stamped_line_once, delete, read_text, write_json, write_text
 from transforms.subjects import normalize_subject, policy_subject
 
 SUBJECT_HASH = "_cg_subject_hash"
@@ -357,6 +358,7 @@ def purge_published(
             # before the folder changes, so that a job killed during the swap leaves no
             # passed validation of an output it no longer describes.
             if staged:
+                write_json(lake.step_state(policy.dataset, run, PURGED_FOR_ERASURE), {"purged": True})
                 delete(lake.step_state(policy.dataset, run, "validate"))
 
         if keep is None:

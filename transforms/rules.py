@@ -232,8 +232,7 @@ def _apply_generalize(column, dtype, argument, context):
     kind, size = argument
     family = type_family(dtype)
     if kind in _PERIODS:
-        if family == "date":
-            return F.trunc(column, kind)
+        # date_trunc, not trunc, for dates too: trunc gives null below a week ("day").
         return F.date_trunc(kind, column).cast(dtype)
     if kind == "prefix":
         return F.substring(column, 1, size)

@@ -110,12 +110,21 @@ def _audit_line(stamped: dict) -> str:
 def append_stamped_line_once(path: str, stamped: dict) -> None:
     """Appends an entry made by ``audit_entry`` unless the log holds it already: a retry
     after a crash between the append and recording it logs no second line."""
-    if _audit_line(stamped) not in (read_text(path) or "").splitlines(keepends=True):
-        append_stamped_line(path, stamped)
+    logged = read_text(path) or ""
+    if _audit_line(stamped) in logged.splitlines(keepends=True):
+        return
+    if logged and not logged.endswith("\n"):
+        # A torn last line (a write cut short): the entry goes on a line of its own.
+        _append_text(path, "\n")
+    append_stamped_line(path, stamped)
 
 
 def append_stamped_line(path: str, stamped: dict) -> None:
-    line = _audit_line(stamped).encode("utf-8")
+    _append_text(path, _audit_line(stamped))
+
+
+def _append_text(path: str, text: str) -> None:
+    line = text.encode("utf-8")
     if is_local(path):
         # One write to a file opened for appending: two jobs logging at once (two shares
         # publishing) both keep their line.

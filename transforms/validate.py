@@ -25,7 +25,7 @@ from transforms.key_continuity import fingerprint_of, read_keys_marker
 from transforms.keys import SecretKey, recipient_key
 from transforms.lake import Lake, judgement_instant, parse_run_date
 from transforms.policy import STATE_COLUMN, Policy
-from transforms.steps import load_step, save_step
+from transforms.steps import load_step, require_not_purged, save_step
 from transforms.storage import restrict_to_owner
 
 # Great Expectations sends usage analytics unless told not to; this lake is offline.
@@ -108,10 +108,10 @@ def rule_conformance(spark: SparkSession, policy: Policy, output: DataFrame) -> 
     from expectations.suite import conformance_column, rechecked_columns
     from transforms.rules import RuleContext
 
-    rechecked = rechecked_columns(policy, output.columns)
+    types = {f.name: f.dataType for f in output.schema.fields}
+    rechecked = rechecked_columns(policy, types)
     if not rechecked:
         return None
-    types = {f.name: f.dataType for f in output.schema.fields}
     counts = []
     for state, name in rechecked:
         column = policy.column(name)
@@ -150,7 +150,8 @@ def validate_output(
     judged_at = judgement_instant(parse_run_date(enforce_state["run_date"]))
     string_columns = {f.name for f in output.schema.fields if f.dataType.simpleString() == "string"}
     slices = build_suite(policy, output.columns, string_columns, enforce_state["totals"], judged_at)
-    slices += derived_suite(policy, enforce_state["totals"], quarantine_written(enforce_state), output.columns)
+    output_types = {f.name: f.dataType for f in output.schema.fields}
+    slices += derived_suite(policy, enforce_state["totals"], quarantine_written(enforce_state), output_types)
 
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -217,6 +218,7 @@ def _validate_slices(context, policy: Policy, slices: list, frames: dict[str, Da
 def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str, key: SecretKey) -> dict:
     started = time.monotonic()
     enforce_state = load_step(lake, policy.dataset, run_id, "enforce")
+    require_not_purged(lake, policy.dataset, run_id)
     staging_path = enforce_state["staging_path"]
     if not exists(spark, staging_path):
         raise StepStateError(f"{staging_path}: no staged output to validate; run the enforce step again")

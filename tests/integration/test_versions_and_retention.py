@@ -481,3 +481,11 @@ def test_a_purge_stopped_while_swapping_a_staged_output_leaves_it_unpublishable(
     assert (
         capsys.readouterr().err == f"consentgate: {validation}: missing; run the validate step for run waiting first\n"
     )
+    # Nor does validating it again make it publishable: it still holds the erased
+    # subject, whose erasure came after its enforce.
+    assert main(["validate", *staged_args, "--run-id", "waiting"]) == 2
+    marker = lake.step_state("orders", "waiting", "purged_for_erasure")
+    assert capsys.readouterr().err == (
+        f"consentgate: {marker}: the staged output was purged for an erasure since; run enforce again\n"
+    )
+    assert main(["publish", *staged_args, "--run-id", "waiting"]) == 2

@@ -48,6 +48,7 @@ def test_generalize_periods_keep_the_type(spark):
     days = [date(1980, 5, 17), None]
     assert apply(spark, "generalize:year", days, "date") == [date(1980, 1, 1), None]
     assert apply(spark, "generalize:month", days, "date") == [date(1980, 5, 1), None]
+    assert apply(spark, "generalize:day", days, "date") == days  # a date is its own day
     moments = [datetime(2026, 3, 14, 15, 9, 26), None]
     assert apply(spark, "generalize:month", moments, "timestamp") == [datetime(2026, 3, 1), None]
     assert apply(spark, "generalize:day", moments, "timestamp") == [datetime(2026, 3, 14), None]

@@ -14,7 +14,7 @@ import pytest
 from expectations.suite import build_suite
 from tests.conftest import ORDERS_POLICY, REPO
 from transforms.lake import judgement_instant
-from transforms.policy import load_policy
+from transforms.policy import load_policy, parse_policy
 
 T = judgement_instant(date(2026, 11, 28))
 ACME_POLICY = REPO / "dags" / "policies" / "orders_to_acme_ads.yml"
@@ -87,3 +87,36 @@ def test_a_generalised_event_time_is_held_to_the_period_holding_the_cutoff(spark
         "t's day": False,  # t is midnight: its day starts at t, after every judged row
         "the day before t": True,
     }
+
+
+def test_only_rules_that_are_fixed_points_on_the_published_type_are_rechecked():
+    from pyspark.sql.types import DateType, DoubleType, IntegerType, StringType, TimestampType
+
+    from expectations.suite import rechecked_columns
+
+    policy = load_policy(ORDERS_POLICY)
+    published = {"birth_date": DateType(), "zip_code": StringType(), "ordered_at": TimestampType()}
+    assert rechecked_columns(policy, published) == [
+        ("consented", "birth_date"),
+        ("anonymized", "zip_code"),
+        ("anonymized", "ordered_at"),
+    ]
+    # Published as text (another state pseudonymises it): a period rule does not take text.
+    assert rechecked_columns(policy, {"birth_date": StringType()}) == []
+    amounts = parse_policy(
+        {
+            "dataset": "payments",
+            "source": "raw/payments",
+            "subject_key": "customer_id",
+            "event_time": "paid_at",
+            "purpose": "analytics",
+            "columns": {
+                "customer_id": {"consented": "pseudonymize", "anonymized": "drop"},
+                "paid_at": {"rule": "keep"},
+                "amount": {"consented": "keep", "anonymized": "generalize:bucket10"},
+            },
+        },
+        "payments.yml",
+    )
+    assert rechecked_columns(amounts, {"amount": IntegerType()}) == [("anonymized", "amount")]
+    assert rechecked_columns(amounts, {"amount": DoubleType()}) == []  # floor and cast may move it again
