@@ -76,7 +76,8 @@ from transforms.source_files import (
     source_path,
     with_source_file,
 )
-from transforms.storage import restrict_to_owner, write_json, write_text
+from transforms.steps import PURGED_FOR_ERASURE
+from transforms.storage import delete, restrict_to_owner, write_json, write_text
 from transforms.subjects import policy_subject
 
 QUARANTINE_REASON = "quarantine_reason"
@@ -419,6 +420,8 @@ def run_enforce(
     try:
         # Erased subjects leave what was written before this run, then get their tombstones.
         purge_published(spark, lake, policy, erasure, pseudonymizer, ring)
+        # This run's own earlier output (a rerun of the run id) is replaced below.
+        delete(lake.step_state(policy.dataset, run_id, PURGED_FOR_ERASURE))
         remove_staged_ledgers(spark, lake, policy.dataset)
         record_tombstones(lake, policy, erasure, keys.hmac.fingerprint)
         # After the erasure purge, which a damaged source file must not hold up; it reads
