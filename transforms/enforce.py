@@ -74,6 +74,7 @@ from transforms.source_files import (
     may_be_unjudgeable,
     read_files,
     source_path,
+    with_fingerprint,
     with_source_file,
 )
 from transforms.steps import PURGED_FOR_ERASURE
@@ -378,9 +379,8 @@ def _fingerprinted(counted: dict[str, dict], listed: dict[str, list]) -> dict[st
     unknown = [-1, -1, None]
     files = {}
     for name in sorted(set(counted) | set(listed)):
-        size, modified, identity = listed.get(name, unknown) if name in counted else unknown
-        fingerprint = {"size": size, "modified": modified, "identity": identity}
-        files[name] = {**counted.get(name, {"periods": {}, "unjudgeable": 0}), **fingerprint}
+        stat = listed.get(name, unknown) if name in counted else unknown
+        files[name] = with_fingerprint(counted.get(name, {"periods": {}, "unjudgeable": 0}), stat)
     return files
 
 

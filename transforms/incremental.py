@@ -50,7 +50,7 @@ from transforms.partitions import folder_name, partition_columns, periods_betwee
 from transforms.policy import CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.reasons import VERDICT, Reason, verdict
-from transforms.source_files import list_source_files
+from transforms.source_files import fingerprint_of, list_source_files, with_fingerprint
 from transforms.storage import read_json, restrict_to_owner, write_json
 
 # 3: each source file also has its local identity (inode and change time).
@@ -251,10 +251,6 @@ def _periods(keys) -> set[date]:
     return periods
 
 
-def _fingerprint(entry: dict) -> list:
-    return [entry.get("size"), entry.get("modified"), entry.get("identity")]
-
-
 def plan_run(
     spark: SparkSession,
     lake: Lake,
@@ -297,12 +293,12 @@ def plan_run(
     # Source files added, changed or removed: every period they held or hold.
     listed = list_source_files(spark, source_root)
     before = ledger["source_files"]
-    changed = sorted(name for name, stat in listed.items() if _fingerprint(before.get(name, {})) != stat)
+    changed = sorted(name for name, stat in listed.items() if fingerprint_of(before.get(name, {})) != stat)
     fresh = count_files(changed) if changed else {}
     files = {}
-    for name, (size, modified, identity) in listed.items():
+    for name, stat in listed.items():
         counted = fresh.get(name, {"periods": {}, "unjudgeable": 0}) if name in changed else before[name]
-        files[name] = {**counted, "size": size, "modified": modified, "identity": identity}
+        files[name] = with_fingerprint(counted, stat)
     affected = set()
     for name in set(changed) | (set(before) - set(listed)):
         affected |= _periods(before.get(name, {}).get("periods", {})) | _periods(fresh.get(name, {}).get("periods", {}))

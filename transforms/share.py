@@ -19,7 +19,7 @@ from transforms.keys import SecretKey, recipient_key
 from transforms.lake import Lake
 from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
-from transforms.storage import audit_entry
+from transforms.storage import audit_entry, read_text
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,6 @@ def purged_export_entry(spark: SparkSession, lake: Lake, policy: Policy, version
     """The disclosure log's line for the copy of the current export ``version`` that an
     erasure purge makes current as ``purged``: the version's own line (its judgement,
     policy and recipient key), with the purged copy's name, path, rows and subjects."""
-    from transforms.storage import read_text
-
     logged = [json.loads(line) for line in (read_text(lake.disclosure_log) or "").splitlines() if line.strip()]
     earlier = [e for e in logged if e.get("export") == policy.dataset and e.get("version") == version]
     base = {k: v for k, v in earlier[-1].items() if k not in ("at", "user")} if earlier else {}

@@ -69,6 +69,20 @@ def list_source_files(spark: SparkSession, root: str) -> dict[str, list]:
     return {name: [*stat, local_identity(f"{folder}/{name}") if folder else None] for name, stat in files.items()}
 
 
+# What the ledger keeps of each file to tell whether it changed, in the listing's order.
+FINGERPRINT = ("size", "modified", "identity")
+
+
+def fingerprint_of(entry: dict) -> list:
+    """A ledger entry's fingerprint, comparable with ``list_source_files``' values."""
+    return [entry.get(name) for name in FINGERPRINT]
+
+
+def with_fingerprint(counted: dict, listed: list) -> dict:
+    """A file's counts with its fingerprint as ``list_source_files`` gave it."""
+    return {**counted, **dict(zip(FINGERPRINT, listed, strict=True))}
+
+
 def local_identity(path: str) -> str | None:
     """``inode:change time in ns`` of a local file (None once it is gone). Replacing or
     rewriting a file changes one of them, whatever its name, size and modification time;
