@@ -86,7 +86,8 @@ def with_fingerprint(counted: dict, listed: list) -> dict:
 def local_identity(path: str) -> str | None:
     """``inode:change time in ns`` of a local file (None once it is gone). Replacing or
     rewriting a file changes one of them, whatever its name, size and modification time;
-    so do a chmod and a new hard link, which only make a run read the file again."""
+    so do a chmod, a chown and a new hard link, after which a run judges the file's periods
+    again as for a changed file."""
     try:
         status = os.stat(path)
     except FileNotFoundError:
