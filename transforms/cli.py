@@ -196,10 +196,20 @@ def cmd_step(args) -> int:
         raise ConsentgateError(f"consentgate {args.command}: --policy and --run-id are required")
     policy, lake, run_id = _load(args)
     if args.command == "report":
+        _require_a_run(lake, policy.dataset, run_id)
         _report(lake, policy.dataset, run_id)
     else:
         _run_step(args.command, policy, lake, parse_run_date(args.run_date), run_id, full=getattr(args, "full", False))
     return 0
+
+
+def _require_a_run(lake, dataset: str, run_id: str) -> None:
+    """A report for a run id no step ever started (a typo) would be a run that never
+    happened, listed as the dataset's latest in the index and by ``status``."""
+    from transforms.storage import list_names
+
+    if not list_names(lake.staging_run(dataset, run_id)):
+        raise ConsentgateError(f"{lake.staging_run(dataset, run_id)}: no run {run_id} of {dataset} to report")
 
 
 def cmd_run(args) -> int:
@@ -245,23 +255,27 @@ def cmd_rollback(args) -> int:
 def cmd_status(args) -> int:
     """What the last run of a dataset did, and where its outputs are."""
     from transforms.publish import current_path
-    from transforms.storage import read_json
+    from transforms.storage import list_names, read_json
 
     lake = _lake(args)
     report_path = args.report
     if report_path is None:
         folder = lake.path("reports", args.dataset)
-        reports = (
-            sorted((os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".json")), key=os.path.getmtime)
-            if os.path.isdir(folder)
-            else []
+        # By when each was written (a report file's own time is lost on a copied or
+        # remote lake); a report rebuilt later for an earlier run counts as that late.
+        reports = sorted(
+            ((read_json(f"{folder}/{name}") or {}).get("reported_at") or "", f"{folder}/{name}")
+            for name in list_names(folder)
+            if name.endswith(".json")
         )
         if not reports:
             raise ConsentgateError(f"{folder}: no run report yet")
-        report_path = reports[-1]
+        report_path = reports[-1][1]
     report = read_json(report_path)
     print(f"run {report['run_id']} of {report['dataset']} (run date {report.get('run_date')})")
-    if "rows_in" in report:
+    if report.get("rows_in") is None:
+        print(f"  stopped: {report.get('error')}")
+    else:
         print(f"  rows_in {report['rows_in']}  ->  " + "  ".join(f"{a} {n}" for a, n in report["totals"].items()))
         for reason, by_action in report["counts"].items():
             for action, n in by_action.items():

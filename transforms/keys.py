@@ -73,7 +73,8 @@ def check_strength(material: bytes, source: str, min_bytes: int = MIN_KEY_BYTES)
     """Refuses keys that are short, a repeated short pattern, or a well-known placeholder."""
     if len(material) < min_bytes:
         raise MissingKeyError(f"{source} is too short: at least {min_bytes} bytes are required")
-    if any(material == material[:period] * (len(material) // period) for period in range(1, 5)):
+    # A pattern cut off at the end repeats too: every byte equals the one `period` before it.
+    if any(material[period:] == material[:-period] for period in range(1, 5)):
         raise MissingKeyError(f"{source} is a repeated pattern, not a secret key")
     lowered = material.lower()
     if any(placeholder.encode() in lowered for placeholder in _PLACEHOLDERS):

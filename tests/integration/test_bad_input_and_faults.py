@@ -236,8 +236,20 @@ def test_a_damaged_source_consent_or_erasure_file_stops_the_run_naming_its_folde
         assert run(lake, "damaged-erasure") == 2
         err = capsys.readouterr().err
         assert re.fullmatch(rf"consentgate: {re.escape(str(damaged.parent))}: cannot be read \(\w+( \[\w+\])?\)\n", err)
+        # `status` shows the stopped run with its reason (it failed on a report without counts).
+        assert main(["status", "--lake", lake.root, "--dataset", "orders"]) == 0
+        assert f"  stopped: {err.removeprefix('consentgate: ')}" in capsys.readouterr().out
     finally:
         damaged.unlink()
+
+
+def test_a_report_of_a_run_id_that_never_ran_is_refused(lake, capsys):
+    reports = sorted(Path(lake.root, "reports", "orders").iterdir())
+    capsys.readouterr()
+    assert main(["report", *step_args(lake, "no-such-run")]) == 2
+    no_run = f"consentgate: {lake.staging_run('orders', 'no-such-run')}: no run no-such-run of orders to report\n"
+    assert capsys.readouterr().err == no_run
+    assert sorted(Path(lake.root, "reports", "orders").iterdir()) == reports
 
 
 def test_a_corrupt_staging_file_is_never_published(lake, capsys, unchanged):

@@ -42,6 +42,8 @@ def test_pads_reproduce_rfc2104_for_short_and_long_keys(key):
     [
         ("abababababababababab", "repeated pattern"),
         ("x" * 40, "repeated pattern"),
+        ("ababababababababa", "repeated pattern"),  # the pattern cut off at the end
+        ("abcdabcdabcdabcdabc", "repeated pattern"),
         ("changeme-changeme-1", "placeholder"),
     ],
 )
