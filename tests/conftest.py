@@ -91,6 +91,7 @@ LONGEST_MODULES_FIRST = (
     "test_consent_properties.py",
     "test_sharing.py",
     "test_versions_and_retention.py",
+    "test_erasure_after_policy_change.py",
 )
 
 

@@ -79,6 +79,7 @@ from transforms.source_files import (
 )
 from transforms.steps import PURGED_FOR_ERASURE
 from transforms.storage import delete, restrict_to_owner, write_json, write_text
+from transforms.subject_record import write_subject_record
 from transforms.subjects import policy_subject
 
 QUARANTINE_REASON = "quarantine_reason"
@@ -559,6 +560,7 @@ def run_enforce(
         write_text(judged_at_marker(staging_path), t.isoformat() + "\n")
         write_text(inputs_read_marker(staging_path), inputs_read_at + "\n")
         write_keys_marker(staging_path, keys)
+        write_subject_record(staging_path, policy)
         if plan.full:
             coverage = consent_coverage(states.select(SUBJECT), consent, policy, t)
         else:
@@ -640,6 +642,7 @@ def run_enforce(
                 "purged_quarantine": erasure.purged_quarantine,
                 "purged_staging": erasure.purged_staging,
                 "removed_versions_of_unknown_keys": erasure.retired_versions,
+                "removed_versions_unsearchable": erasure.unsearchable_versions,
             },
             "rows_in": result.rows_in,
             "rows_out": result.rows_out,

@@ -36,15 +36,17 @@ from transforms.key_continuity import fingerprint_of, recorded_keys
 from transforms.keys import PREVIOUS_KEYS_ENV, SecretKey
 from transforms.lake import Lake, judgement_instant, output_markers
 from transforms.partitions import partition_columns
-from transforms.policy import Policy
+from transforms.policy import STATE_COLUMN, Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.share import as_recipient_pseudonyms, purged_export_entry
 from transforms.steps import PURGED_FOR_ERASURE
 from transforms.storage import append_stamped_line_once, delete, read_text, write_json, write_text
+from transforms.subject_record import SubjectRecord, read_subject_record
 from transforms.subjects import normalize_subject, policy_subject
 
 SUBJECT_HASH = "_cg_subject_hash"
 _UNCHANGED = object()  # a folder this run has nothing to purge from
+_UNSEARCHABLE = object()  # a folder whose rows link to subjects this run cannot tell apart
 KEY_FINGERPRINT = "key_fingerprint"
 NORMALIZATION = "subject_key_normalize"
 TOMBSTONE_COLUMNS = f"{SUBJECT_HASH} string, erased_at timestamp, {KEY_FINGERPRINT} string, {NORMALIZATION} string"
@@ -125,6 +127,9 @@ class ErasureState:
     purged_quarantine: list[str] = field(default_factory=list)
     purged_staging: list[str] = field(default_factory=list)
     retired_versions: list[str] = field(default_factory=list)
+    # Older versions in which an erased subject's rows cannot be found (their subject key
+    # dropped, or normalised otherwise): removed, as nothing could purge them.
+    unsearchable_versions: list[str] = field(default_factory=list)
     cached: list[DataFrame] = field(default_factory=list)
 
     def release(self) -> None:
@@ -250,26 +255,37 @@ def purge_published(
     new_hashes = state.new.select(SUBJECT_HASH).distinct().cache()
     state.cached.append(new_hashes)
     has_new = state.new_count > 0
-    subject_column = policy.column(policy.subject_key)
-    rule = subject_column.consented.name if subject_column else "drop"
 
-    def keep_published(hashes: DataFrame, key_pseudonymizer: Pseudonymizer):
+    def keep_published(hashes: DataFrame, key_pseudonymizer: Pseudonymizer, record: SubjectRecord):
+        """The filter for a folder whose rows carry their subject as ``record`` says."""
         if policy.is_share:
             # An export holds the recipient's pseudonyms of ours.
             hashes = as_recipient_pseudonyms(spark, hashes, SUBJECT_HASH, key_pseudonymizer.key, policy)
 
         def keep(rows: DataFrame) -> DataFrame:
-            if policy.subject_key not in rows.columns or rule == "drop":
-                return rows  # nothing in these rows links to a subject
             erased = F.broadcast(hashes.withColumnRenamed(SUBJECT_HASH, "_cg_erased"))
-            if rule == "pseudonymize":
-                return rows.join(erased, F.col(policy.subject_key) == F.col("_cg_erased"), "left_anti")
-            # The normalised key is published as it is: compare its pseudonym.
-            hashed = with_subject_hash(key_pseudonymizer.attach(rows), key_pseudonymizer, policy.subject_key)
-            kept = hashed.join(erased, F.col(SUBJECT_HASH) == F.col("_cg_erased"), "left_anti")
-            return key_pseudonymizer.detach(kept).drop(SUBJECT_HASH)
+            if record.rule == "pseudonymize":
+                return rows.join(erased, F.col(record.column) == F.col("_cg_erased"), "left_anti")
+            # The key is published as it is: its pseudonym, under the run's normalisation.
+            subjects = key_pseudonymizer.attach(rows).withColumn(
+                SUBJECT, normalize_subject(F.col(record.column), policy.subject_key_normalize)
+            )
+            kept = with_subject_hash(subjects, key_pseudonymizer).join(
+                erased, F.col(SUBJECT_HASH) == F.col("_cg_erased"), "left_anti"
+            )
+            return key_pseudonymizer.detach(kept).drop(SUBJECT, SUBJECT_HASH)
 
         return keep
+
+    def searchable(folder: str, record: SubjectRecord):
+        """_UNCHANGED when no row of ``folder`` links to a subject, _UNSEARCHABLE when
+        its rows do but an erased subject's could not be told apart, else True."""
+        if record.searchable_by(policy):
+            return True
+        rows = spark.read.parquet(folder)
+        # Anonymised rows carry nothing that links them to a subject.
+        consented = rows.filter(F.col(STATE_COLUMN) == "consented") if STATE_COLUMN in rows.columns else rows
+        return _UNSEARCHABLE if consented.limit(1).count() else _UNCHANGED
 
     def keep_raw(rows: DataFrame) -> DataFrame:
         subjects = rows.withColumn(SUBJECT, policy_subject(policy))
@@ -280,22 +296,29 @@ def purge_published(
 
     from transforms.publish import current_version, repoint_current
 
-    retired_filters: dict[str, object] = {}  # one per retired key, however many folders it made
+    retired_hashes: dict[str, tuple] = {}  # one per retired key, however many folders it made
 
     def keep_for(folder: str, version: str):
         """The filter that purges ``folder`` with the key it was made with; None when the
-        run does not have that key (or nobody recorded it)."""
+        run does not have that key (or nobody recorded it); _UNSEARCHABLE when its rows
+        cannot be searched for a subject."""
         made_with = fingerprint_of(recorded_keys(lake, policy.dataset, folder, version), "hmac")
-        if made_with == current_key:
-            return keep_published(new_hashes, pseudonymizer) if has_new else _UNCHANGED
-        if made_with not in ring:
+        if made_with == current_key and not has_new:
+            return _UNCHANGED
+        if made_with != current_key and made_with not in ring:
             return None
-        if made_with not in retired_filters:
+        record = read_subject_record(folder, policy)
+        verdict = searchable(folder, record)
+        if verdict is not True:
+            return verdict
+        if made_with == current_key:
+            return keep_published(new_hashes, pseudonymizer, record)
+        if made_with not in retired_hashes:
             retired = Pseudonymizer(spark, ring[made_with], tag="folder_key")
             hashes = state.erased_under(retired).select(SUBJECT_HASH).cache()
             state.cached.append(hashes)
-            retired_filters[made_with] = keep_published(hashes, retired)
-        return retired_filters[made_with]
+            retired_hashes[made_with] = (hashes, retired)
+        return keep_published(*retired_hashes[made_with], record)
 
     current = current_version(lake, policy.dataset)
     versions = list_dirs(spark, lake.clean(policy.dataset))
@@ -309,6 +332,13 @@ def purge_published(
                 raise MissingKeyError(f"{folder}: made with a key this run does not have; it cannot be purged")
             remove(spark, folder)  # nothing could ever purge it
             state.retired_versions.append(version)
+            continue
+        if keep is _UNSEARCHABLE:
+            if version == current:
+                _refuse_unsearchable_current(folder, read_subject_record(folder, policy), policy)
+                continue  # its subject key was dropped: this run's publication replaces it
+            remove(spark, folder)  # nothing could ever purge it, and a rollback would publish it again
+            state.unsearchable_versions.append(version)
             continue
         # A name no folder has: a purge repeated after a crash never overwrites a live one.
         purged = next(
@@ -361,7 +391,7 @@ def purge_published(
                 write_json(lake.step_state(policy.dataset, run, PURGED_FOR_ERASURE), {"purged": True})
                 delete(lake.step_state(policy.dataset, run, "validate"))
 
-        if keep is None:
+        if keep is None or keep is _UNSEARCHABLE:
             forget_validation()
             remove(spark, folder)
         elif not _purge_in_place(spark, folder, keep, f"{folder}.erased", forget_validation):
@@ -373,6 +403,18 @@ def purge_published(
             folder = lake.quarantine_rows(policy.dataset, run)
             if _purge_in_place(spark, folder, keep_raw, f"{folder}.erased"):
                 state.purged_quarantine.append(f"{run}/rows")
+
+
+def _refuse_unsearchable_current(folder: str, record: SubjectRecord, policy: Policy) -> None:
+    """The current version stays readable until this run publishes: when its subject key
+    was normalised otherwise, the run stops rather than leave an erased subject there."""
+    if record.rule == "drop":
+        return
+    raise PolicyError(
+        f"{policy.path}: subject_key_normalize: [{policy.normalization}] cannot find erased subjects in the current "
+        f"version {folder}, published under [{record.normalization}]; run under [{record.normalization}] (a "
+        "normalisation can change only by a run that publishes before the next erasure)"
+    )
 
 
 def record_tombstones(lake: Lake, policy: Policy, state: ErasureState, fingerprint: str) -> None:

@@ -82,9 +82,20 @@ def keys_marker(output_folder: str) -> str:
     return f"{output_folder}/_keys.json"
 
 
+def subject_key_marker(output_folder: str) -> str:
+    """The file inside a staged or published folder that records how its rows carry their
+    subject key (column, rule, normalisation), by which an erasure purge searches it."""
+    return f"{output_folder}/_subject_key.json"
+
+
 def output_markers(output_folder: str) -> tuple[str, ...]:
     """Every marker file a staged or published folder carries (copied when it is rewritten)."""
-    return (judged_at_marker(output_folder), inputs_read_marker(output_folder), keys_marker(output_folder))
+    return (
+        judged_at_marker(output_folder),
+        inputs_read_marker(output_folder),
+        keys_marker(output_folder),
+        subject_key_marker(output_folder),
+    )
 
 
 @dataclass(frozen=True)
