@@ -216,6 +216,10 @@ def _rewrite_without(spark: SparkSession, folder: str, keep, replacement: str) -
     if columns:  # a partitioned version stays partitioned: the catalog table reads its folders
         writer = writer.partitionBy(*columns)
     writer.parquet(replacement)
+    if columns and not partition_columns(spark, replacement):
+        # Every row was an erased subject's: a partitioned write of none leaves no file,
+        # and the catalog and readers need the columns (as an empty run's output has them).
+        remaining.limit(0).write.mode("overwrite").parquet(replacement)
     for marker, copy in zip(output_markers(folder), output_markers(replacement), strict=True):
         text = read_text(marker)
         if text is not None:

@@ -141,3 +141,33 @@ def test_a_normalisation_changed_before_the_first_erasure_leaves_no_erased_subje
     assert sorted(remaining) == ["lower3.erased", "lower4"]
     for name in remaining:
         assert pseudonym(ERASED.lower()) not in {r["customer_id"] for r in read_rows(version(lake, name))}
+
+
+@pytest.fixture(scope="module")
+def one_customer_lake(spark, tmp_path_factory):
+    with generated_lake(
+        spark, tmp_path_factory, "one_customer_lake", RUN_DATE, customers=10, orders=20, seed=33
+    ) as lake:
+        orders = spark.read.parquet(lake.raw("orders"))
+        only = spark.createDataFrame([order("X1", ERASED, T - timedelta(days=3))], orders.drop("order_month").schema)
+        spark.createDataFrame([], orders.schema).write.mode("overwrite").parquet(lake.raw("orders"))
+        append_raw(spark, lake, "orders", [tuple(only.first())])
+        append_raw(spark, lake, "consent", [(ERASED, "analytics", "granted", T - timedelta(days=90), None, "web")])
+        requests = spark.read.parquet(lake.erasure_requests)
+        spark.createDataFrame([], requests.schema).write.mode("overwrite").parquet(lake.erasure_requests)
+        yield lake
+
+
+def test_a_purge_that_empties_the_current_version_publishes_an_empty_table(spark, one_customer_lake):
+    lake = one_customer_lake
+    assert run(lake, "only1", ORDERS_POLICY) == 0
+    assert [r["order_id"] for r in read_rows(version(lake, "only1"))] == ["X1"]
+    append_raw(spark, lake, "erasure_requests", [(ERASED, T - timedelta(days=1))])
+    # The purged copy of only1 has no row left; it still has the table's columns, so the
+    # catalog moves to it and the run goes on (it stopped there, every run after it too).
+    assert run(lake, "only2", ORDERS_POLICY) == 0
+    assert report(lake, "only2")["erasure"]["purged_versions"] == ["only1.erased"]
+    for name in ("only1.erased", "only2"):
+        assert read_rows(version(lake, name)) == []
+        assert "customer_id" in spark.read.parquet(str(version(lake, name))).columns
+    assert spark.table("clean.orders").count() == 0
