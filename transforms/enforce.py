@@ -62,7 +62,7 @@ from transforms.lineage import column_lineage
 from transforms.partitions import event_instant, partition_folders, period_of
 from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
-from transforms.quarantine import expire_quarantine
+from transforms.quarantine import expire_quarantine, mark_written
 from transforms.reasons import ACTION, REASON, VERDICT, Action, Reason, action_code, reason_code, verdict
 from transforms.rules import NESTED_TYPES, TEMPORAL_TYPES, RuleContext, type_family
 from transforms.share import ChainedPseudonymizer, recipient_pseudonymizer
@@ -597,6 +597,7 @@ def run_enforce(
             retained.select(*source.columns, F.col(REASON).alias(QUARANTINE_REASON)).write.mode("overwrite").parquet(
                 quarantine_path
             )
+            mark_written(lake, policy.dataset, run_id)
             restrict_to_owner(lake.quarantine_run(policy.dataset, run_id))
     finally:
         erasure.release()

@@ -1,6 +1,10 @@
 """Quarantined rows are raw personal data: kept owner-only, and only for the policy's
 ``quarantine_retention_days`` (default 30). Each enforce run removes the dataset's
-quarantine folders (rows and failed outputs) last written longer ago than that."""
+quarantine folders (rows and failed outputs) written longer ago than that.
+
+When a run writes its quarantine it touches ``_written_at`` beside it: an erasure purge
+rewrites the rows later, which must not restart the other rows' clock. Folders from
+before that marker are aged by their newest part."""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ import time
 
 from pyspark.sql import SparkSession
 
-from transforms.fs import list_dirs, modified_at, remove
+from transforms.fs import exists, list_dirs, modified_at, remove
 from transforms.lake import Lake
 from transforms.policy import Policy
+from transforms.storage import write_text
 
 SECONDS_PER_DAY = 86_400
 
@@ -21,9 +26,21 @@ def expire_quarantine(spark: SparkSession, lake: Lake, policy: Policy, now: floa
     expired = []
     for run in list_dirs(spark, lake.quarantine(policy.dataset)):
         folder = lake.quarantine_run(policy.dataset, run)
-        parts = [folder] + [f"{folder}/{name}" for name in list_dirs(spark, folder)]
-        newest = max(modified_at(spark, part) for part in parts)
-        if newest < cutoff:
+        if exists(spark, _written_marker(folder)):
+            written = modified_at(spark, _written_marker(folder))
+        else:
+            parts = [folder] + [f"{folder}/{name}" for name in list_dirs(spark, folder)]
+            written = max(modified_at(spark, part) for part in parts)
+        if written < cutoff:
             remove(spark, folder)
             expired.append(run)
     return expired
+
+
+def mark_written(lake: Lake, dataset: str, run_id: str) -> None:
+    """Called by the step that writes a run's quarantine (its rows, its failed output)."""
+    write_text(_written_marker(lake.quarantine_run(dataset, run_id)), "")
+
+
+def _written_marker(run_folder: str) -> str:
+    return f"{run_folder}/_written_at"

@@ -25,6 +25,7 @@ from transforms.key_continuity import fingerprint_of, read_keys_marker
 from transforms.keys import SecretKey, recipient_key
 from transforms.lake import Lake, judgement_instant, parse_run_date
 from transforms.policy import STATE_COLUMN, Policy
+from transforms.quarantine import mark_written
 from transforms.steps import load_step, require_not_purged, save_step
 from transforms.storage import restrict_to_owner
 
@@ -260,6 +261,7 @@ def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str, k
         state["moved_to"] = lake.failed_output(policy.dataset, run_id)
         move(spark, staging_path, state["moved_to"])
         remove(spark, lake.staged_ledger(policy.dataset, run_id))  # never to be published
+        mark_written(lake, policy.dataset, run_id)
         restrict_to_owner(lake.quarantine_run(policy.dataset, run_id))
     save_step(lake, policy.dataset, run_id, "validate", state)
     if failed:

@@ -6,7 +6,9 @@ subject out after the request log is purged and the subject is ingested again.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from tests.lakecheck import append_raw, current_version_dir, nothing_cached, par
 from transforms.cli import main
 from transforms.generate import generate_lake
 from transforms.lake import Lake, judgement_instant
+from transforms.policy import load_policy
+from transforms.quarantine import expire_quarantine
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 28)
@@ -140,6 +144,11 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake, tmp_path, caps
     )
     # Several shuffle partitions, as a job has (the session's tests use one): the run's
     # tombstones must still be appended as one file.
+    # r1's quarantine was written 29 days ago: r2's purge rewrites its rows, which must not
+    # restart its 30 days (checked at the end).
+    written_29_days_ago = time.time() - 29 * 86_400
+    for path in [quarantine_r1.parent, *quarantine_r1.parent.rglob("*")]:
+        os.utime(path, (written_29_days_ago, written_29_days_ago))
     partitions = spark.conf.get("spark.sql.shuffle.partitions")
     spark.conf.set("spark.sql.shuffle.partitions", "4")
     spark.catalog.clearCache()
@@ -229,6 +238,10 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake, tmp_path, caps
     )
     assert current_version_dir(lake.root, "orders") == current
     assert not Path(lake.staging_data("orders", "r4")).exists()
+
+    # Two days on, r1's quarantine is past its 30 days though its rows were rewritten since.
+    two_days_on = time.time() + 2 * 86_400
+    assert expire_quarantine(spark, lake, load_policy(ORDERS_POLICY), now=two_days_on) == ["r1"]
 
 
 def explain(lake: Lake, subject: str, capsys, *policy: str) -> list[dict]:
