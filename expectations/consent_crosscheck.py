@@ -29,9 +29,13 @@ PSEUDONYM = "_cg_valid_subject"
 def valid_subjects(consent: DataFrame, policy: Policy, t: datetime) -> DataFrame:
     """Normalised subject keys whose consent to the policy's purpose is valid at ``t``."""
     t_literal = F.lit(t)  # an aware datetime: the same instant whatever the session time zone
-    events = consent.filter(F.col("purpose") == policy.purpose).select(
+    # The purpose written otherwise (case, surrounding blanks) is still the customer's
+    # word on it: such an event is never a grant, so it can only take consent away.
+    written_exactly = F.col("purpose") == policy.purpose
+    this_purpose = F.lower(F.btrim(F.col("purpose"), F.lit(" \t\n\r\f\x0b"))) == policy.purpose.strip().lower()
+    events = consent.filter(written_exactly | this_purpose).select(
         normalize_subject(F.col("subject_id"), policy.subject_key_normalize).alias("subject"),
-        "status",
+        F.when(written_exactly, F.col("status")).alias("status"),
         "recorded_at",
         "expires_at",
     )

@@ -42,23 +42,33 @@ class Event:
     source: str | None = None
 
 
-def _is_faulty(e: Event) -> bool:
+def _loosely(label: str | None) -> str | None:
+    """A label as people mistype it, trimmed (ASCII blanks) and lower-cased."""
+    return None if label is None else label.strip(" \t\n\x0b\x0c\r").lower()
+
+
+def _is_faulty(e: Event, purpose: str) -> bool:
     return (
         e.recorded_at is None
         or e.status not in (GRANT, *REFUSALS)
         or (e.status == GRANT and e.expires_at is not None and e.expires_at <= e.recorded_at)
+        # The purpose written otherwise, or a GPC signal under another purpose: never a grant.
+        or e.purpose != purpose
     )
 
 
-def _effective_status(e: Event) -> str:
-    if _is_faulty(e):
+def _effective_status(e: Event, purpose: str) -> str:
+    if _is_faulty(e, purpose):
         return "withdrawn" if e.status == "withdrawn" else "denied"
     return e.status
 
 
 def applies_to(e: Event, purpose: str, sale_or_sharing: bool) -> bool:
-    """An event of the purpose, or, for selling or sharing, a Global Privacy Control refusal."""
-    return e.purpose == purpose or (sale_or_sharing and e.source == "gpc" and e.status == "denied")
+    """An event of the purpose (however its case and surrounding blanks are written), or,
+    for selling or sharing, a Global Privacy Control refusal."""
+    return _loosely(e.purpose) == _loosely(purpose) or (
+        sale_or_sharing and _loosely(e.source) == "gpc" and _loosely(e.status) == "denied"
+    )
 
 
 def deciding_event(
@@ -69,14 +79,14 @@ def deciding_event(
     # An event that cannot be placed in time is a refusal that always applies (fail closed).
     undated = [e for e in mine if e.recorded_at is None]
     if undated:
-        statuses = sorted(_effective_status(e) for e in undated)
+        statuses = sorted(_effective_status(e, purpose) for e in undated)
         return (statuses[-1], None)
     eligible = [e for e in mine if e.recorded_at <= at]
     if not eligible:
         return None
     latest = max(e.recorded_at for e in eligible)
     tied = [e for e in eligible if e.recorded_at == latest]
-    statuses = {_effective_status(e) for e in tied}
+    statuses = {_effective_status(e, purpose) for e in tied}
     if "withdrawn" in statuses:
         return ("withdrawn", None)
     if "denied" in statuses:

@@ -5,8 +5,9 @@ Rules (the contract): the event with the latest ``recorded_at <= t`` decides; at
 same instant a refusal beats a grant; it is valid when it is a grant whose
 ``expires_at`` is null or later than ``t``; no event means no consent; events recorded
 after ``t`` are ignored. Faulty events fail closed: an unknown status, a grant that
-expires before it was recorded, or an event with no ``recorded_at`` counts as a refusal
-(the last one wins over everything, as it cannot be placed in time).
+expires before it was recorded, an event with no ``recorded_at`` (which wins over
+everything, as it cannot be placed in time), or one whose purpose matches only once
+trimmed and lower-cased counts as a refusal (a withdrawal when its status says so).
 """
 
 from __future__ import annotations
@@ -51,11 +52,18 @@ def consent_events(
         | status.isNull()
         | ((status == GRANTED) & F.coalesce(F.col("expires_at") <= F.col("recorded_at"), F.lit(False)))
     )
-    is_grant = (status == GRANTED) & ~is_faulty
     effective_time = F.coalesce(F.col("recorded_at"), F.timestamp_micros(F.lit(_END_OF_TIME_MICROS)))
-    relevant = F.lit(True) if purpose is None else F.col("purpose") == F.lit(purpose)
+    if purpose is None:
+        relevant = F.lit(True)
+    else:
+        # A purpose written otherwise ("Analytics ", "ANALYTICS") is this purpose, but a
+        # faulty event of it: it can refuse (or withdraw) consent, never grant it.
+        exact = F.col("purpose") == F.lit(purpose)
+        relevant = exact | (loosely(F.col("purpose")) == F.lit(purpose.strip().lower()))
+        is_faulty = is_faulty | ~F.coalesce(exact, F.lit(False))
     if sale_or_sharing:
-        relevant = relevant | ((F.col("source") == "gpc") & (status == DENIED))
+        relevant = relevant | ((loosely(F.col("source")) == "gpc") & (loosely(status) == DENIED))
+    is_grant = (status == GRANTED) & ~is_faulty
     return (
         consent.filter(relevant)
         .select(
@@ -71,6 +79,11 @@ def consent_events(
         )
         .filter(F.col(SUBJECT).isNotNull())
     )
+
+
+def loosely(text: Column) -> Column:
+    """A label as people mistype it: trimmed and lower-cased (for matching refusals)."""
+    return F.lower(F.regexp_replace(text, r"^\s+|\s+$", ""))
 
 
 def _decision_key() -> Column:

@@ -47,11 +47,12 @@ maybe_instants = st.sampled_from([*INSTANTS, None])
 def events_of(subjects):
     return st.tuples(
         subjects,
-        st.sampled_from(["analytics", "marketing"]),
-        st.sampled_from(["granted", "granted", "withdrawn", "denied", "revoked", None]),
+        # The purpose mistyped ("Analytics "): it can refuse consent, never grant it.
+        st.sampled_from(["analytics", "analytics", "marketing", " Analytics", "ANALYTICS\t"]),
+        st.sampled_from(["granted", "granted", "withdrawn", "denied", "revoked", "Denied ", None]),
         maybe_instants,
         st.one_of(st.none(), st.just(T), instants),  # expiry exactly at t is the sharpest edge
-        st.sampled_from(["web_form", "app", "gpc"]),
+        st.sampled_from(["web_form", "app", "gpc", " GPC"]),
     )
 
 

@@ -38,13 +38,19 @@ def test_valid_subjects_match_the_reference_model(spark):
         for purpose in ("analytics", "marketing")
         for status, at, expires in events
         if purpose == "analytics" or subject == "granted"
-    ] + [("marketing-only", "marketing", "granted", T - 9 * DAY, None, "web")]
+    ] + [
+        ("marketing-only", "marketing", "granted", T - 9 * DAY, None, "web"),
+        # The purpose written otherwise: its withdrawal counts, its grant does not.
+        ("mistyped-withdrawal", "analytics", "granted", T - 9 * DAY, None, "web"),
+        ("mistyped-withdrawal", "Analytics ", "withdrawn", T - DAY, None, "web"),
+        ("mistyped-grant", "ANALYTICS", "granted", T - DAY, None, "web"),
+    ]
     consent = spark.createDataFrame(rows, CONSENT_DDL)
     got = {row.subject for row in valid_subjects(consent, policy, T).collect()}
     events = [reference.Event(s, p, st, at, ex) for s, p, st, at, ex, _ in rows]
     expected = {
         subject
-        for subject in [*HISTORIES, "marketing-only"]
+        for subject in [*HISTORIES, "marketing-only", "mistyped-withdrawal", "mistyped-grant"]
         if reference.reason_for(subject, T - DAY, T, [e for e in events if e.subject == subject], [], "analytics", None)
         == "consented"
     }
