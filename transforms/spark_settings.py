@@ -15,7 +15,19 @@ from transforms.errors import ConsentgateError
 
 VARIABLE = "CONSENTGATE_SPARK_CONF"
 # Judgements are made in UTC, and the logging configuration keeps data out of the logs.
-PROTECTED = ("spark.sql.session.timeZone", "spark.driver.extraJavaOptions", "spark.sql.catalogImplementation")
+# What every job sets after the deployment's settings, for correctness (instants in UTC,
+# microsecond timestamps, a write replacing only its own output, the catalog, the logging
+# that keeps data out of the logs) or for its logs: a value given here would be ignored.
+PROTECTED = (
+    "spark.sql.session.timeZone",
+    "spark.driver.extraJavaOptions",
+    "spark.sql.catalogImplementation",
+    "spark.sql.parquet.outputTimestampType",
+    "spark.sql.sources.partitionOverwriteMode",
+    "spark.ui.showConsoleProgress",
+    "spark.pyspark.python",
+    "spark.pyspark.driver.python",
+)
 # The run's counts are observed while its output is written (``Observation``). When every
 # row a stage reads is filtered out before the write (an incremental run that judges
 # again only quarantined rows), adaptive execution replaces the empty part of the plan,
@@ -63,5 +75,6 @@ def extra_spark_conf() -> dict[str, str]:
             raise ConsentgateError(f"{VARIABLE}: {key} must be a string, a number or true/false")
     protected = sorted(set(settings) & set(PROTECTED))
     if protected:
-        raise ConsentgateError(f"{VARIABLE}: {protected[0]} is set by consentgate and cannot be overridden")
+        hint = " (set CONSENTGATE_PYSPARK_PYTHON)" if protected[0].startswith("spark.pyspark.") else ""
+        raise ConsentgateError(f"{VARIABLE}: {protected[0]} is set by consentgate and cannot be overridden{hint}")
     return {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in settings.items()}

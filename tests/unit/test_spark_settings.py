@@ -30,6 +30,9 @@ def test_settings_become_spark_strings(monkeypatch):
         ('{"shuffle.partitions": "8"}', "CONSENTGATE_SPARK_CONF: must be a JSON object of spark.* settings"),
         ('{"spark.sql.session.timeZone": "Europe/Paris"}', "spark.sql.session.timeZone is set by consentgate"),
         ('{"spark.driver.extraJavaOptions": "-Dx=1"}', "spark.driver.extraJavaOptions is set by consentgate"),
+        # Set after the deployment's settings: they were ignored without a word.
+        ('{"spark.sql.sources.partitionOverwriteMode": "dynamic"}', "partitionOverwriteMode is set by consentgate"),
+        ('{"spark.pyspark.python": "/usr/bin/python3"}', "cannot be overridden (set CONSENTGATE_PYSPARK_PYTHON)"),
         ('{"spark.executor.memory": null}', "spark.executor.memory must be a string, a number or true/false"),
         ('{"spark.executor.memory": {"size": 4}}', "spark.executor.memory must be a string, a number or true/false"),
     ],
