@@ -16,7 +16,7 @@ import threading
 import traceback
 from datetime import UTC, datetime
 
-from transforms.errors import ConsentgateError, ValidationFailed, describe
+from transforms.errors import ConsentgateError, SchemaError, ValidationFailed, describe, unreadable_file
 from transforms.lake import Lake, check_run_id, parse_run_date
 from transforms.steps import STEPS
 
@@ -157,9 +157,28 @@ def _run_step(step, policy, lake, run_date, run_id, full=False) -> None:
             record_failure(lake, policy.dataset, run_id, step, str(err), **identity, **getattr(err, "state", {}))
             raise
         except Exception as err:
+            damaged = unreadable_file(err) or _damaged_input(lake, policy, step, run_id)
+            if damaged is not None:
+                # A damaged input, found when its pages were read: bad input, not a fault of ours.
+                reason = SchemaError(f"{damaged[0]}: cannot be read ({damaged[1]})")
+                record_failure(lake, policy.dataset, run_id, step, str(reason), **identity)
+                raise reason from None
             # The type only: the message may quote data. The report and the DAG's task say it.
             record_failure(lake, policy.dataset, run_id, step, f"internal error: {describe(err)}", **identity)
             raise
+
+
+def _damaged_input(lake, policy, step, run_id) -> tuple[str, str] | None:
+    """After an unexpected error: whether one of the step's input files is damaged."""
+    from transforms.damage import damaged_file, step_inputs
+
+    folders = step_inputs(lake, policy, step, run_id)
+    if not folders:
+        return None
+    try:
+        return damaged_file(_spark(lake, step, policy.dataset), folders)
+    except Exception:  # noqa: BLE001 - a session that cannot read any more: the error stands
+        return None
 
 
 def _require_the_enforced_policy(policy, lake, run_id, step) -> None:

@@ -57,3 +57,28 @@ def describe(err: BaseException) -> str:
     which may quote data."""
     condition = getattr(err, "getCondition", lambda: None)()
     return f"{type(err).__name__}{f' [{condition}]' if condition else ''}"
+
+
+def unreadable_file(err: BaseException) -> tuple[str, str] | None:
+    """``(path, condition)`` when a Spark job failed on a file it could not read (damage
+    inside a Parquet file shows only when its pages are read, deep in a job), else None.
+
+    The path's partition values are left out (``order_month=…``): a source may be
+    partitioned by a column holding personal data. The file's own name stays."""
+    throwable = getattr(err, "java_exception", None) or getattr(err, "_origin", None)
+    for _ in range(20):  # down the chain of causes, as far as Spark nests them
+        if throwable is None:
+            return None
+        try:
+            condition = throwable.getCondition()
+            parameters = dict(throwable.getMessageParameters()) if condition else {}
+        except Exception:  # noqa: BLE001 - not a SparkThrowable
+            condition, parameters = None, {}
+        if condition and condition.startswith("FAILED_READ_FILE") and parameters.get("path"):
+            return without_partition_values(parameters["path"]), condition
+        throwable = throwable.getCause()
+    return None
+
+
+def without_partition_values(path: str) -> str:
+    return "/".join(f"{part.split('=', 1)[0]}=…" if "=" in part else part for part in path.split("/"))

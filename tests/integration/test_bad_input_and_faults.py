@@ -243,6 +243,34 @@ def test_a_damaged_source_consent_or_erasure_file_stops_the_run_naming_its_folde
         damaged.unlink()
 
 
+def test_damage_inside_a_source_file_stops_the_run_naming_the_file(lake, capsys, unchanged):
+    """Its footer is whole (the folder's check passes): the damage shows only when the
+    job reads its pages, and is still bad input (exit 2), not an internal error."""
+    original = sorted(Path(lake.raw("orders")).glob("*.parquet"))[0]
+    damaged = original.with_name("part-damaged-pages.parquet")
+    data = bytearray(original.read_bytes())
+    start, end = len(data) // 8, len(data) // 2  # pages; the footer is at the end
+    data[start:end] = b"\xff" * (end - start)
+    damaged.write_bytes(bytes(data))
+    try:
+        capsys.readouterr()
+        assert run(lake, "damaged-pages") == 2
+        err = capsys.readouterr().err
+        named = rf"consentgate: file://{re.escape(str(damaged))}: cannot be read \(\w+( \[[\w.]+\])?\)\n"
+        assert re.fullmatch(named, err)
+        state = json.loads(Path(lake.step_state("orders", "damaged-pages", "enforce")).read_text())
+        assert state["error"] == err.removeprefix("consentgate: ").rstrip("\n")
+    finally:
+        damaged.unlink()
+
+
+def test_partition_values_are_left_out_of_an_unreadable_file_s_path():
+    from transforms.errors import without_partition_values
+
+    path = "s3a://lake/raw/orders/customer_id=C0001/day=2026-11-01/part-0.parquet"
+    assert without_partition_values(path) == "s3a://lake/raw/orders/customer_id=…/day=…/part-0.parquet"
+
+
 def test_a_report_of_a_run_id_that_never_ran_is_refused(lake, capsys):
     reports = sorted(Path(lake.root, "reports", "orders").iterdir())
     capsys.readouterr()
