@@ -326,6 +326,14 @@ def purge_published(
 
     current = current_version(lake, policy.dataset)
     versions = list_dirs(spark, lake.clean(policy.dataset))
+    if current is not None:
+        # What a purge of the current version left when it stopped before the swap: never
+        # current, and made again below under the same name (its disclosure line, for a
+        # share, is then the one already logged rather than a second under a new name).
+        leftovers = [v for v in versions if v.startswith(f"{current}.erased")]
+        for leftover in leftovers:
+            remove(spark, lake.clean_version(policy.dataset, leftover))
+        versions = [v for v in versions if v not in leftovers]
     for version in versions:
         folder = lake.clean_version(policy.dataset, version)
         keep = keep_for(folder, version)

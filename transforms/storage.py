@@ -108,15 +108,25 @@ def _audit_line(stamped: dict) -> str:
 
 
 def append_stamped_line_once(path: str, stamped: dict) -> None:
-    """Appends an entry made by ``audit_entry`` unless the log holds it already: a retry
-    after a crash between the append and recording it logs no second line."""
+    """Appends an entry made by ``audit_entry`` unless the log holds it already, whenever
+    it was stamped: a retry after a crash between the append and recording it, or one
+    that made the same entry again, logs no second line."""
     logged = read_text(path) or ""
-    if _audit_line(stamped) in logged.splitlines(keepends=True):
-        return
+    unstamped = _unstamped(stamped)
+    for line in logged.splitlines():
+        try:
+            if _unstamped(json.loads(line)) == unstamped:
+                return
+        except (ValueError, AttributeError):
+            continue  # a torn line
     if logged and not logged.endswith("\n"):
         # A torn last line (a write cut short): the entry goes on a line of its own.
         _append_text(path, "\n")
     append_stamped_line(path, stamped)
+
+
+def _unstamped(entry: dict) -> dict:
+    return {key: value for key, value in entry.items() if key not in ("at", "user")}
 
 
 def append_stamped_line(path: str, stamped: dict) -> None:

@@ -243,6 +243,39 @@ def test_erasure_and_withdrawal_reach_the_export_already_made(spark, lake):
     assert (s2["rows"], s2["subjects"]) == (len(before) - len(leaving), s1["subjects"] - 2)
 
 
+def test_a_purge_of_the_export_stopped_before_its_swap_logs_the_purged_copy_once(spark, lake, monkeypatch):
+    """The purged copy's line is logged before the copy is made current; a job that dies in
+    between leaves the copy and the line, and its retry makes the copy again under the
+    same name, with no second line (it logged one for a copy under another name)."""
+    import transforms.publish as publish
+
+    exports = Path(lake.root) / "exports" / "acme_ads" / "orders"
+    current = (exports / "CURRENT").read_text().strip()
+    in_export = {r["customer_id"] for r in export_rows(lake, "acme_ads")}
+    reasons = expected_reasons(lake.root, RUN_DATE, retention_days=365, purpose="share:acme_ads", sale_or_sharing=True)
+    raw = {r["order_id"]: r["customer_id"].strip() for r in read_rows(lake.raw("orders"))}
+    consented = sorted({raw[o] for o, reason in reasons.items() if reason == "consented"})
+    erased = next(c for c in consented if recipient_pseudonym("acme_ads", c) in in_export)
+    append_raw(spark, lake, "erasure_requests", [(erased, T - timedelta(hours=1))])
+    common = ["--policy", str(ACME_POLICY), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "purge-dies"]
+    real_repoint = publish.repoint_current
+
+    def dies(*args):
+        raise OSError("killed")
+
+    monkeypatch.setattr(publish, "repoint_current", dies)
+    assert main(["enforce", *common]) == 1
+    purged_lines = [d for d in disclosures(lake) if d.get("purged_from") == current]
+    assert [d["version"] for d in purged_lines] == [f"{current}.erased"]
+    assert (exports / "CURRENT").read_text().strip() == current
+    monkeypatch.setattr(publish, "repoint_current", real_repoint)
+    assert main(["enforce", *common]) == 0
+    assert [d for d in disclosures(lake) if d.get("purged_from") == current] == purged_lines
+    assert sorted(p.name for p in exports.iterdir()) == ["CURRENT", f"{current}.erased"]
+    assert (exports / "CURRENT").read_text().strip() == f"{current}.erased"
+    assert recipient_pseudonym("acme_ads", erased) not in {r["customer_id"] for r in export_rows(lake, "acme_ads")}
+
+
 @pytest.mark.parametrize("fault", ["move", "recording the line"])
 def test_a_share_retried_after_a_failed_publish_logs_its_disclosure_once(lake, monkeypatch, fault):
     """The disclosure is logged before the export is made available; a retry of a publish
