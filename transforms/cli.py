@@ -273,6 +273,7 @@ def cmd_rollback(args) -> int:
 
 def cmd_status(args) -> int:
     """What the last run of a dataset did, and where its outputs are."""
+    from transforms.lake import is_local, local_path
     from transforms.publish import current_path
     from transforms.storage import list_names, read_json
 
@@ -280,16 +281,18 @@ def cmd_status(args) -> int:
     report_path = args.report
     if report_path is None:
         folder = lake.path("reports", args.dataset)
-        # By when each was written (a report file's own time is lost on a copied or
-        # remote lake); a report rebuilt later for an earlier run counts as that late.
-        reports = sorted(
-            ((read_json(f"{folder}/{name}") or {}).get("reported_at") or "", f"{folder}/{name}")
-            for name in list_names(folder)
-            if name.endswith(".json")
-        )
+        # By when each was written, as it says (a file's own time is lost on a copied or
+        # remote lake), then, within its second, by the file's time where there is one; a
+        # report rebuilt later for an earlier run counts as that late.
+        def written(path: str) -> tuple[str, float, str]:
+            local = is_local(path) and os.path.exists(local_path(path))
+            said = (read_json(path) or {}).get("reported_at") or ""
+            return said, os.path.getmtime(local_path(path)) if local else 0.0, path
+
+        reports = sorted(written(f"{folder}/{name}") for name in list_names(folder) if name.endswith(".json"))
         if not reports:
             raise ConsentgateError(f"{folder}: no run report yet")
-        report_path = reports[-1][1]
+        report_path = reports[-1][2]
     report = read_json(report_path)
     print(f"run {report['run_id']} of {report['dataset']} (run date {report.get('run_date')})")
     if report.get("rows_in") is None:

@@ -56,13 +56,10 @@ def consent_events(
     if purpose is None:
         relevant = F.lit(True)
     else:
+        relevant = bears_on(purpose, sale_or_sharing)
         # A purpose written otherwise ("Analytics ", "ANALYTICS") is this purpose, but a
         # faulty event of it: it can refuse (or withdraw) consent, never grant it.
-        exact = F.col("purpose") == F.lit(purpose)
-        relevant = exact | (loosely(F.col("purpose")) == F.lit(purpose.strip().lower()))
-        is_faulty = is_faulty | ~F.coalesce(exact, F.lit(False))
-    if sale_or_sharing:
-        relevant = relevant | ((loosely(F.col("source")) == "gpc") & (loosely(status) == DENIED))
+        is_faulty = is_faulty | ~F.coalesce(F.col("purpose") == F.lit(purpose), F.lit(False))
     is_grant = (status == GRANTED) & ~is_faulty
     return (
         consent.filter(relevant)
@@ -79,6 +76,15 @@ def consent_events(
         )
         .filter(F.col(SUBJECT).isNotNull())
     )
+
+
+def bears_on(purpose: str, sale_or_sharing: bool) -> Column:
+    """Whether a consent event is about ``purpose``: written as the purpose, or so once
+    trimmed and lower-cased; for a sale or sharing purpose, also a GPC refusal."""
+    relevant = (F.col("purpose") == F.lit(purpose)) | (loosely(F.col("purpose")) == F.lit(purpose.strip().lower()))
+    if sale_or_sharing:
+        relevant = relevant | ((loosely(F.col("source")) == "gpc") & (loosely(F.col("status")) == DENIED))
+    return relevant
 
 
 def loosely(text: Column) -> Column:

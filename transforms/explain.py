@@ -18,10 +18,10 @@ import hmac
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from transforms.consent import SUBJECT, consent_at, consent_events
+from transforms.consent import SUBJECT, bears_on, consent_at, consent_events
 from transforms.enforce import judge, read_consent, read_source
 from transforms.erasure import SUBJECT_HASH, erasure_state
 from transforms.errors import MissingKeyError
@@ -48,15 +48,18 @@ class DatasetExplanation:
     caveats: list[str] = field(default_factory=list)
 
 
-def _normalized(subject_id: str, policy: Policy):
-    """The asked-for id as the policy normalises subject keys."""
-    return normalize_subject(F.lit(subject_id), policy.subject_key_normalize)
+_ASKED = "_cg_asked"
 
 
-def _subject_filter(column: str, subject_id: str, policy: Policy):
-    return normalize_subject(F.col(column).cast("string"), policy.subject_key_normalize) == _normalized(
-        subject_id, policy
-    )
+def _as_data(spark: SparkSession, value: str | None) -> DataFrame:
+    """A value as one broadcast row of data rather than a literal: literals are printed in
+    query plans (the Spark UI, event logs), and this one is a person's id or pseudonym."""
+    return F.broadcast(spark.createDataFrame([(value,)], f"{_ASKED} string"))
+
+
+def _rows_where(df: DataFrame, value: Column, row: DataFrame) -> DataFrame:
+    """The rows of ``df`` whose ``value`` equals the one row's (none for null)."""
+    return df.join(row, value == F.col(_ASKED)).drop(_ASKED)
 
 
 class _Subject:
@@ -66,13 +69,24 @@ class _Subject:
 
     def __init__(self, spark: SparkSession, subject_id: str):
         self.spark = spark
-        self.subject_id = subject_id
+        self._asked = spark.createDataFrame([(subject_id,)], f"{_ASKED} string")
         self._normalized: dict[tuple, str | None] = {}
+
+    def normalized_row(self, policy: Policy, for_join: bool = True) -> DataFrame:
+        normalized = self._asked.select(normalize_subject(F.col(_ASKED), policy.subject_key_normalize).alias(_ASKED))
+        return F.broadcast(normalized) if for_join else normalized
+
+    def rows_of(self, df: DataFrame, column: str, policy: Policy) -> DataFrame:
+        """The rows of ``df`` whose ``column`` is this subject's key, normalised as ``policy`` says."""
+        # Normalised in a projection first: a join condition must be deterministic, and
+        # normalising calls into the JVM (``reflect``), which Spark does not know to be.
+        keyed = df.withColumn("_cg_key", normalize_subject(F.col(column).cast("string"), policy.subject_key_normalize))
+        return _rows_where(keyed, F.col("_cg_key"), self.normalized_row(policy)).drop("_cg_key")
 
     def normalized(self, policy: Policy) -> str | None:
         how = policy.subject_key_normalize
         if how not in self._normalized:
-            self._normalized[how] = self.spark.range(1).select(_normalized(self.subject_id, policy)).first()[0]
+            self._normalized[how] = self.normalized_row(policy, for_join=False).first()[0]
         return self._normalized[how]
 
     def pseudonym(self, policy: Policy, key: SecretKey, recipient: str | None = None) -> str | None:
@@ -91,22 +105,20 @@ def _iso(column: str):
     return F.date_format(F.col(column), "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX")
 
 
-def _deciding_event(consent: DataFrame, subject_id: str, policy: Policy, t: datetime) -> tuple[dict | None, int]:
+def _deciding_event(consent: DataFrame, subject: _Subject, policy: Policy, t: datetime) -> tuple[dict | None, int]:
     events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
-    mine = events.filter(F.col(SUBJECT) == _normalized(subject_id, policy))
+    mine = _rows_where(events, F.col(SUBJECT), subject.normalized_row(policy))
     decided = consent_at(mine, t)
     # The channel of the deciding event, read back from the log (the judgement needs
     # none): the subject's events of this purpose (or GPC refusals, for a sale or
     # sharing purpose) at the deciding instant; an event with no time decides at any.
-    relevant = F.col("purpose") == F.lit(policy.purpose)
-    if policy.sale_or_sharing:
-        relevant = relevant | ((F.col("source") == "gpc") & (F.col("status") == "denied"))
+    relevant = bears_on(policy.purpose, policy.sale_or_sharing)
     undated = F.year("consent_recorded_at") == 9999
     same_instant = F.when(undated, F.col("recorded_at").isNull()).otherwise(
         F.col("recorded_at") == F.col("consent_recorded_at")
     )
     channels = (
-        consent.filter(_subject_filter("subject_id", subject_id, policy) & relevant)
+        subject.rows_of(consent.filter(relevant), "subject_id", policy)
         .join(decided, same_instant)
         .agg(F.array_sort(F.collect_set(F.col("source").cast("string"))).alias("sources"))
     )
@@ -143,7 +155,8 @@ def _rows_in_version(
         expected = subject.pseudonym(policy, key, policy.recipient)
     else:
         expected = subject.normalized(policy)
-    counted = published.filter(F.col(policy.subject_key) == F.lit(expected)).groupBy("record_state").count()
+    mine = _rows_where(published, F.col(policy.subject_key), _as_data(spark, expected))
+    counted = mine.groupBy("record_state").count()
     return {row["record_state"]: row["count"] for row in counted.collect()}
 
 
@@ -174,7 +187,7 @@ def _is_erased(erasure, subject: _Subject, policy: Policy, pseudonymizer: Pseudo
     (a subject erased under a retired key included)."""
     for key_pseudonymizer, hashes in [(pseudonymizer, erasure.erased), *erasure.retired]:
         hashed = subject.pseudonym(policy, key_pseudonymizer.key)
-        if hashes.filter(F.col(SUBJECT_HASH) == F.lit(hashed)).limit(1).count():
+        if _rows_where(hashes, F.col(SUBJECT_HASH), _as_data(subject.spark, hashed)).limit(1).count():
             return True
     return False
 
@@ -191,7 +204,7 @@ def explain_subject(
     try:
         for policy in policies:
             source = read_source(spark, lake, policy)
-            rows = source.filter(_subject_filter(policy.subject_key, subject_id, policy))
+            rows = subject.rows_of(source, policy.subject_key, policy)
             if policy.subject_key_normalize not in erasures:
                 erasures[policy.subject_key_normalize] = erasure_state(
                     spark, lake, policy, run_date, pseudonymizer, keys.hmac_ring(), find_new=False
@@ -201,7 +214,7 @@ def explain_subject(
             counts: dict[str, dict[str, int]] = {}
             for row in judged.groupBy(REASON, ACTION).count().collect():
                 counts.setdefault(row[REASON], {})[row[ACTION]] = row["count"]
-            event, history = _deciding_event(consent, subject_id, policy, t)
+            event, history = _deciding_event(consent, subject, policy, t)
             explanations.append(
                 DatasetExplanation(
                     dataset=policy.dataset,
