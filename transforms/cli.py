@@ -281,6 +281,7 @@ def cmd_status(args) -> int:
     report_path = args.report
     if report_path is None:
         folder = lake.path("reports", args.dataset)
+
         # By when each was written, as it says (a file's own time is lost on a copied or
         # remote lake), then, within its second, by the file's time where there is one; a
         # report rebuilt later for an earlier run counts as that late.

@@ -209,6 +209,11 @@ def _ledger_identity(policy: Policy, keys: RunKeys, source_schema: str) -> dict:
         "consentgate_version": __version__,
         "policy_sha256": policy.sha256,
         "keys": keys.describe(),
+        # Tombstones that recorded no key are matched under every key of the ring: with
+        # other retired keys they may erase other subjects, which the ledger cannot see.
+        "retired_hmac_keys": sorted(
+            fingerprint for fingerprint in keys.hmac_ring() if fingerprint != keys.hmac.fingerprint
+        ),
         "partition_column": policy.partition_column,
         "source_schema": source_schema,
     }

@@ -351,6 +351,18 @@ def test_a_changed_policy_judges_every_period_again(spark, lake, policy_file, tm
     assert len(staged) == enforced["rows_out"]
 
 
+def test_another_retired_key_judges_every_period_again(lake, policy_file, monkeypatch):
+    """Tombstones that recorded no key are matched under every retired key too: under
+    another one they may erase subjects the ledger holds as published."""
+    run(lake, policy_file, "day7a")
+    current = Path(lake.current_pointer("orders")).read_text().strip()
+    monkeypatch.setenv("CONSENTGATE_HMAC_PREVIOUS_KEYS", json.dumps(["a-retired-key-of-2025-q4-0042"]))
+    args = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "day7b"]
+    assert main(["enforce", *args]) == 0
+    enforced = json.loads(Path(lake.step_state("orders", "day7b", "enforce")).read_text())
+    assert enforced["incremental"]["reason"] == f"retired_hmac_keys changed since the current version {current}"
+
+
 def test_a_rollback_is_refused_where_it_would_mislead_or_mix_keys(spark, lake, policy_file, capsys):
     pointer = Path(lake.current_pointer("orders"))
     if not pointer.exists():  # run alone: two versions to choose between
