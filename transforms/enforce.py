@@ -129,6 +129,12 @@ def check_source_schema(schema: StructType, policy: Policy, path: str) -> None:
                 f"{path}: column {column.name!r} is {dtype.simpleString()}: anonymised rows may not carry an "
                 "exact date or time (generalize it or drop it)"
             )
+        if column.anonymized.changes_nothing_of(dtype):
+            raise SchemaError(
+                f"{path}: column {column.name!r} is {dtype.simpleString()}: rule {column.anonymized.text!r} "
+                "(anonymized) leaves every value as it is, which anonymised rows may not carry (generalize it "
+                "further or drop it)"
+            )
 
 
 def read_consent(spark: SparkSession, lake: Lake) -> DataFrame:

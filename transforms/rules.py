@@ -95,6 +95,15 @@ class ColumnRule:
     def publishes_text(self) -> bool:
         return self.spec.publishes_text
 
+    def changes_nothing_of(self, dtype: DataType) -> bool:
+        """A generalisation that leaves every value of ``dtype`` as it is: a date to its
+        day, an integer to buckets of one."""
+        if self.name != "generalize":
+            return False
+        kind, size = self.argument
+        family = type_family(dtype)
+        return (kind == "day" and family == "date") or (kind == "bucket" and size == 1 and family in INTEGRAL_TYPES)
+
     @property
     def description(self) -> str:
         """What the rule does to a value, in words, for the register and the DAG's docs."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pyspark.sql.types import ArrayType, IntegerType, StringType, StructField, StructType, TimestampType
+from pyspark.sql.types import ArrayType, DateType, IntegerType, StringType, StructField, StructType, TimestampType
 
 from transforms.enforce import check_source_schema
 from transforms.errors import SchemaError
@@ -17,6 +17,7 @@ SOURCE = StructType(
         StructField("visits", IntegerType()),
         StructField("address", StructType([StructField("zip", StringType()), StructField("city", StringType())])),
         StructField("tags", ArrayType(StringType())),
+        StructField("born", DateType()),
     ]
 )
 
@@ -44,6 +45,9 @@ def policy(columns: dict):
         ({"tags": "redact"}, "column 'tags' is array<string>; rule 'redact'"),
         ({"visits": "scrub_text"}, "column 'visits' is int; rule 'scrub_text'"),
         ({"seen": {"consented": "keep", "anonymized": "keep"}}, "'seen' is timestamp: anonymised rows may not carry"),
+        # Generalisations that change no value of the type: the exact value, in other words.
+        ({"born": {"anonymized": "generalize:day"}}, "'born' is date: rule 'generalize:day' .anonymized. leaves every"),
+        ({"visits": {"anonymized": "generalize:bucket1"}}, "'visits' is int: rule 'generalize:bucket1' .anonymized."),
     ],
 )
 def test_the_run_stops_naming_the_column(columns, message):
@@ -54,6 +58,15 @@ def test_the_run_stops_naming_the_column(columns, message):
 def test_nested_columns_declared_whole_and_undeclared_columns_are_fine():
     check_source_schema(
         SOURCE,
-        policy({"address": "drop", "tags": {"consented": "keep", "anonymized": "drop"}, "note": "scrub_text"}),
+        policy(
+            {
+                "address": "drop",
+                "tags": {"consented": "keep", "anonymized": "drop"},
+                "note": "scrub_text",
+                # A day of a timestamp, buckets of two: coarser than the value.
+                "seen": {"consented": "keep", "anonymized": "generalize:day"},
+                "visits": {"anonymized": "generalize:bucket2"},
+            }
+        ),
         "lake/raw/people",
     )
