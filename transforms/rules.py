@@ -33,14 +33,26 @@ DEFAULT_MASK_VISIBLE = 4
 MAX_DATE_SHIFT_DAYS = 3650
 # Java regular expressions (Spark's regexp_replace), applied in this order: an e-mail
 # address can hold digits, and a card number is a longer digit run than a phone number.
+# Letters and digits of any script (\p{L}, \p{Nd}: "jörg@bücher.de", full-width digits);
+# digit groups may be separated by no-break and thin spaces and Unicode dashes, as text
+# pasted from documents is.
+_GROUP_SEPARATOR = r"[ \u00a0\u2007\u2009\u202f\u2010-\u2015\u2212-]"
+_PHONE_SEPARATOR = r"[ \t\u00a0\u2007\u2009\u202f\u2010-\u2015\u2212()./-]"
 SCRUB_PATTERNS = (
-    ("[email]", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
-    ("[card]", r"(?<![\d+])(?:\d{13,19}|\d{4}(?:[ -]\d{4}){3}(?:[ -]?\d{1,3})?|\d{4}[ -]\d{6}[ -]\d{5})(?!\d)"),
-    # 7 to 15 digits with short separators, an optional extension, but not an ISO date.
+    ("[email]", r"[\p{L}\p{N}._%+'-]+@[\p{L}\p{N}-]+(?:\.[\p{L}\p{N}-]+)*\.(?:xn--[A-Za-z0-9-]+|\p{L}{2,})"),
+    (
+        "[card]",
+        r"(?<![\p{Nd}+])(?:\p{Nd}{13,19}"
+        rf"|\p{{Nd}}{{4}}(?:{_GROUP_SEPARATOR}\p{{Nd}}{{4}}){{3}}(?:{_GROUP_SEPARATOR}?\p{{Nd}}{{1,3}})?"
+        rf"|\p{{Nd}}{{4}}{_GROUP_SEPARATOR}\p{{Nd}}{{6}}{_GROUP_SEPARATOR}\p{{Nd}}{{5}})(?!\p{{Nd}})",
+    ),
+    # 7 to 15 digits with short separators (a slash or " - " too), an optional extension
+    # in any case, but not an ISO date.
     (
         "[phone]",
-        r"(?<![\w+])(?!\d{4}-\d{2}-\d{2}(?!\d))(?:\+|\()?\d(?:[ ().-]{0,2}\d){6,14}"
-        r"(?:\s*(?:x|ext\.?)\s*\d{1,6})?(?!\d)",
+        r"(?<![\w+])(?!\d{4}-\d{2}-\d{2}(?!\d))(?:\+|\()?\p{Nd}"
+        rf"(?:{_PHONE_SEPARATOR}{{0,3}}\p{{Nd}}){{6,14}}"
+        r"(?:\s*(?i:x|ext\.?)\s*\p{Nd}{1,6})?(?!\p{Nd})",
     ),
 )
 

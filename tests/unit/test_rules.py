@@ -86,6 +86,11 @@ def test_scrub_text_replaces_emails_phones_and_card_numbers_inside_text(spark):
         "Paid with 4111111111111111 on 06 56 31 70 66; total 1234.56, 3 items.",
         "nothing personal here",
         None,
+        # Pasted from documents: no-break spaces and Unicode dashes, slashes, " - ",
+        # an extension in capitals, full-width digits, addresses in other scripts.
+        "call +49\u00a030\u00a0123\u00a04567 or 030/1234567 or 555 - 123 - 4567 Ext. 89",
+        "card 4111\u00a01111\u20111111\u00a01111; tel \uff10\uff13\uff10\uff11\uff12\uff13\uff14\uff15\uff16\uff17",
+        "o'brien@example.com, jörg.müller@example.de, user@bücher.de and a@b.xn--p1ai wrote",
     ]
     assert apply(spark, "scrub_text", values, "string") == [
         "Call [phone] or [phone] about order 12345 of 2026-11-29.",
@@ -93,6 +98,9 @@ def test_scrub_text_replaces_emails_phones_and_card_numbers_inside_text(spark):
         "Paid with [card] on [phone]; total 1234.56, 3 items.",
         "nothing personal here",
         None,
+        "call [phone] or [phone] or [phone]",
+        "card [card]; tel [phone]",
+        "[email], [email], [email] and [email] wrote",
     ]
 
 
