@@ -287,7 +287,10 @@ def cmd_status(args) -> int:
         # report rebuilt later for an earlier run counts as that late.
         def written(path: str) -> tuple[str, float, str]:
             local = is_local(path) and os.path.exists(local_path(path))
-            said = (read_json(path) or {}).get("reported_at") or ""
+            try:
+                said = (read_json(path) or {}).get("reported_at") or ""
+            except ValueError:  # a damaged report: listed as the oldest
+                said = ""
             return said, os.path.getmtime(local_path(path)) if local else 0.0, path
 
         reports = sorted(written(f"{folder}/{name}") for name in list_names(folder) if name.endswith(".json"))

@@ -15,7 +15,7 @@ from datetime import datetime
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from transforms.consent import GRANTED, SUBJECT, WITHDRAWN, consent_at, consent_events, instant, is_valid_at
+from transforms.consent import GRANTED, SUBJECT, WITHDRAWN, consent_at, consent_events, instant, is_valid_at, loosely
 from transforms.policy import Policy
 
 STATES = ("consented", "withdrawn", "expired", "refused", "no_event")
@@ -26,6 +26,15 @@ MAX_PURPOSES = 20
 MIN_SUBJECTS_TO_NAME = 5
 _PURPOSE = re.compile(r"[a-z][a-z0-9_]{0,40}(:[a-z0-9][a-z0-9_.-]{0,40})?")
 UNLISTED = "(unlisted purposes)"
+
+
+def as_judged(consent: DataFrame, purpose: str) -> DataFrame:
+    """The log with the run's own purpose written otherwise ("Analytics ") counted under
+    it, as the judgement counts such an event: a refusal, or a withdrawal."""
+    mistyped = (F.col("purpose") != F.lit(purpose)) & (loosely(F.col("purpose")) == F.lit(purpose.strip().lower()))
+    return consent.withColumn(
+        "status", F.when(mistyped & (F.col("status") != WITHDRAWN), F.lit(None)).otherwise(F.col("status"))
+    ).withColumn("purpose", F.when(mistyped, F.lit(purpose)).otherwise(F.col("purpose")))
 
 
 def consent_coverage(
@@ -39,7 +48,8 @@ def consent_coverage(
     or as ``identify`` turns the consent log's normalised subjects into (a hash)."""
     # Counted and joined: computed once.
     subjects = input_subjects.select(SUBJECT).where(F.col(SUBJECT).isNotNull()).distinct().cache()
-    decided = consent_at(consent_events(consent, None, policy.subject_key_normalize), t, by=(SUBJECT, "purpose"))
+    events = consent_events(as_judged(consent, policy.purpose), None, policy.subject_key_normalize)
+    decided = consent_at(events, t, by=(SUBJECT, "purpose"))
     if identify is not None:
         decided = identify(decided)
     state = (

@@ -17,6 +17,8 @@ from transforms.lake import Lake
 from transforms.policy import Policy
 from transforms.storage import list_names
 
+MAX_FILES_READ_ONE_BY_ONE = 200
+
 
 def step_inputs(lake: Lake, policy: Policy, step: str, run_id: str) -> list[str]:
     if step == "enforce":
@@ -28,15 +30,20 @@ def step_inputs(lake: Lake, policy: Policy, step: str, run_id: str) -> list[str]
 
 
 def damaged_file(spark: SparkSession, folders: list[str]) -> tuple[str, str] | None:
-    """``(path, error)`` of the first file of ``folders`` that cannot be read whole; None
-    when every file reads (the failure was something else) or a folder is absent."""
+    """``(path, error)`` of the first file of ``folders`` that cannot be read whole (or of
+    its folder, when that holds too many files to read one by one); None when every file
+    reads (the failure was something else) or a folder is absent."""
     for folder in folders:
         try:
             files = spark.read.parquet(folder).inputFiles()
         except Exception:  # noqa: BLE001 - absent, or not Parquet: the step's own checks tell
             continue
-        if _reads_whole(spark, [folder]) is None:
+        error = _reads_whole(spark, [folder])
+        if error is None:
             continue
+        if len(files) > MAX_FILES_READ_ONE_BY_ONE:
+            # One job per file would take longer than finding it by hand from the folder.
+            return without_partition_values(folder), f"{error} in one of its {len(files)} files"
         for file in sorted(files):
             error = _reads_whole(spark, [file])
             if error is not None:

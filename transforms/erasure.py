@@ -284,9 +284,11 @@ def purge_published(
     def searchable(folder: str, record: SubjectRecord):
         """_UNCHANGED when no row of ``folder`` links to a subject, _UNSEARCHABLE when
         its rows do but an erased subject's could not be told apart, else True."""
-        if record.searchable_by(policy):
-            return True
         rows = spark.read.parquet(folder)
+        # A folder from before the record, made when the key was dropped or named
+        # otherwise, is searched as today's policy publishes: it may not have the column.
+        if record.column in rows.columns and record.searchable_by(policy):
+            return True
         # Anonymised rows carry nothing that links them to a subject.
         consented = rows.filter(F.col(STATE_COLUMN) == "consented") if STATE_COLUMN in rows.columns else rows
         return _UNSEARCHABLE if consented.limit(1).count() else _UNCHANGED
@@ -326,11 +328,19 @@ def purge_published(
 
     current = current_version(lake, policy.dataset)
     versions = list_dirs(spark, lake.clean(policy.dataset))
-    if current is not None:
+    if current is not None and current in versions:
+        # Before anything is removed: a current version this run cannot search stops it.
+        if keep_for(lake.clean_version(policy.dataset, current), current) is _UNSEARCHABLE:
+            folder = lake.clean_version(policy.dataset, current)
+            _refuse_unsearchable_current(folder, read_subject_record(folder, policy), policy)
         # What a purge of the current version left when it stopped before the swap: never
         # current, and made again below under the same name (its disclosure line, for a
         # share, is then the one already logged rather than a second under a new name).
         leftovers = [v for v in versions if v.startswith(f"{current}.erased")]
+        if leftovers:
+            # The job may have stopped between the catalog's swap and CURRENT's: the table
+            # goes back to CURRENT's version before the copy it may read is removed.
+            repoint_current(spark, lake, policy.dataset, current)
         for leftover in leftovers:
             remove(spark, lake.clean_version(policy.dataset, leftover))
         versions = [v for v in versions if v not in leftovers]
@@ -347,8 +357,7 @@ def purge_published(
             continue
         if keep is _UNSEARCHABLE:
             if version == current:
-                _refuse_unsearchable_current(folder, read_subject_record(folder, policy), policy)
-                continue  # its subject key was dropped: this run's publication replaces it
+                continue  # its subject key was dropped (checked above): this run's publication replaces it
             remove(spark, folder)  # nothing could ever purge it, and a rollback would publish it again
             state.unsearchable_versions.append(version)
             continue
@@ -420,8 +429,8 @@ def purge_published(
 def _refuse_unsearchable_current(folder: str, record: SubjectRecord, policy: Policy) -> None:
     """The current version stays readable until this run publishes: when its subject key
     was normalised otherwise, the run stops rather than leave an erased subject there."""
-    if record.rule == "drop":
-        return
+    if record.rule == "drop" or record.normalization == policy.normalization:
+        return  # its key was dropped, or is missing: nothing to search by
     raise PolicyError(
         f"{policy.path}: subject_key_normalize: [{policy.normalization}] cannot find erased subjects in the current "
         f"version {folder}, published under [{record.normalization}]; run under [{record.normalization}] (a "

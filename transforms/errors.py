@@ -74,10 +74,18 @@ def unreadable_file(err: BaseException) -> tuple[str, str] | None:
             parameters = dict(throwable.getMessageParameters()) if condition else {}
         except Exception:  # noqa: BLE001 - not a SparkThrowable
             condition, parameters = None, {}
-        if condition and condition.startswith("FAILED_READ_FILE") and parameters.get("path"):
+        # A file gone since the job listed it is not damage (a concurrent change).
+        damaged = condition and condition.startswith("FAILED_READ_FILE") and condition != _FILE_GONE
+        if damaged and parameters.get("path"):
             return without_partition_values(parameters["path"]), condition
-        throwable = throwable.getCause()
+        try:
+            throwable = throwable.getCause()
+        except Exception:  # noqa: BLE001 - the chain cannot be followed: no file to name
+            return None
     return None
+
+
+_FILE_GONE = "FAILED_READ_FILE.FILE_NOT_EXIST"
 
 
 def without_partition_values(path: str) -> str:

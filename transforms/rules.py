@@ -39,7 +39,12 @@ MAX_DATE_SHIFT_DAYS = 3650
 _GROUP_SEPARATOR = r"[ \u00a0\u2007\u2009\u202f\u2010-\u2015\u2212-]"
 _PHONE_SEPARATOR = r"[ \t\u00a0\u2007\u2009\u202f\u2010-\u2015\u2212()./-]"
 SCRUB_PATTERNS = (
-    ("[email]", r"[\p{L}\p{N}._%+'-]+@[\p{L}\p{N}-]+(?:\.[\p{L}\p{N}-]+)*\.(?:xn--[A-Za-z0-9-]+|\p{L}{2,})"),
+    # Tried only where a run of such characters starts, and never given back: a long text
+    # with no "@" (prose in a script without spaces) is scanned once, not once per letter.
+    (
+        "[email]",
+        r"(?<![\p{L}\p{N}._%+'-])[\p{L}\p{N}._%+'-]++@[\p{L}\p{N}-]+(?:\.[\p{L}\p{N}-]+)*\.(?:xn--[A-Za-z0-9-]+|\p{L}{2,})",
+    ),
     (
         "[card]",
         r"(?<![\p{Nd}+])(?:\p{Nd}{13,19}"

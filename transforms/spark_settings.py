@@ -75,6 +75,7 @@ def extra_spark_conf() -> dict[str, str]:
             raise ConsentgateError(f"{VARIABLE}: {key} must be a string, a number or true/false")
     protected = sorted(set(settings) & set(PROTECTED))
     if protected:
-        hint = " (set CONSENTGATE_PYSPARK_PYTHON)" if protected[0].startswith("spark.pyspark.") else ""
+        python = " (set CONSENTGATE_PYSPARK_PYTHON for the DAGs, PYSPARK_PYTHON for the command line)"
+        hint = python if protected[0].startswith("spark.pyspark.") else ""
         raise ConsentgateError(f"{VARIABLE}: {protected[0]} is set by consentgate and cannot be overridden{hint}")
     return {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in settings.items()}

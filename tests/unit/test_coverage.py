@@ -24,6 +24,10 @@ EVENTS = [
     (" a\u00a0", "share:acme", "granted", T - 3 * DAY, None, "support"),  # the same subject as "a"
     ("b", "someone@example.com", "granted", T - 3 * DAY, None, "web_form"),  # not a purpose name
     ("z", "analytics", "granted", T - 9 * DAY, None, "web_form"),  # not in the run's input
+    # The run's purpose written otherwise, counted as the judgement counts it: a
+    # withdrawal withdraws, a grant does not grant.
+    ("d", "Analytics ", "withdrawn", T - 2 * DAY, None, "app"),
+    ("e", "ANALYTICS", "granted", T - 2 * DAY, None, "app"),
 ]
 ORDERS = [("o1", "a", T - DAY), ("o2", "a", T - DAY), ("o3", "b", T - DAY), ("o4", "c", None), ("o5", "d", T - DAY)]
 ORDERS += [("o6", "e", T - DAY), ("o7", None, T - DAY)]
@@ -41,7 +45,7 @@ def test_purposes_of_few_subjects_are_counted_without_their_names(spark):
     # Marketing and share:acme have one subject each here: below the threshold for a name.
     assert coverage_of(spark)["purposes"] == {
         UNLISTED: {"consented": 2, "withdrawn": 1, "expired": 0, "refused": 0, "no_event": 0},
-        "analytics": {"consented": 1, "withdrawn": 0, "expired": 1, "refused": 1, "no_event": 2},
+        "analytics": {"consented": 1, "withdrawn": 1, "expired": 1, "refused": 2, "no_event": 0},
     }
 
 
@@ -53,7 +57,7 @@ def test_coverage_counts_each_subject_once_per_purpose(spark, monkeypatch):
         "subjects": 5,  # a, b, c, d, e; the order without a subject is not one
         "purposes": {
             UNLISTED: {"consented": 1, "withdrawn": 0, "expired": 0, "refused": 0, "no_event": 0},
-            "analytics": {"consented": 1, "withdrawn": 0, "expired": 1, "refused": 1, "no_event": 2},
+            "analytics": {"consented": 1, "withdrawn": 1, "expired": 1, "refused": 2, "no_event": 0},
             "marketing": {"consented": 0, "withdrawn": 1, "expired": 0, "refused": 0, "no_event": 4},
             "share:acme": {"consented": 1, "withdrawn": 0, "expired": 0, "refused": 0, "no_event": 4},
         },

@@ -32,7 +32,7 @@ def test_settings_become_spark_strings(monkeypatch):
         ('{"spark.driver.extraJavaOptions": "-Dx=1"}', "spark.driver.extraJavaOptions is set by consentgate"),
         # Set after the deployment's settings: they were ignored without a word.
         ('{"spark.sql.sources.partitionOverwriteMode": "dynamic"}', "partitionOverwriteMode is set by consentgate"),
-        ('{"spark.pyspark.python": "/usr/bin/python3"}', "cannot be overridden (set CONSENTGATE_PYSPARK_PYTHON)"),
+        ('{"spark.pyspark.python": "/usr/bin/python3"}', "(set CONSENTGATE_PYSPARK_PYTHON for the DAGs"),
         ('{"spark.executor.memory": null}', "spark.executor.memory must be a string, a number or true/false"),
         ('{"spark.executor.memory": {"size": 4}}', "spark.executor.memory must be a string, a number or true/false"),
     ],
