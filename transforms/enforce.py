@@ -62,7 +62,7 @@ from transforms.lineage import column_lineage
 from transforms.partitions import event_instant, partition_folders, period_of
 from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
-from transforms.quarantine import expire_quarantine, mark_written
+from transforms.quarantine import expire_quarantine, expire_staged_outputs, mark_written
 from transforms.reasons import ACTION, REASON, VERDICT, Action, Reason, action_code, reason_code, verdict
 from transforms.rules import NESTED_TYPES, TEMPORAL_TYPES, RuleContext, type_family
 from transforms.share import ChainedPseudonymizer, recipient_pseudonymizer
@@ -420,6 +420,7 @@ def run_enforce(
 
     rotations = check_key_continuity(lake, policy.dataset, current_version(lake, policy.dataset), keys)
     expired_quarantine = expire_quarantine(spark, lake, policy)
+    expired_staging = expire_staged_outputs(spark, lake, policy, run_id)
     pseudonymizer = Pseudonymizer(spark, keys.hmac)
     ring = keys.hmac_ring()
     erasure = erasure_state(spark, lake, policy, run_date, pseudonymizer, ring)
@@ -659,6 +660,7 @@ def run_enforce(
             "quarantine_path": quarantine_path,
             "quarantine_rows_withheld_for_erasure": withheld,
             "quarantine_expired": expired_quarantine,
+            "staging_expired": expired_staging,
             "consent_coverage": coverage,
             "lineage": column_lineage(policy, lake.root),
             "share": share,

@@ -1,6 +1,8 @@
 """Quarantined rows are raw personal data: kept owner-only, and only for the policy's
 ``quarantine_retention_days`` (default 30). Each enforce run removes the dataset's
-quarantine folders (rows and failed outputs) written longer ago than that.
+quarantine folders (rows and failed outputs) written longer ago than that, and the
+staged outputs of runs that never published (a run stopped before validating), which
+hold the run's personal data as published rows would.
 
 When a run writes its quarantine it touches ``_written_at`` beside it: an erasure purge
 rewrites the rows later, which must not restart the other rows' clock. Folders from
@@ -44,3 +46,24 @@ def mark_written(lake: Lake, dataset: str, run_id: str) -> None:
 
 def _written_marker(run_folder: str) -> str:
     return f"{run_folder}/_written_at"
+
+
+def expire_staged_outputs(
+    spark: SparkSession, lake: Lake, policy: Policy, run_id: str, now: float | None = None
+) -> list[str]:
+    """Removes the staged output (and staged ledger) of every other run enforced longer
+    ago than ``quarantine_retention_days``; its step states stay, for its report."""
+    now = time.time() if now is None else now
+    cutoff = now - policy.quarantine_retention_days * SECONDS_PER_DAY
+    expired = []
+    for run in list_dirs(spark, lake.path("staging", policy.dataset)):
+        staged = lake.staging_data(policy.dataset, run)
+        if run == run_id or not exists(spark, staged):
+            continue
+        enforced = lake.step_state(policy.dataset, run, "enforce")
+        written = modified_at(spark, enforced if exists(spark, enforced) else staged)
+        if written < cutoff:
+            remove(spark, staged)
+            remove(spark, lake.staged_ledger(policy.dataset, run))
+            expired.append(run)
+    return expired

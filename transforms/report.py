@@ -73,6 +73,7 @@ def build_report(lake: Lake, dataset: str, run_id: str) -> dict:
         "retired_versions": publish.get("retired_versions", []),
         "removed_versions": publish.get("removed_versions", []),
         "quarantine_expired": enforce.get("quarantine_expired", []),
+        "staging_expired": enforce.get("staging_expired", []),
         "k_anonymity": enforce.get("k_anonymity"),
         "rows_in": enforce["rows_in"],
         "rows_out": enforce["rows_out"],

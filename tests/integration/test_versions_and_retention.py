@@ -122,9 +122,15 @@ def test_newest_versions_are_kept_a_rollback_restores_one_and_old_quarantine_goe
     runs = sorted(p.name for p in quarantine.iterdir())
     assert runs == ["day1", "day2"]  # the generated lake has rows without an event time
     assert oct((quarantine / "day1").stat().st_mode & 0o777) == "0o700"
+    # A run stopped after enforce ten days ago: its staged rows are the customers' data
+    # too, and go like the quarantine; its step states stay for its report.
+    abandoned = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-28"]
+    assert main(["enforce", *abandoned, "--run-id", "abandoned"]) == 0
+    staging = Path(lake.staging_run("orders", "abandoned"))
     ten_days_ago = time.time() - 10 * 86_400
-    for path in [quarantine / "day1", *(quarantine / "day1").rglob("*")]:
-        os.utime(path, (ten_days_ago, ten_days_ago))
+    for folder in (quarantine / "day1", quarantine / "abandoned", staging):
+        for path in [folder, *folder.rglob("*")]:
+            os.utime(path, (ten_days_ago, ten_days_ago))
     # The next run judges afresh and publishes over the rolled-back version; with
     # keep_versions: 2 the oldest of the three (the rolled-back one) goes.
     report = run(lake, policy_file, "day3", "2026-11-28")
@@ -132,8 +138,10 @@ def test_newest_versions_are_kept_a_rollback_restores_one_and_old_quarantine_goe
     assert current_version_dir(lake.root, "orders").name == "day3"
     assert versions(lake) == ["day2", "day3"]
     assert report["removed_versions"] == ["day1"]
-    assert report["quarantine_expired"] == ["day1"]
+    assert report["quarantine_expired"] == ["abandoned", "day1"]
     assert sorted(p.name for p in quarantine.iterdir()) == ["day2", "day3"]
+    assert report["staging_expired"] == ["abandoned"]
+    assert sorted(p.name for p in staging.iterdir()) == ["enforce.json"]
 
     # Late changes to the source: one old month's file rewritten with a corrected amount,
     # another month's file removed. The next enforce at the same t judges again only the
