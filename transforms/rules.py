@@ -264,8 +264,20 @@ def _apply_generalize(column, dtype, argument, context):
         return F.substring(column, 1, size)
     # bucket: floor to a multiple of size, keeping the column's type.
     if family in INTEGRAL_TYPES:
-        return (column - F.pmod(column, F.lit(size))).cast(dtype)
-    return (F.floor(column / F.lit(size)) * F.lit(size)).cast(dtype)
+        # In a wider type, and no lower than the type's least value: near it, the bucket
+        # falls outside the type (-128 in buckets of 100 is -200), which ANSI casts refuse.
+        wide = column.cast("decimal(38,0)")
+        floored = wide - F.pmod(wide, F.lit(size).cast("decimal(38,0)"))
+        least = F.lit(_LEAST_INTEGER[family]).cast("decimal(38,0)")
+        return F.when(floored.isNotNull(), F.greatest(floored, least)).cast(dtype)  # greatest() skips nulls
+    floored = (F.floor(column / F.lit(size)) * F.lit(size)).cast(dtype)
+    if family in ("float", "double"):
+        # floor() makes NaN 0.0: a missing measurement would read as a real zero.
+        return F.when(F.isnan(column), column).otherwise(floored)
+    return floored
+
+
+_LEAST_INTEGER = {"tinyint": -(2**7), "smallint": -(2**15), "int": -(2**31), "bigint": -(2**63)}
 
 
 def _describe_generalize(argument: tuple[str, int | None]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -58,6 +59,10 @@ def test_generalize_prefix_and_bucket(spark):
     assert apply(spark, "generalize:prefix3", ["12345", "12", None], "string") == ["123", "12", None]
     assert apply(spark, "generalize:bucket10", [37, -7, 40, None], "int") == [30, -10, 40, None]
     assert apply(spark, "generalize:bucket5", [Decimal("12.34"), None], "decimal(10,2)") == [Decimal("10.00"), None]
+    # Near a type's least value the bucket would fall outside the type: it is that value.
+    assert apply(spark, "generalize:bucket100", [-128, -5, 127], "tinyint") == [-128, -100, 100]
+    floats = apply(spark, "generalize:bucket5", [12.5, float("nan"), None], "double")
+    assert floats[0] == 10.0 and math.isnan(floats[1]) and floats[2] is None  # NaN is not a zero
 
 
 def test_rules_declare_the_types_they_fit(spark):
