@@ -25,7 +25,9 @@ def _transformation(column: ColumnPolicy) -> dict:
         "subtype": "IDENTITY" if identity else "TRANSFORMATION",
         "description": f"consented rows: {column.consented.description}; "
         f"anonymised rows: {column.anonymized.description}",
-        "masking": not identity,
+        # Masked only when no row publishes the value as it is (zip_code kept for
+        # consented rows and cut to a prefix for the others is not).
+        "masking": "keep" not in rules,
     }
 
 
@@ -86,5 +88,5 @@ def column_lineage(policy: Policy, namespace: str) -> dict:
 
 
 def masked_columns(policy: Policy) -> list[str]:
-    """The published columns whose values are not published as they are."""
+    """The published columns whose values no row publishes as they are."""
     return [c.name for c in policy.output_columns if _transformation(c)["masking"]]

@@ -86,7 +86,8 @@ def reason_chart(counts: dict[str, dict[str, int]]) -> str:
 
 def trend_chart(history: list[dict]) -> str:
     """Stacked columns of rows by action, for the dataset's recent runs (oldest first)."""
-    runs = [r for r in history if "totals" in r]
+    # A run that stopped before judging has no totals: an empty column, marked ✗.
+    runs = [{**r, "totals": r.get("totals") or {}} for r in history]
     if not runs:
         return "<p>No earlier runs.</p>"
     tallest = max(sum(r["totals"].values()) for r in runs) or 1
@@ -180,6 +181,15 @@ def _validation(report: dict) -> list[str]:
     return parts
 
 
+def _why_not_published(report: dict) -> str:
+    validation = report.get("validation") or {}
+    if report.get("superseded_by"):
+        return f"judged before the current version {report['superseded_by']}, which stays"
+    if validation.get("failed"):
+        return "validation failed: " + ", ".join(validation["failed"])
+    return report.get("publish_error") or validation.get("error") or "the run stopped before publishing"
+
+
 def render_report(report: dict, history: list[dict] | None = None) -> str:
     """The run's page; ``history`` holds the dataset's recent reports, this one included."""
     title = f"consentgate run {report['run_id']} of {report['dataset']}"
@@ -187,14 +197,16 @@ def render_report(report: dict, history: list[dict] | None = None) -> str:
     if report.get("rows_in") is None:  # stopped before judging
         parts.append(f"<p class='bad'>Not published: {escape(report.get('error', 'unknown error'))}</p>")
         return _page(title, parts)
-    published = "published" if report["published"] else "NOT published"
     share = report.get("share")
-    destination = f"the export to {share['recipient']}" if share else str(report.get("table"))
-    parts.append(
-        f"<p id='outcome' class='{'good' if report['published'] else 'bad'}'>{escape(published)}: "
-        f"{report['rows_out']} of {report['rows_in']} input rows in {escape(destination)}</p>"
-    )
-    if share:
+    if report["published"]:
+        destination = f"the export to {share['recipient']}" if share else str(report.get("table"))
+        outcome = f"published: {report['rows_out']} of {report['rows_in']} input rows in {escape(destination)}"
+    else:
+        outcome = f"NOT published ({report['rows_out']} of {report['rows_in']} input rows were staged): " + escape(
+            _why_not_published(report)
+        )
+    parts.append(f"<p id='outcome' class='{'good' if report['published'] else 'bad'}'>{outcome}</p>")
+    if share and report["published"]:
         parts.append(
             f"<p id='disclosure'>Shared with {escape(share['recipient'])} for {escape(share['purpose'])}: "
             f"{share['subjects']} customers, pseudonymised with the recipient's key "
