@@ -46,6 +46,20 @@ def move(spark: SparkSession, source: str, target: str) -> None:
         raise OSError(f"could not move {source} to {target}")
 
 
+def file_sizes(spark: SparkSession, folder: str) -> dict[str, int]:
+    """Every file under ``folder`` by its path relative to it, with its size (none when
+    the folder does not exist): what a copy must hold to be whole."""
+    hadoop_path, fs = filesystem(spark, folder)
+    if not fs.exists(hadoop_path):
+        return {}
+    root = fs.makeQualified(hadoop_path).toString().rstrip("/") + "/"
+    files, listing = {}, fs.listFiles(hadoop_path, True)
+    while listing.hasNext():
+        status = listing.next()
+        files[status.getPath().toString().removeprefix(root)] = status.getLen()
+    return files
+
+
 def remove(spark: SparkSession, path: str) -> None:
     hadoop_path, fs = filesystem(spark, path)
     fs.delete(hadoop_path, True)

@@ -16,7 +16,7 @@ import time
 from pyspark.sql import SparkSession
 
 from transforms.errors import StepStateError, Superseded
-from transforms.fs import exists, move, remove
+from transforms.fs import exists, file_sizes, move, remove
 from transforms.incremental import publish_ledger
 from transforms.key_continuity import (
     check_publishable_keys,
@@ -135,7 +135,15 @@ def _earlier_attempt(
             f"run {run_id} published {intent['version']} (or was stopped while doing so), which is not the "
             f"current version ({current}): a cleared publish does not bring it back; run the DAG again to judge anew"
         )
-    moved = exists(spark, lake.clean_version(dataset, intent["version"]))
+    target = lake.clean_version(dataset, intent["version"])
+    moved = exists(spark, target)
+    if moved and staged_exists and intent.get("files") is not None:
+        # Both there: a move stopped half way. On an object store a move is a copy, then
+        # the source's deletion: a copy that is not whole yet is made again from the
+        # source; a whole one is the output (its source may be half deleted).
+        if file_sizes(spark, target) != intent["files"]:
+            remove(spark, target)
+            moved = False
     if moved or staged_exists:
         return intent, moved
     return None, False
@@ -201,6 +209,8 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
             staged,
         )
     intent = earlier or {"version": version, "previous": previous, "disclosure": None, "pointed": False}
+    if not moved and intent.get("files") is None:
+        intent["files"] = file_sizes(spark, staged)  # what the moved output must hold
     write_json(intent_path, intent)
     if policy.is_share:
         from transforms.share import disclosure_entry

@@ -246,6 +246,15 @@ def test_a_publish_that_stopped_after_moving_the_output_is_taken_up_by_its_retry
     monkeypatch.setattr(publish, "move", disk_full)
     assert main(["publish", *common]) == 1
     assert json.loads(Path(lake.step_state("orders", "day5", "publishing")).read_text())["version"] == "day5"
+
+    def copied_in_part_then_killed(spark_, source, target):
+        # A move on an object store is a copy, then the source's deletion.
+        shutil.copytree(source, target)
+        sorted(Path(target).rglob("*.parquet"))[-1].unlink()  # not copied yet
+        raise OSError("killed")
+
+    monkeypatch.setattr(publish, "move", copied_in_part_then_killed)
+    assert main(["publish", *common]) == 1
     monkeypatch.setattr(publish, "move", real_move)
 
     def busy_catalog(*args):
