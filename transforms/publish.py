@@ -224,11 +224,14 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
         append_stamped_line_once(lake.disclosure_log, intent["disclosure"])
     if not moved:
         move(spark, staged, target)
+    # Before the swap is recorded: it can be repeated, so a job killed while it moves the
+    # ledger leaves a retry free to finish (the current version then has no ledger, and
+    # the next run is full, should the retry never come).
+    publish_ledger(spark, lake, policy.dataset, run_id, version)
     # Recorded before the swap: a job killed during it must not leave a retry free to
     # undo it later. A swap that failed (and left CURRENT as it was) is recorded undone.
     write_json(intent_path, {**intent, "pointed": True})
     try:
-        publish_ledger(spark, lake, policy.dataset, run_id, version)
         repoint_current(spark, lake, policy.dataset, version)
     except BaseException:
         if current_version(lake, policy.dataset) != version:

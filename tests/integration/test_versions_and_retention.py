@@ -307,6 +307,43 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+# Killed once the run's ledger is moved to its version, before the swap is recorded.
+KILLED_AFTER_MOVING_THE_LEDGER = """
+import os, signal, sys
+import transforms.publish as publish
+from transforms.cli import main
+
+publish_ledger = publish.publish_ledger
+
+def killed_after(*args):
+    publish_ledger(*args)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+publish.publish_ledger = killed_after
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_publish_killed_while_moving_its_ledger_is_finished_by_its_retry(spark, lake, policy_file):
+    """Nothing is swapped yet: the retry publishes (it refused, as if killed during the swap)."""
+    common = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "ledgerkill"]
+    assert main(["enforce", *common]) == 0 and main(["validate", *common]) == 0
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_MOVING_THE_LEDGER, "publish", *common],
+        env=child_job_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        timeout=600,
+    )
+    assert child.returncode == -signal.SIGKILL
+    assert json.loads(Path(lake.step_state("orders", "ledgerkill", "publishing")).read_text())["pointed"] is False
+    assert main(["publish", *common]) == 0
+    assert Path(lake.current_pointer("orders")).read_text() == "ledgerkill\n"
+    assert table_folder(spark).name == "ledgerkill"
+    assert sorted(p.name for p in Path(lake.path("ledger", "orders")).iterdir()) == ["ledgerkill"]
+
+
 def test_a_publish_killed_during_the_swap_is_not_retried_and_the_next_run_publishes(spark, lake, policy_file, capsys):
     """A SIGKILL runs no clean-up: the intent says the swap may have happened, so the
     retry refuses (it cannot tell what analysts saw), and the next run replaces it all."""
