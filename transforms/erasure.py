@@ -337,9 +337,10 @@ def purge_published(
         # current, and made again below under the same name (its disclosure line, for a
         # share, is then the one already logged rather than a second under a new name).
         leftovers = [v for v in versions if v.startswith(f"{current}.erased")]
-        if leftovers:
-            # The job may have stopped between the catalog's swap and CURRENT's: the table
-            # goes back to CURRENT's version before the copy it may read is removed.
+        if leftovers or has_new:
+            # A job may have stopped between the catalog's swap and CURRENT's (this purge's,
+            # or a publish's): the table goes back to CURRENT's version before a folder it
+            # may read is removed or rewritten.
             repoint_current(spark, lake, policy.dataset, current)
         for leftover in leftovers:
             remove(spark, lake.clean_version(policy.dataset, leftover))

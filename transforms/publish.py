@@ -16,7 +16,7 @@ import time
 from pyspark.sql import SparkSession
 
 from transforms.errors import StepStateError, Superseded
-from transforms.fs import exists, file_sizes, move, remove
+from transforms.fs import exists, file_sizes, list_dirs, move, remove
 from transforms.incremental import publish_ledger
 from transforms.key_continuity import (
     check_publishable_keys,
@@ -49,9 +49,12 @@ def current_path(lake: Lake, dataset: str) -> str | None:
 
 
 def _free_version(spark: SparkSession, lake: Lake, dataset: str, run_id: str) -> str:
-    """The run id, or run id + ``.N`` when a rerun of the same run already published."""
+    """The run id, or run id + ``.N`` when a rerun of the same run already published (or
+    an erasure purge made ``<run id>.erased`` of it: a version of the name again would make
+    that retained version look like a purge's leftover of it)."""
+    taken = set(list_dirs(spark, lake.clean(dataset)))
     version, attempt = run_id, 1
-    while exists(spark, lake.clean_version(dataset, version)):
+    while version in taken or any(name.startswith(f"{version}.erased") for name in taken):
         attempt += 1
         version = f"{run_id}.{attempt}"
     return version
@@ -149,6 +152,20 @@ def _earlier_attempt(
     return None, False
 
 
+def _require_its_base_current(enforce_state: dict, current: str, run_id: str) -> None:
+    """An incremental run took periods from the version current when it was enforced: once
+    another is current (a rollback away from it, say), publishing would bring those
+    periods back over it. (A purge's ``<version>.erased`` is that version, purged.)"""
+    plan = enforce_state.get("incremental") or {}
+    base = plan.get("previous_version")
+    if plan.get("mode") != "incremental" or base is None or current == base or current.startswith(f"{base}.erased"):
+        return
+    raise StepStateError(
+        f"run {run_id} took periods from version {base}, which is no longer the current version ({current}): "
+        "run it again (enforce) to judge on the current one"
+    )
+
+
 def _staler_than_current(lake: Lake, dataset: str, current: str, run_id: str, enforce_state: dict) -> str | None:
     """Why the run's output is older than the current version's, or None. Older is judged
     at an earlier ``t``, or at the same ``t`` from inputs read before the current
@@ -202,6 +219,7 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
             remove(spark, output)
             remove(spark, lake.staged_ledger(policy.dataset, run_id))
             raise Superseded(stale, current_version=previous)
+        _require_its_base_current(enforce_state, previous, run_id)
         check_publishable_keys(
             read_keys_marker(output),
             recorded_keys(lake, policy.dataset, lake.clean_version(policy.dataset, previous), previous),

@@ -344,6 +344,26 @@ def test_a_publish_killed_while_moving_its_ledger_is_finished_by_its_retry(spark
     assert sorted(p.name for p in Path(lake.path("ledger", "orders")).iterdir()) == ["ledgerkill"]
 
 
+def test_a_run_judged_on_a_version_rolled_back_since_is_not_published(lake, policy_file, capsys):
+    """Its months taken from the version would come back over the rollback away from it."""
+    if not Path(lake.current_pointer("orders")).exists():  # run alone: a version to roll back to
+        run(lake, policy_file, "base0", "2026-11-27")
+    run(lake, policy_file, "base1")
+    other = next(v for v in versions(lake) if v != "base1")
+    common = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "ontop"]
+    assert main(["enforce", *common]) == 0 and main(["validate", *common]) == 0
+    plan = json.loads(Path(lake.step_state("orders", "ontop", "enforce")).read_text())["incremental"]
+    assert (plan["mode"], plan["previous_version"]) == ("incremental", "base1") and plan["periods_reused"] > 0
+    assert main(["rollback", "--dataset", "orders", "--lake", lake.root, "--to", other, "--reason", "INC-11"]) == 0
+    capsys.readouterr()
+    assert main(["publish", *common]) == 2
+    assert capsys.readouterr().err == (
+        f"consentgate: run ontop took periods from version base1, which is no longer the current version ({other}): "
+        "run it again (enforce) to judge on the current one\n"
+    )
+    assert Path(lake.current_pointer("orders")).read_text() == f"{other}\n"
+
+
 def test_a_publish_killed_during_the_swap_is_not_retried_and_the_next_run_publishes(spark, lake, policy_file, capsys):
     """A SIGKILL runs no clean-up: the intent says the swap may have happened, so the
     retry refuses (it cannot tell what analysts saw), and the next run replaces it all."""
