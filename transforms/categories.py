@@ -33,5 +33,16 @@ _LOOKS_PERSONAL = re.compile(
 )
 
 
+# Long enough not to occur inside other words: found anywhere in the name, so that
+# "zipcode", "birthDate" or "emailAddress" are recognised too.
+_PERSONAL_WORDS = (
+    "email", "e_mail", "phone", "mobile", "surname", "firstname", "lastname", "fullname", "username", "address",
+    "street", "zip", "postcode", "postal", "birth", "passport", "iban", "gender", "latitude", "longitude",
+    "cookie", "deviceid", "socialsecurity", "taxid", "nationalid", "creditcard", "cardnumber",
+)  # fmt: skip
+
+
 def looks_personal(column_name: str) -> bool:
-    return bool(_LOOKS_PERSONAL.search(column_name.lower()))
+    name = column_name.lower()
+    squeezed = name.replace("_", "").replace("-", "")
+    return bool(_LOOKS_PERSONAL.search(name)) or any(word in squeezed for word in _PERSONAL_WORDS)

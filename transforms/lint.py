@@ -41,7 +41,11 @@ def column_findings(policy: Policy) -> list[Finding]:
             findings.append(Finding(policy.path, where, f"no category: declare what it holds ({choices})"))
             continue
         if column.category == NOT_PERSONAL:
-            if looks_personal(column.name):
+            if column.name == policy.subject_key:
+                findings.append(
+                    Finding(policy.path, where, "the subject key identifies a person, but the category is none")
+                )
+            elif looks_personal(column.name):
                 findings.append(
                     Finding(policy.path, where, "the name suggests personal data, but the category is none")
                 )
@@ -68,7 +72,8 @@ def schema_findings(policy: Policy, lake_root: str) -> list[Finding]:
 
     source = Path(lake_root) / policy.source
     try:
-        schema = from_arrow_schema(ds.dataset(str(source), format="parquet").schema)
+        # As Spark reads it: a source written by month (order_month=2026-11/) has the column.
+        schema = from_arrow_schema(ds.dataset(str(source), format="parquet", partitioning="hive").schema)
     except (OSError, ValueError) as err:
         return [Finding(policy.path, "source", f"{source}: cannot read its schema ({type(err).__name__})")]
     try:
@@ -82,7 +87,9 @@ def lint(paths: list[str], lake_root: str | None = None) -> tuple[int, list[Find
     """(policies checked, findings) for the given policy files and folders."""
     files: list[Path] = []
     for path in map(Path, paths):
-        files.extend(find_policies(path) if path.is_dir() else [path])
+        for file in find_policies(path) if path.is_dir() else [path]:
+            if file.resolve() not in {known.resolve() for known in files}:  # named twice: linted once
+                files.append(file)
     findings: list[Finding] = []
     seen: dict[str, str] = {}
     dag_ids: dict[str, str] = {}

@@ -50,7 +50,13 @@ def test_each_kind_of_finding_is_one_line_naming_file_and_column(tmp_path, capsy
     (tmp_path / "f_broken.yml").write_text(HEAD.format(dataset="f") + "  email: {consented: hash}\n")
     policy(tmp_path, "g_dropped_needs_nothing", "  full_name: drop\n", dataset="g")
     policy(tmp_path, "h_noted", "  zip_code: {rule: keep, category: address, note: area sales}\n", dataset="h")
-    status, lines = lint(capsys, tmp_path)
+    # Names of one word ("zipcode"); the subject key said to be no personal data.
+    policy(tmp_path, "i_compound", "  zipcode: {rule: keep, category: none}\n", dataset="i")
+    (tmp_path / "j_key.yml").write_text(
+        HEAD.format(dataset="j").replace("anonymized: drop, category: identifier", "anonymized: drop, category: none")
+    )
+    # Named twice on the command line (folder and file): linted once.
+    status, lines = lint(capsys, tmp_path, good)
     assert status == 2
     assert lines == [
         f"{tmp_path}/b_uncategorised.yml: columns.channel: no category: declare what it holds "
@@ -62,6 +68,8 @@ def test_each_kind_of_finding_is_one_line_naming_file_and_column(tmp_path, capsy
         f"{tmp_path}/e_same_dataset.yml: dataset: 'orders' is also the dataset of {good}",
         f"{tmp_path}/f_broken.yml: columns.email.consented: unknown rule 'hash' (known: date_shift, drop, encrypt, "
         "generalize, keep, mask, pseudonymize, redact, scrub_text)",
+        f"{tmp_path}/i_compound.yml: columns.zipcode: the name suggests personal data, but the category is none",
+        f"{tmp_path}/j_key.yml: columns.customer_id: the subject key identifies a person, but the category is none",
     ]
 
 
@@ -77,6 +85,18 @@ def test_with_a_lake_the_source_schema_is_checked_without_spark(tmp_path, capsys
     assert lines == [
         f"{path}: source: {source}: event time column 'ordered_at' is string, expected a date or timestamp"
     ]
+
+
+def test_with_a_lake_a_source_written_by_month_has_its_month_column(tmp_path, capsys):
+    """As Spark reads it (order_month=2026-11-01/ folders): the month is declared and found."""
+    from datetime import datetime
+
+    source = tmp_path / "lake" / "raw" / "orders" / "order_month=2026-11-01"
+    source.mkdir(parents=True)
+    table = pa.table({"customer_id": pa.array(["c1"]), "ordered_at": pa.array([datetime(2026, 11, 1)])})
+    pq.write_table(table, source / "part-0.parquet")
+    path = policy(tmp_path, "orders", "  order_month: {rule: keep, category: none}\n")
+    assert lint(capsys, path, "--lake", tmp_path / "lake") == (0, [])
 
 
 def test_an_empty_folder_is_an_error(tmp_path, capsys):
