@@ -32,8 +32,14 @@ class Section:
 def _retention(policy: Policy) -> str:
     versions = f"the last {policy.keep_versions} published versions are kept"
     if policy.is_share:
-        versions = "only the current export is kept (earlier ones are in the disclosure log)"
-    quarantine = f"quarantined rows are removed after {policy.quarantine_retention_days} days"
+        versions = (
+            "only the current export is kept here (the disclosure log records each earlier one; "
+            "the recipient keeps what it was handed)"
+        )
+    quarantine = (
+        f"quarantined rows, failed outputs and unpublished staged outputs are removed "
+        f"{policy.quarantine_retention_days} days after they were written, by the dataset's next run"
+    )
     if policy.retention_days is None:
         return f"no limit declared for the rows; {versions}; {quarantine}"
     after = "dropped" if policy.on_retention_expired is OnRetentionExpired.DROP else "anonymised"
@@ -151,7 +157,12 @@ def section_for(policy: Policy, policy_label: str, lake_root: str | None, recipi
         ),
         ("Without consent", _without_consent(policy)),
         ("Retention", _retention(policy)),
-        ("Erasure", "requests remove the customer from every published version, the quarantine and staged output"),
+        (
+            "Erasure",
+            "requests remove the customer's rows from every retained published version, the quarantine and staged "
+            "outputs (a version that cannot be searched for the customer is removed); anonymised rows, which carry "
+            "no link to the customer, stay",
+        ),
         ("Keys", _keys(policy, lake_root)),
     ]
     if policy.quasi_identifiers:
@@ -162,6 +173,11 @@ def section_for(policy: Policy, policy_label: str, lake_root: str | None, recipi
         (c.name, c.category or "not declared", c.consented.description, c.anonymized.description, c.note)
         for c in policy.columns
     ]
+    # Columns the output has beyond the declared ones.
+    columns.append(("record_state", "none", "consented", "anonymized", "which of the two each row is"))
+    if policy.partition_column is not None:
+        period = f"the {policy.partition_by} of `{policy.event_time}`"
+        columns.append((policy.partition_column, "behaviour", period, period, "the table's partition folders"))
     return Section(heading=policy.dataset, facts=facts, columns=columns)
 
 
