@@ -260,10 +260,12 @@ def test_a_purge_of_the_export_stopped_before_its_swap_logs_the_purged_copy_once
     common = ["--policy", str(ACME_POLICY), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "purge-dies"]
     real_repoint = publish.repoint_current
 
-    def dies(*args):
-        raise OSError("killed")
+    def dies_swapping_to_the_copy(spark_, lake_, dataset, version):
+        if version.endswith(".erased"):
+            raise OSError("killed")
+        real_repoint(spark_, lake_, dataset, version)
 
-    monkeypatch.setattr(publish, "repoint_current", dies)
+    monkeypatch.setattr(publish, "repoint_current", dies_swapping_to_the_copy)
     assert main(["enforce", *common]) == 1
     purged_lines = [d for d in disclosures(lake) if d.get("purged_from") == current]
     assert [d["version"] for d in purged_lines] == [f"{current}.erased"]
