@@ -36,6 +36,18 @@ def column_findings(policy: Policy) -> list[Finding]:
         where = f"columns.{column.name}"
         if column.dropped_everywhere:
             continue  # never published: what it holds does not reach anyone
+        anonymized_keep = not policy.is_share and column.rule_for("anonymized").name == "keep"
+        if _an_id(column.name) and anonymized_keep and not column.note:
+            # An order id is no personal data by itself, but the source row it names does
+            # name the customer: the anonymised row is anonymous only to those who cannot read it.
+            findings.append(
+                Finding(
+                    policy.path,
+                    where,
+                    "anonymised rows keep this id as it is, which links each to its source row and so to the "
+                    "customer for whoever reads the source: drop it there, or add a note saying who can",
+                )
+            )
         if column.category is None:
             choices = " | ".join(CATEGORIES)
             findings.append(Finding(policy.path, where, f"no category: declare what it holds ({choices})"))
@@ -62,6 +74,11 @@ def column_findings(policy: Policy) -> list[Finding]:
                 )
             )
     return findings
+
+
+def _an_id(name: str) -> bool:
+    lowered = name.lower()
+    return lowered == "id" or lowered.endswith("_id") or name.endswith("Id")
 
 
 def schema_findings(policy: Policy, lake_root: str) -> list[Finding]:

@@ -55,6 +55,8 @@ def test_each_kind_of_finding_is_one_line_naming_file_and_column(tmp_path, capsy
     (tmp_path / "j_key.yml").write_text(
         HEAD.format(dataset="j").replace("anonymized: drop, category: identifier", "anonymized: drop, category: none")
     )
+    # A row's own id kept in anonymised rows, without saying who can read the source.
+    policy(tmp_path, "k_linkable", "  order_id: {rule: keep, category: none}\n", dataset="k")
     # Named twice on the command line (folder and file): linted once.
     status, lines = lint(capsys, tmp_path, good)
     assert status == 2
@@ -70,6 +72,9 @@ def test_each_kind_of_finding_is_one_line_naming_file_and_column(tmp_path, capsy
         "generalize, keep, mask, pseudonymize, redact, scrub_text)",
         f"{tmp_path}/i_compound.yml: columns.zipcode: the name suggests personal data, but the category is none",
         f"{tmp_path}/j_key.yml: columns.customer_id: the subject key identifies a person, but the category is none",
+        f"{tmp_path}/k_linkable.yml: columns.order_id: anonymised rows keep this id as it is, which links each to "
+        "its source row and so to the customer for whoever reads the source: drop it there, or add a note saying "
+        "who can",
     ]
 
 
