@@ -15,7 +15,7 @@ import time
 
 from pyspark.sql import SparkSession
 
-from transforms.errors import StepStateError, Superseded
+from transforms.errors import StepStateError, Superseded, describe
 from transforms.fs import exists, file_sizes, list_dirs, move, remove
 from transforms.incremental import publish_ledger
 from transforms.key_continuity import (
@@ -255,8 +255,14 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
         if current_version(lake, policy.dataset) != version:
             write_json(intent_path, {**intent, "pointed": False})
         raise
-    retired = retire_versions_of_other_keys(spark, lake, policy.dataset, version)
-    pruned = prune_versions(spark, lake, policy.dataset, version, policy.keep_versions)
+    # The version is current from here on: a clean-up that fails is reported as such, not
+    # as a publish that did not happen (the next publish removes what this one left).
+    retired, pruned, cleanup_error = [], [], None
+    try:
+        retired = retire_versions_of_other_keys(spark, lake, policy.dataset, version)
+        pruned = prune_versions(spark, lake, policy.dataset, version, policy.keep_versions)
+    except Exception as err:  # noqa: BLE001 - the message may quote a path of the lake only, but the type suffices
+        cleanup_error = f"removing older versions failed: {describe(err)}"
     state = {
         "ok": True,
         "published": True,
@@ -270,5 +276,7 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
     }
     if intent["disclosure"] is not None:
         state["disclosure"] = intent["disclosure"]
+    if cleanup_error is not None:
+        state["cleanup_error"] = cleanup_error
     save_step(lake, policy.dataset, run_id, "publish", state)
     return state

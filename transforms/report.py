@@ -103,6 +103,8 @@ def build_report(lake: Lake, dataset: str, run_id: str) -> dict:
     }
     if "error" in publish:
         report["publish_error"] = publish["error"]
+    if publish.get("cleanup_error"):
+        report["cleanup_error"] = publish["cleanup_error"]
     if publish.get("superseded_by"):
         # A backfilled or cleared old run: judged and validated, kept as a report only.
         report["superseded_by"] = publish["superseded_by"]

@@ -206,6 +206,8 @@ def render_report(report: dict, history: list[dict] | None = None) -> str:
             _why_not_published(report)
         )
     parts.append(f"<p id='outcome' class='{'good' if report['published'] else 'bad'}'>{outcome}</p>")
+    if report.get("cleanup_error"):
+        parts.append(f"<p id='cleanup' class='bad'>{escape(report['cleanup_error'])} (the next publish retries)</p>")
     if share and report["published"]:
         parts.append(
             f"<p id='disclosure'>Shared with {escape(share['recipient'])} for {escape(share['purpose'])}: "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pyspark.sql import SparkSession
 
-from transforms.errors import ConsentgateError
+from transforms.errors import ConsentgateError, describe
 from transforms.fs import exists, list_dirs, modified_at, remove
 from transforms.key_continuity import read_keys_marker
 from transforms.lake import Lake, judged_at_marker, split_export
@@ -54,7 +54,6 @@ def rollback(spark: SparkSession, lake: Lake, dataset: str, version: str, reason
         now_keys, then_keys = read_keys_marker(lake.clean_version(dataset, current)), read_keys_marker(folder)
         if now_keys and then_keys and now_keys.get("hmac") != then_keys.get("hmac"):
             raise ConsentgateError(f"{folder}: made with another pseudonymisation key than the current version")
-    repoint_current(spark, lake, dataset, version)
     entry = {
         "reason": reason.strip(),
         "dataset": dataset,
@@ -62,4 +61,13 @@ def rollback(spark: SparkSession, lake: Lake, dataset: str, version: str, reason
         "to": version,
         "judged_at": (read_text(judged_at_marker(folder)) or "").strip() or None,
     }
-    return append_audit_line(lake.path("reports", dataset, "rollbacks.jsonl"), entry)
+    # Logged before the swap, so that no rollback goes unlogged (a job killed between the
+    # two); one that then fails says so in a second line.
+    log = lake.path("reports", dataset, "rollbacks.jsonl")
+    logged = append_audit_line(log, entry)
+    try:
+        repoint_current(spark, lake, dataset, version)
+    except Exception as err:
+        append_audit_line(log, {**entry, "failed": describe(err)})
+        raise
+    return logged

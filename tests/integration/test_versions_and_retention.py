@@ -344,6 +344,45 @@ def test_a_publish_killed_while_moving_its_ledger_is_finished_by_its_retry(spark
     assert sorted(p.name for p in Path(lake.path("ledger", "orders")).iterdir()) == ["ledgerkill"]
 
 
+def test_a_rollback_is_logged_before_its_swap_and_a_failed_one_says_so(lake, policy_file, monkeypatch):
+    import transforms.publish as publish
+
+    pointer = Path(lake.current_pointer("orders"))
+    if not pointer.exists():  # run alone: two versions to choose between
+        run(lake, policy_file, "day9a", "2026-11-27")
+        run(lake, policy_file, "day9b")
+    current = pointer.read_text().strip()
+    other = next(v for v in versions(lake) if v != current)
+    log = Path(lake.root, "reports", "orders", "rollbacks.jsonl")
+    logged = log.read_text().splitlines() if log.exists() else []
+
+    def catalog_down(*args):
+        raise OSError("the metastore is down")
+
+    monkeypatch.setattr(publish, "repoint_current", catalog_down)
+    assert main(["rollback", "--dataset", "orders", "--lake", lake.root, "--to", other, "--reason", "INC-12"]) == 1
+    lines = [json.loads(line) for line in log.read_text().splitlines()[len(logged) :]]
+    assert [(e["from"], e["to"], e["reason"], e.get("failed")) for e in lines] == [
+        (current, other, "INC-12", None),
+        (current, other, "INC-12", "OSError"),
+    ]
+    assert pointer.read_text().strip() == current
+
+
+def test_a_publish_whose_clean_up_fails_is_reported_published(lake, policy_file, monkeypatch):
+    """The version is current once the swap is done: removing older ones failing after it
+    does not make the run look unpublished (its DAG run failed, its Asset was not updated)."""
+    import transforms.publish as publish
+
+    def fails(*args):
+        raise OSError("permission denied")
+
+    monkeypatch.setattr(publish, "prune_versions", fails)
+    report = run(lake, policy_file, "cleanup-fails")
+    assert report["published"] and Path(lake.current_pointer("orders")).read_text() == "cleanup-fails\n"
+    assert report["cleanup_error"] == "removing older versions failed: OSError"
+
+
 def test_a_run_judged_on_a_version_rolled_back_since_is_not_published(lake, policy_file, capsys):
     """Its months taken from the version would come back over the rollback away from it."""
     if not Path(lake.current_pointer("orders")).exists():  # run alone: a version to roll back to
