@@ -152,6 +152,20 @@ def _earlier_attempt(
     return None, False
 
 
+def _table_reads(spark: SparkSession, dataset: str, folder: str) -> bool:
+    """Whether the catalog table of ``dataset`` reads ``folder`` (a share has no table).
+    False when that cannot be told (the catalog down, the usual reason a swap fails):
+    the publish may then be retried, as before the catalog could be asked."""
+    if split_export(dataset) is not None:
+        return False
+    try:
+        rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table_name(dataset)}").collect()
+    except Exception:  # noqa: BLE001 - unreachable, or no table yet
+        return False
+    location = next((row["data_type"] for row in rows if row["col_name"] == "Location"), None)
+    return bool(location) and location.rstrip("/").endswith("/" + folder.rstrip("/").rsplit("/", 1)[-1])
+
+
 def _require_its_base_current(enforce_state: dict, current: str, run_id: str) -> None:
     """An incremental run took periods from the version current when it was enforced: once
     another is current (a rollback away from it, say), publishing would bring those
@@ -252,7 +266,9 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
     try:
         repoint_current(spark, lake, policy.dataset, version)
     except BaseException:
-        if current_version(lake, policy.dataset) != version:
+        # Undone only if neither pointer moved: a catalog already on the version (CURRENT
+        # failing after it) was seen by analysts, and a later retry must not redo it.
+        if current_version(lake, policy.dataset) != version and not _table_reads(spark, policy.dataset, target):
             write_json(intent_path, {**intent, "pointed": False})
         raise
     # The version is current from here on: a clean-up that fails is reported as such, not

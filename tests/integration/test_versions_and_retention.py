@@ -369,6 +369,37 @@ def test_a_rollback_is_logged_before_its_swap_and_a_failed_one_says_so(lake, pol
     assert pointer.read_text().strip() == current
 
 
+def test_a_publish_whose_current_pointer_failed_after_the_catalog_is_not_retried(
+    spark, lake, policy_file, monkeypatch, capsys
+):
+    """The catalog already read the version (analysts saw it): as for a job killed there,
+    a retry must not redo the swap later, over what was decided since."""
+    import transforms.publish as publish
+
+    if not Path(lake.current_pointer("orders")).exists():  # run alone: a current version
+        run(lake, policy_file, "day0", "2026-11-27")
+    before = Path(lake.current_pointer("orders")).read_text()
+    common = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "halfswap"]
+    assert main(["enforce", *common]) == 0 and main(["validate", *common]) == 0
+    write_text = publish.write_text
+
+    def disk_full_on_current(path, text, *args):
+        if path.endswith("CURRENT"):
+            raise OSError("no space left")
+        write_text(path, text, *args)
+
+    monkeypatch.setattr(publish, "write_text", disk_full_on_current)
+    assert main(["publish", *common]) == 1
+    monkeypatch.setattr(publish, "write_text", write_text)
+    assert table_folder(spark).name == "halfswap" and Path(lake.current_pointer("orders")).read_text() == before
+    assert json.loads(Path(lake.step_state("orders", "halfswap", "publishing")).read_text())["pointed"] is True
+    capsys.readouterr()
+    assert main(["publish", *common]) == 2
+    assert "a cleared publish does not bring it back" in capsys.readouterr().err
+    run(lake, policy_file, "after-halfswap")  # the next run makes the two pointers agree
+    assert table_folder(spark).name == "after-halfswap"
+
+
 def test_a_publish_whose_clean_up_fails_is_reported_published(lake, policy_file, monkeypatch):
     """The version is current once the swap is done: removing older ones failing after it
     does not make the run look unpublished (its DAG run failed, its Asset was not updated)."""
