@@ -316,6 +316,9 @@ def cmd_status(args) -> int:
             from transforms.report_html import incremental_summary
 
             print(f"  {incremental_summary(plan)}")
+    for field in ("publish_error", "superseded_by", "cleanup_error"):
+        if report.get(field):
+            print(f"  {field}: {report[field]}")
     share = report.get("share")
     if share:
         print(f"  published: {report['published']}  shared with: {share['recipient']} ({share['subjects']} customers)")

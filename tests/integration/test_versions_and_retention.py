@@ -400,7 +400,7 @@ def test_a_publish_whose_current_pointer_failed_after_the_catalog_is_not_retried
     assert table_folder(spark).name == "after-halfswap"
 
 
-def test_a_publish_whose_clean_up_fails_is_reported_published(lake, policy_file, monkeypatch):
+def test_a_publish_whose_clean_up_fails_is_reported_published(lake, policy_file, monkeypatch, capsys):
     """The version is current once the swap is done: removing older ones failing after it
     does not make the run look unpublished (its DAG run failed, its Asset was not updated)."""
     import transforms.publish as publish
@@ -412,6 +412,9 @@ def test_a_publish_whose_clean_up_fails_is_reported_published(lake, policy_file,
     report = run(lake, policy_file, "cleanup-fails")
     assert report["published"] and Path(lake.current_pointer("orders")).read_text() == "cleanup-fails\n"
     assert report["cleanup_error"] == "removing older versions failed: OSError"
+    capsys.readouterr()
+    assert main(["status", "--lake", lake.root, "--dataset", "orders"]) == 0
+    assert "  cleanup_error: removing older versions failed: OSError\n" in capsys.readouterr().out
 
 
 def test_a_run_judged_on_a_version_rolled_back_since_is_not_published(lake, policy_file, capsys):
