@@ -144,7 +144,13 @@ def section_for(policy: Policy, policy_label: str, lake_root: str | None, recipi
         ("Purpose", f"`{policy.purpose}`"),
         (
             "Legal basis",
-            "consent of the customer for this purpose (GDPR Art. 6(1)(a)), judged for every row at each run",
+            "consent of the customer for this purpose (GDPR Art. 6(1)(a)), judged for every row at each run"
+            + (
+                "; rows without it are published only anonymised, and whether they are anonymous enough to fall "
+                "outside the GDPR is the controller's assessment (see the anonymised rows' rules below)"
+                if policy.on_no_consent is OnNoConsent.ANONYMIZE
+                else ""
+            ),
         ),
         ("Sale or sharing", gpc),
         ("Data subjects", f"customers, identified by `{policy.subject_key}`"),
