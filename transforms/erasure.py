@@ -329,9 +329,12 @@ def purge_published(
     current = current_version(lake, policy.dataset)
     versions = list_dirs(spark, lake.clean(policy.dataset))
     if current is not None and current in versions:
-        # Before anything is removed: a current version this run cannot search stops it.
-        if keep_for(lake.clean_version(policy.dataset, current), current) is _UNSEARCHABLE:
-            folder = lake.clean_version(policy.dataset, current)
+        # Before anything is removed: a current version this run cannot purge stops it.
+        folder = lake.clean_version(policy.dataset, current)
+        verdict = keep_for(folder, current)
+        if verdict is None:
+            raise MissingKeyError(f"{folder}: made with a key this run does not have; it cannot be purged")
+        if verdict is _UNSEARCHABLE:
             _refuse_unsearchable_current(folder, read_subject_record(folder, policy), policy)
         # What a purge of the current version left when it stopped before the swap: never
         # current, and made again below under the same name (its disclosure line, for a
