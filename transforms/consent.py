@@ -79,12 +79,18 @@ def consent_events(
 
 
 def bears_on(purpose: str, sale_or_sharing: bool) -> Column:
-    """Whether a consent event is about ``purpose``: written as the purpose, or so once
-    trimmed and lower-cased; for a sale or sharing purpose, also a GPC refusal."""
-    relevant = (F.col("purpose") == F.lit(purpose)) | (loosely(F.col("purpose")) == F.lit(purpose.strip().lower()))
+    """Whether a consent event is about ``purpose``; for a sale or sharing purpose, also
+    whether it is a GPC refusal."""
+    relevant = names_purpose(purpose)
     if sale_or_sharing:
         relevant = relevant | ((loosely(F.col("source")) == "gpc") & (loosely(F.col("status")) == DENIED))
     return relevant
+
+
+def names_purpose(purpose: str) -> Column:
+    """Whether an event's ``purpose`` is ``purpose``: written as it, or so once trimmed and
+    lower-cased (such an event is faulty: see ``consent_events``)."""
+    return (F.col("purpose") == F.lit(purpose)) | (loosely(F.col("purpose")) == F.lit(purpose.strip().lower()))
 
 
 def loosely(text: Column) -> Column:

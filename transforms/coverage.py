@@ -15,7 +15,16 @@ from datetime import datetime
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from transforms.consent import GRANTED, SUBJECT, WITHDRAWN, consent_at, consent_events, instant, is_valid_at, loosely
+from transforms.consent import (
+    GRANTED,
+    SUBJECT,
+    WITHDRAWN,
+    consent_at,
+    consent_events,
+    instant,
+    is_valid_at,
+    names_purpose,
+)
 from transforms.policy import Policy
 
 STATES = ("consented", "withdrawn", "expired", "refused", "no_event")
@@ -31,7 +40,7 @@ UNLISTED = "(unlisted purposes)"
 def as_judged(consent: DataFrame, purpose: str) -> DataFrame:
     """The log with the run's own purpose written otherwise ("Analytics ") counted under
     it, as the judgement counts such an event: a refusal, or a withdrawal."""
-    mistyped = (F.col("purpose") != F.lit(purpose)) & (loosely(F.col("purpose")) == F.lit(purpose.strip().lower()))
+    mistyped = names_purpose(purpose) & (F.col("purpose") != F.lit(purpose))
     return consent.withColumn(
         "status", F.when(mistyped & (F.col("status") != WITHDRAWN), F.lit(None)).otherwise(F.col("status"))
     ).withColumn("purpose", F.when(mistyped, F.lit(purpose)).otherwise(F.col("purpose")))

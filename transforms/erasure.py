@@ -34,7 +34,7 @@ from transforms.errors import MissingKeyError, PolicyError
 from transforms.fs import exists, list_dirs, move, remove
 from transforms.key_continuity import fingerprint_of, recorded_keys
 from transforms.keys import PREVIOUS_KEYS_ENV, SecretKey
-from transforms.lake import Lake, judgement_instant, output_markers
+from transforms.lake import Lake, is_purged_copy_of, judgement_instant, output_markers, purged_copy_name
 from transforms.partitions import partition_columns
 from transforms.policy import STATE_COLUMN, Policy
 from transforms.pseudonym import Pseudonymizer
@@ -328,18 +328,19 @@ def purge_published(
 
     current = current_version(lake, policy.dataset)
     versions = list_dirs(spark, lake.clean(policy.dataset))
+    current_keep = None
     if current is not None and current in versions:
         # Before anything is removed: a current version this run cannot purge stops it.
         folder = lake.clean_version(policy.dataset, current)
-        verdict = keep_for(folder, current)
-        if verdict is None:
+        current_keep = keep_for(folder, current)
+        if current_keep is None:
             raise MissingKeyError(f"{folder}: made with a key this run does not have; it cannot be purged")
-        if verdict is _UNSEARCHABLE:
+        if current_keep is _UNSEARCHABLE:
             _refuse_unsearchable_current(folder, read_subject_record(folder, policy), policy)
         # What a purge of the current version left when it stopped before the swap: never
         # current, and made again below under the same name (its disclosure line, for a
         # share, is then the one already logged rather than a second under a new name).
-        leftovers = [v for v in versions if v.startswith(f"{current}.erased")]
+        leftovers = [v for v in versions if is_purged_copy_of(v, current)]
         if leftovers or has_new:
             # A job may have stopped between the catalog's swap and CURRENT's (this purge's,
             # or a publish's): the table goes back to CURRENT's version before a folder it
@@ -350,13 +351,11 @@ def purge_published(
         versions = [v for v in versions if v not in leftovers]
     for version in versions:
         folder = lake.clean_version(policy.dataset, version)
-        keep = keep_for(folder, version)
+        keep = current_keep if version == current else keep_for(folder, version)  # the current one's: above
         if keep is _UNCHANGED:
             continue
         if keep is None:
-            if version == current:
-                raise MissingKeyError(f"{folder}: made with a key this run does not have; it cannot be purged")
-            remove(spark, folder)  # nothing could ever purge it
+            remove(spark, folder)  # not current (checked above): nothing could ever purge it
             state.retired_versions.append(version)
             continue
         if keep is _UNSEARCHABLE:
@@ -367,9 +366,9 @@ def purge_published(
             continue
         # A name no folder has: a purge repeated after a crash never overwrites a live one.
         purged = next(
-            f"{version}.erased{n or ''}"
+            purged_copy_name(version, n)
             for n in range(len(versions) + 1)
-            if f"{version}.erased{n or ''}" not in versions
+            if purged_copy_name(version, n) not in versions
         )
         replacement = lake.clean_version(policy.dataset, purged)
         if version != current:

@@ -88,6 +88,16 @@ def subject_key_marker(output_folder: str) -> str:
     return f"{output_folder}/_subject_key.json"
 
 
+def purged_copy_name(version: str, attempt: int = 0) -> str:
+    """The name an erasure purge gives the copy of ``version`` it makes current."""
+    return f"{version}.erased{attempt or ''}"
+
+
+def is_purged_copy_of(name: str, version: str) -> bool:
+    """Whether ``name`` is a purge's copy of ``version`` (or of such a copy)."""
+    return name.startswith(purged_copy_name(version))
+
+
 def output_markers(output_folder: str) -> tuple[str, ...]:
     """Every marker file a staged or published folder carries (copied when it is rewritten)."""
     return (

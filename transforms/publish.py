@@ -24,7 +24,7 @@ from transforms.key_continuity import (
     recorded_keys,
     versions_keyed_otherwise,
 )
-from transforms.lake import Lake, inputs_read_marker, judged_at_marker, split_export
+from transforms.lake import Lake, inputs_read_marker, is_purged_copy_of, judged_at_marker, split_export
 from transforms.partitions import partition_columns
 from transforms.policy import Policy
 from transforms.steps import PUBLISHING, load_step, save_step
@@ -54,7 +54,7 @@ def _free_version(spark: SparkSession, lake: Lake, dataset: str, run_id: str) ->
     that retained version look like a purge's leftover of it)."""
     taken = set(list_dirs(spark, lake.clean(dataset)))
     version, attempt = run_id, 1
-    while version in taken or any(name.startswith(f"{version}.erased") for name in taken):
+    while version in taken or any(is_purged_copy_of(name, version) for name in taken):
         attempt += 1
         version = f"{run_id}.{attempt}"
     return version
@@ -172,7 +172,7 @@ def _require_its_base_current(enforce_state: dict, current: str, run_id: str) ->
     periods back over it. (A purge's ``<version>.erased`` is that version, purged.)"""
     plan = enforce_state.get("incremental") or {}
     base = plan.get("previous_version")
-    if plan.get("mode") != "incremental" or base is None or current == base or current.startswith(f"{base}.erased"):
+    if plan.get("mode") != "incremental" or base is None or current == base or is_purged_copy_of(current, base):
         return
     raise StepStateError(
         f"run {run_id} took periods from version {base}, which is no longer the current version ({current}): "

@@ -1,8 +1,8 @@
 """Quarantined rows are raw personal data: kept owner-only, and only for the policy's
 ``quarantine_retention_days`` (default 30). Each enforce run removes the dataset's
 quarantine folders (rows and failed outputs) written longer ago than that, and the
-staged outputs of runs that never published (a run stopped before validating), which
-hold the run's personal data as published rows would.
+staged outputs of runs that never published (stopped, failed or refused before
+publishing), which hold the run's personal data as published rows would.
 
 When a run writes its quarantine it touches ``_written_at`` beside it: an erasure purge
 rewrites the rows later, which must not restart the other rows' clock. Folders from
@@ -23,8 +23,7 @@ SECONDS_PER_DAY = 86_400
 
 
 def expire_quarantine(spark: SparkSession, lake: Lake, policy: Policy, now: float | None = None) -> list[str]:
-    now = time.time() if now is None else now
-    cutoff = now - policy.quarantine_retention_days * SECONDS_PER_DAY
+    cutoff = _cutoff(policy, now)
     expired = []
     for run in list_dirs(spark, lake.quarantine(policy.dataset)):
         folder = lake.quarantine_run(policy.dataset, run)
@@ -37,6 +36,11 @@ def expire_quarantine(spark: SparkSession, lake: Lake, policy: Policy, now: floa
             remove(spark, folder)
             expired.append(run)
     return expired
+
+
+def _cutoff(policy: Policy, now: float | None) -> float:
+    """The instant before which what a run wrote has been kept long enough."""
+    return (time.time() if now is None else now) - policy.quarantine_retention_days * SECONDS_PER_DAY
 
 
 def mark_written(lake: Lake, dataset: str, run_id: str) -> None:
@@ -53,8 +57,7 @@ def expire_staged_outputs(
 ) -> list[str]:
     """Removes the staged output (and staged ledger) of every other run enforced longer
     ago than ``quarantine_retention_days``; its step states stay, for its report."""
-    now = time.time() if now is None else now
-    cutoff = now - policy.quarantine_retention_days * SECONDS_PER_DAY
+    cutoff = _cutoff(policy, now)
     expired = []
     for run in list_dirs(spark, lake.path("staging", policy.dataset)):
         staged = lake.staging_data(policy.dataset, run)
