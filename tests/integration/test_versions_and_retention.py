@@ -56,6 +56,28 @@ def run(lake, policy_file, run_id, run_date="2026-11-28") -> dict:
     return json.loads(Path(lake.report_json("orders", run_id)).read_text())
 
 
+def validated(lake, policy_file, run_id) -> list[str]:
+    """Enforces and validates a run at 2026-11-28; its step arguments, for publishing it."""
+    common = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", run_id]
+    assert main(["enforce", *common]) == 0 and main(["validate", *common]) == 0
+    return common
+
+
+def publish_killed_in_a_child(script: str, common: list[str]) -> None:
+    """Runs ``publish`` in a child process that ``script`` kills with SIGKILL. The child's
+    catalog is the lake's own (the test session's is another), so the two JVMs never share
+    one embedded metastore."""
+    child = subprocess.run(
+        [sys.executable, "-c", script, "publish", *common],
+        env=child_job_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        timeout=600,
+    )
+    assert child.returncode == -signal.SIGKILL
+
+
 def versions(lake) -> list[str]:
     return sorted(p.name for p in (Path(lake.root) / "clean" / "orders").iterdir() if p.is_dir())
 
@@ -232,8 +254,7 @@ def test_a_publish_that_stopped_after_moving_the_output_is_taken_up_by_its_retry
     pointer = Path(lake.current_pointer("orders"))
     if not pointer.exists():  # run alone: a version to roll back to at the end
         run(lake, policy_file, "day0", "2026-11-27")
-    common = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "day5"]
-    assert main(["enforce", *common]) == 0 and main(["validate", *common]) == 0
+    common = validated(lake, policy_file, "day5")
     before = pointer.read_text()
     staged_rows = partitioned_rows(lake.staging_data("orders", "day5"))
     import transforms.publish as publish
@@ -326,17 +347,8 @@ sys.exit(main(sys.argv[1:]))
 
 def test_a_publish_killed_while_moving_its_ledger_is_finished_by_its_retry(spark, lake, policy_file):
     """Nothing is swapped yet: the retry publishes (it refused, as if killed during the swap)."""
-    common = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "ledgerkill"]
-    assert main(["enforce", *common]) == 0 and main(["validate", *common]) == 0
-    child = subprocess.run(
-        [sys.executable, "-c", KILLED_AFTER_MOVING_THE_LEDGER, "publish", *common],
-        env=child_job_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        timeout=600,
-    )
-    assert child.returncode == -signal.SIGKILL
+    common = validated(lake, policy_file, "ledgerkill")
+    publish_killed_in_a_child(KILLED_AFTER_MOVING_THE_LEDGER, common)
     assert json.loads(Path(lake.step_state("orders", "ledgerkill", "publishing")).read_text())["pointed"] is False
     assert main(["publish", *common]) == 0
     assert Path(lake.current_pointer("orders")).read_text() == "ledgerkill\n"
@@ -379,8 +391,7 @@ def test_a_publish_whose_current_pointer_failed_after_the_catalog_is_not_retried
     if not Path(lake.current_pointer("orders")).exists():  # run alone: a current version
         run(lake, policy_file, "day0", "2026-11-27")
     before = Path(lake.current_pointer("orders")).read_text()
-    common = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "halfswap"]
-    assert main(["enforce", *common]) == 0 and main(["validate", *common]) == 0
+    common = validated(lake, policy_file, "halfswap")
     write_text = publish.write_text
 
     def disk_full_on_current(path, text, *args):
@@ -423,8 +434,7 @@ def test_a_run_judged_on_a_version_rolled_back_since_is_not_published(lake, poli
         run(lake, policy_file, "base0", "2026-11-27")
     run(lake, policy_file, "base1")
     other = next(v for v in versions(lake) if v != "base1")
-    common = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "ontop"]
-    assert main(["enforce", *common]) == 0 and main(["validate", *common]) == 0
+    common = validated(lake, policy_file, "ontop")
     plan = json.loads(Path(lake.step_state("orders", "ontop", "enforce")).read_text())["incremental"]
     assert (plan["mode"], plan["previous_version"]) == ("incremental", "base1") and plan["periods_reused"] > 0
     assert main(["rollback", "--dataset", "orders", "--lake", lake.root, "--to", other, "--reason", "INC-11"]) == 0
@@ -444,19 +454,8 @@ def test_a_publish_killed_during_the_swap_is_not_retried_and_the_next_run_publis
     if not pointer.exists():  # run alone: a current version to keep
         run(lake, policy_file, "day0", "2026-11-27")
     before = pointer.read_text()
-    common = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "killed"]
-    assert main(["enforce", *common]) == 0 and main(["validate", *common]) == 0
-    # The child's catalog is the lake's own (the test session's is another), so the two
-    # JVMs never share one embedded metastore.
-    child = subprocess.run(
-        [sys.executable, "-c", KILLED_DURING_THE_SWAP, "publish", *common],
-        env=child_job_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        timeout=600,
-    )
-    assert child.returncode == -signal.SIGKILL
+    common = validated(lake, policy_file, "killed")
+    publish_killed_in_a_child(KILLED_DURING_THE_SWAP, common)
     assert pointer.read_text() == before
     intent = json.loads(Path(lake.step_state("orders", "killed", "publishing")).read_text())
     assert (intent["version"], intent["pointed"]) == ("killed", True)
