@@ -15,7 +15,7 @@ import time
 
 from pyspark.sql import SparkSession
 
-from transforms.errors import StepStateError, Superseded, describe
+from transforms.errors import MissingKeyError, StepStateError, Superseded, describe
 from transforms.fs import exists, file_sizes, list_dirs, move, remove
 from transforms.incremental import publish_ledger
 from transforms.key_continuity import (
@@ -28,7 +28,7 @@ from transforms.lake import Lake, inputs_read_marker, is_purged_copy_of, judged_
 from transforms.partitions import partition_columns
 from transforms.policy import Policy
 from transforms.steps import PUBLISHING, load_step, save_step
-from transforms.storage import append_stamped_line_once, read_json, read_text, write_json, write_text
+from transforms.storage import append_stamped_line_once, audit_entry, read_json, read_text, write_json, write_text
 from transforms.versions import prune_versions
 
 DATABASE = "clean"
@@ -204,6 +204,43 @@ def _staler_than_current(lake: Lake, dataset: str, current: str, run_id: str, en
     return None
 
 
+def _require_publishable_over(
+    spark: SparkSession,
+    lake: Lake,
+    policy: Policy,
+    run_id: str,
+    enforce_state: dict,
+    previous: str,
+    output: str,
+    staged: str,
+) -> None:
+    """Refuses an output that may not replace the current version ``previous``."""
+    # An older judgement would bring back rows whose consent was withdrawn since.
+    stale = _staler_than_current(lake, policy.dataset, previous, run_id, enforce_state)
+    if stale is not None:
+        # Never to be published, and it may hold customers who withdrew since: the
+        # counts stay in the report, the rows go (a moved output was never current:
+        # one that may have been stopped in _earlier_attempt).
+        remove(spark, output)
+        remove(spark, lake.staged_ledger(policy.dataset, run_id))
+        raise Superseded(stale, current_version=previous)
+    _require_its_base_current(enforce_state, previous, run_id)
+    check_publishable_keys(
+        read_keys_marker(output),
+        recorded_keys(lake, policy.dataset, lake.clean_version(policy.dataset, previous), previous),
+        enforce_state.get("key_rotation") or {},
+        staged,
+    )
+
+
+def _log_not_exported(lake: Lake, disclosure: dict, refused: Exception) -> None:
+    """An earlier attempt logged this export's disclosure before it stopped; the retry now
+    refuses to make it current, so nothing is handed over: the log says so under the same
+    line, or it would count customers as disclosed who never were."""
+    entry = {k: v for k, v in disclosure.items() if k not in ("at", "user")}
+    append_stamped_line_once(lake.disclosure_log, audit_entry({**entry, "not_exported": str(refused)}))
+
+
 def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) -> dict:
     started = time.monotonic()
     enforce_state = load_step(lake, policy.dataset, run_id, "enforce")
@@ -224,22 +261,12 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
     output = target if moved else staged
 
     if previous is not None and previous != version:
-        # An older judgement would bring back rows whose consent was withdrawn since.
-        stale = _staler_than_current(lake, policy.dataset, previous, run_id, enforce_state)
-        if stale is not None:
-            # Never to be published, and it may hold customers who withdrew since: the
-            # counts stay in the report, the rows go (a moved output was never current:
-            # one that may have been stopped in _earlier_attempt).
-            remove(spark, output)
-            remove(spark, lake.staged_ledger(policy.dataset, run_id))
-            raise Superseded(stale, current_version=previous)
-        _require_its_base_current(enforce_state, previous, run_id)
-        check_publishable_keys(
-            read_keys_marker(output),
-            recorded_keys(lake, policy.dataset, lake.clean_version(policy.dataset, previous), previous),
-            enforce_state.get("key_rotation") or {},
-            staged,
-        )
+        try:
+            _require_publishable_over(spark, lake, policy, run_id, enforce_state, previous, output, staged)
+        except (Superseded, StepStateError, MissingKeyError) as refused:
+            if earlier is not None and earlier.get("disclosure") is not None:
+                _log_not_exported(lake, earlier["disclosure"], refused)
+            raise
     intent = earlier or {"version": version, "previous": previous, "disclosure": None, "pointed": False}
     if not moved and intent.get("files") is None:
         intent["files"] = file_sizes(spark, staged)  # what the moved output must hold

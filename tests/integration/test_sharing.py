@@ -312,3 +312,35 @@ def test_a_share_retried_after_a_failed_publish_logs_its_disclosure_once(lake, m
     [line] = [d for d in disclosures(lake) if d["run_id"] == run_id]
     published = json.loads(Path(lake.step_state("orders-to-acme_ads", run_id, "publish")).read_text())
     assert published["disclosure"] == line and line["version"] == published["version"] == run_id
+
+
+def test_a_share_retried_after_a_newer_export_logs_that_it_was_not_exported(lake, beta_policy, monkeypatch):
+    """An attempt logged its disclosure and stopped before the move; a newer judgement was
+    exported meanwhile, so the retry refuses to hand the older one over. The log says so
+    under the same line: no customer is counted as disclosed by an export never made."""
+    import transforms.publish as publish
+
+    overtaken = ["--policy", str(beta_policy), "--lake", lake.root, "--run-date", "2026-11-28", "--run-id", "overtaken"]
+    assert main(["enforce", *overtaken]) == 0 and main(["validate", *overtaken]) == 0
+    real_move = publish.move
+
+    def fails(*args):
+        raise OSError("no space left")
+
+    monkeypatch.setattr(publish, "move", fails)
+    assert main(["publish", *overtaken]) == 1
+    monkeypatch.setattr(publish, "move", real_move)
+    [logged] = [d for d in disclosures(lake) if d["run_id"] == "overtaken"]
+    run(lake, beta_policy, "overtaking")  # the same t, from inputs read later
+
+    assert main(["publish", *overtaken]) == 2
+    first, refused = [d for d in disclosures(lake) if d["run_id"] == "overtaken"]
+    assert first == logged
+    assert refused.pop("not_exported").startswith("run overtaken read its inputs at ")
+    assert {k: v for k, v in refused.items() if k not in ("at", "user")} == {
+        k: v for k, v in logged.items() if k not in ("at", "user")
+    }
+    exports = Path(lake.root) / "exports" / "beta_media" / "orders"
+    assert (exports / "CURRENT").read_text().strip() == "overtaking" and not (exports / "overtaken").exists()
+    assert main(["publish", *overtaken]) == 2  # and a second retry logs nothing again
+    assert len([d for d in disclosures(lake) if d["run_id"] == "overtaken"]) == 2
