@@ -13,7 +13,7 @@ from pyspark.sql import SparkSession
 
 from transforms.errors import ConsentgateError, describe
 from transforms.fs import exists, list_dirs, modified_at, remove
-from transforms.key_continuity import read_keys_marker
+from transforms.key_continuity import fingerprint_of, recorded_keys
 from transforms.lake import Lake, judged_at_marker, split_export
 from transforms.storage import append_audit_line, read_text
 
@@ -35,6 +35,22 @@ def prune_versions(spark: SparkSession, lake: Lake, dataset: str, current: str, 
     return removed
 
 
+_KEY_KINDS = {"hmac": "pseudonymisation", "encryption": "encryption"}
+
+
+def _require_same_keys(lake: Lake, dataset: str, folder: str, version: str, current: str) -> None:
+    """A rollback across a key change would mix keys in what analysts read, and erasure
+    could not reach the rows (publish retires such versions; a failed clean-up may not)."""
+    now = recorded_keys(lake, dataset, lake.clean_version(dataset, current), current)
+    then = recorded_keys(lake, dataset, folder, version)
+    if now is not None and then is None:
+        raise ConsentgateError(f"{folder}: no record of the keys it was made with")
+    for kind, purpose in _KEY_KINDS.items():
+        mine, theirs = fingerprint_of(then, kind), fingerprint_of(now, kind)
+        if mine != theirs and ((mine and theirs) or kind == "hmac"):
+            raise ConsentgateError(f"{folder}: made with another {purpose} key than the current version")
+
+
 def rollback(spark: SparkSession, lake: Lake, dataset: str, version: str, reason: str) -> dict:
     from transforms.publish import current_version, repoint_current
 
@@ -51,9 +67,7 @@ def rollback(spark: SparkSession, lake: Lake, dataset: str, version: str, reason
     if version == current:
         raise ConsentgateError(f"{folder}: already the current version")
     if current is not None:
-        now_keys, then_keys = read_keys_marker(lake.clean_version(dataset, current)), read_keys_marker(folder)
-        if now_keys and then_keys and now_keys.get("hmac") != then_keys.get("hmac"):
-            raise ConsentgateError(f"{folder}: made with another pseudonymisation key than the current version")
+        _require_same_keys(lake, dataset, folder, version, current)
     entry = {
         "reason": reason.strip(),
         "dataset": dataset,

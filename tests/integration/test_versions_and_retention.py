@@ -537,12 +537,25 @@ def test_a_rollback_is_refused_where_it_would_mislead_or_mix_keys(spark, lake, p
     keys = json.loads(recorded)
     keys["hmac"]["fingerprint"] = "0" * 16
     marker.write_text(json.dumps(keys))
+    current_marker = clean / current / "_keys.json"
+    current_recorded = current_marker.read_text()
     try:
         assert rollback("--dataset", "orders", "--to", other, "--reason", "x").endswith(
             f"{clean / other}: made with another pseudonymisation key than the current version\n"
         )
+        # The encryption key too (publish retires such versions, but a clean-up can fail).
+        keys = json.loads(recorded)
+        keys["encryption"] = {"version": "1", "fingerprint": "1" * 16}
+        marker.write_text(json.dumps(keys))
+        now = json.loads(current_recorded)
+        now["encryption"] = {"version": "2", "fingerprint": "2" * 16}
+        current_marker.write_text(json.dumps(now))
+        assert rollback("--dataset", "orders", "--to", other, "--reason", "x").endswith(
+            f"{clean / other}: made with another encryption key than the current version\n"
+        )
     finally:
         marker.write_text(recorded)
+        current_marker.write_text(current_recorded)
     assert pointer.read_text().strip() == current
     assert (log.read_text() if log.exists() else None) == logged  # nothing logged for a refusal
 
