@@ -415,7 +415,6 @@ def run_enforce(
     started = time.monotonic()
     # Before any input is listed: a file that lands after this instant may be missed.
     inputs_read_at = datetime.now(UTC).isoformat(timespec="microseconds")
-    source = read_source(spark, lake, policy)
     from transforms.publish import current_version
 
     rotations = check_key_continuity(lake, policy.dataset, current_version(lake, policy.dataset), keys)
@@ -432,8 +431,10 @@ def run_enforce(
         delete(lake.step_state(policy.dataset, run_id, PURGED_FOR_ERASURE))
         remove_staged_ledgers(spark, lake, policy.dataset)
         record_tombstones(lake, policy, erasure, keys.hmac.fingerprint)
-        # After the erasure purge, which a damaged source file must not hold up; it reads
-        # every file's footer (a damaged data page further in is found only when read).
+        # After the erasure purge, which a missing, changed or damaged source must not hold
+        # up (the purge reads only what was written before); reading every file's footer
+        # finds a damaged one (a damaged data page further in is found only when read).
+        source = read_source(spark, lake, policy)
         schemas.require_readable(source, lake.path(policy.source))
         context = rule_context(spark, policy, keys, pseudonymizer)
         consent = read_consent(spark, lake)

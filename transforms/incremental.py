@@ -54,7 +54,8 @@ from transforms.source_files import fingerprint_of, list_source_files, with_fing
 from transforms.storage import read_json, restrict_to_owner, write_json
 
 # 3: each source file also has its local identity (inode and change time).
-LEDGER_FORMAT = 3
+# 4: its subject hashes use the ledger key as derived since 0xFF starts the labels.
+LEDGER_FORMAT = 4
 PERIOD = "_cg_period"
 SUBJECT_PERIODS = "_cg_subject_periods"
 LEDGER_SUBJECT = "subject_ledger_hash"

@@ -41,6 +41,8 @@ KEY_CONNECTIONS = {
     ENCRYPTION_KEY_ENV: ENCRYPTION_KEY_CONNECTION_ID,
 }
 MIN_KEY_BYTES = 16
+# Separates derived keys from pseudonyms (see SecretKey.derive).
+DERIVATION_PREFIX = b"\xff"
 ENCRYPTION_KEY_BYTES = 32
 _PLACEHOLDERS = ("changeme", "password")
 
@@ -61,8 +63,13 @@ class SecretKey:
 
     def derive(self, label: str) -> SecretKey:
         """An independent key for one use (e.g. date shifting), so that one published
-        value never lets anyone compute another."""
-        material = hmac.new(self.material, f"consentgate derived key: {label}".encode(), hashlib.sha256).digest()
+        value never lets anyone compute another.
+
+        The label is prefixed with the byte 0xFF, which no UTF-8 text contains: a
+        pseudonym is the HMAC of a value's UTF-8 bytes under the same key, so a value
+        spelling the label out would otherwise publish the derived key as its pseudonym."""
+        label_bytes = DERIVATION_PREFIX + f"consentgate derived key: {label}".encode()
+        material = hmac.new(self.material, label_bytes, hashlib.sha256).digest()
         return SecretKey(material=material, version=self.version, source=f"{self.source} ({label})")
 
     def describe(self) -> dict[str, str]:

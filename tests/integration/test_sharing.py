@@ -40,9 +40,9 @@ def hex_hmac(key: bytes, text: str) -> str:
 
 def recipient_pseudonym(recipient: str, value: str) -> str:
     """Written from the contract: HMAC(recipient key, our pseudonym), the recipient key
-    being HMAC(our key, "consentgate derived key: recipient <name>")."""
+    being HMAC(our key, 0xFF + "consentgate derived key: recipient <name>")."""
     recipient_key = hmac.new(
-        TEST_KEY.encode(), f"consentgate derived key: recipient {recipient}".encode(), hashlib.sha256
+        TEST_KEY.encode(), b"\xff" + f"consentgate derived key: recipient {recipient}".encode(), hashlib.sha256
     ).digest()
     return hex_hmac(recipient_key, hex_hmac(TEST_KEY.encode(), value))
 

@@ -93,3 +93,12 @@ def test_derived_keys_are_independent_of_the_key_and_of_each_other():
     assert len({key.material, shift.material, nonce.material}) == 3
     assert shift.material == key.derive("date shift").material
     assert "a-secret" not in repr(shift)
+
+
+def test_no_value_pseudonymised_with_the_key_gives_a_derived_key():
+    """A pseudonym is HMAC(key, value); a value spelling a derivation's label out must not
+    publish that derived key (the recipient's, the date shifts')."""
+    key = load_hmac_key({"CONSENTGATE_HMAC_KEY": "a-secret-value-of-some-length"})
+    for label in ("date shift", "recipient acme_ads", "incremental ledger"):
+        crafted = f"consentgate derived key: {label}".encode()
+        assert hmac.new(key.material, crafted, hashlib.sha256).digest() != key.derive(label).material

@@ -140,7 +140,7 @@ def test_date_shift_moves_all_of_a_subjects_dates_by_one_offset(spark):
     assert len(set(deltas)) > 10
     # Each offset exactly as documented, computed here with Python's hmac: the first 12
     # hex digits of HMAC-SHA256(derived key, subject), modulo 61, minus 30.
-    derived = hmac.new(b"date-shift-test-key-0123", b"consentgate derived key: date shift", hashlib.sha256).digest()
+    derived = hmac.new(b"date-shift-test-key-0123", b"\xffconsentgate derived key: date shift", hashlib.sha256).digest()
     expected = {
         subject: int(hmac.new(derived, subject.encode(), hashlib.sha256).hexdigest()[:12], 16) % 61 - 30
         for subject in offsets
