@@ -436,3 +436,25 @@ def test_a_policy_edited_after_enforce_is_refused_by_validate_and_publish(lake, 
         )
     refused = json.loads(Path(lake.step_state("orders", "edited", "validate")).read_text())
     assert "success" not in refused and refused["error"].endswith("validate refuses: run enforce again")
+
+
+def test_an_erasure_reaches_the_published_table_while_the_source_is_missing(spark, lake, tmp_path, capsys):
+    """The source folder is gone (or its schema changed): the run stops (exit 2), but only
+    after the erasure purge, which needs no source; the erased customer does not stay
+    published until the source is mended. (Last in the module: it erases a customer.)"""
+    from datetime import timedelta
+
+    from tests.lakecheck import append_raw
+    from transforms.lake import judgement_instant
+
+    _, before = snapshot(lake)
+    published = {r["customer_id"] for r in before if r["record_state"] == "consented"}
+    raw_ids = sorted({r["customer_id"] for r in spark.read.parquet(lake.raw("orders")).collect()})
+    erased = next(c for c in raw_ids if c and pseudonym(c) in published)
+    append_raw(spark, lake, "erasure_requests", [(erased, judgement_instant(RUN_DATE) - timedelta(days=1))])
+    capsys.readouterr()
+    assert run(lake, "source-gone", policy_on(tmp_path, "raw/orders_gone")) == 2
+    assert capsys.readouterr().err.endswith("raw/orders_gone: no Parquet data found\n")
+    version, after = snapshot(lake)
+    assert version.endswith(".erased")
+    assert after == [r for r in before if r["customer_id"] != pseudonym(erased)] != before
