@@ -28,7 +28,7 @@ from transforms.keys import KEY_CONNECTIONS
 from transforms.lake import Lake
 from transforms.lineage import column_lineage, masked_columns
 from transforms.policy import Policy, load_policy
-from transforms.spark_settings import job_spark_conf
+from transforms.spark_settings import NO_JOB_RECORDS, job_spark_conf
 
 # The run date is the day whose end (t) closes the data interval: clearing and rerunning
 # a DAG run judges at the same instant. A run triggered without a logical date has no
@@ -226,6 +226,7 @@ def spark_conf(lake: Lake, python: str) -> dict[str, str]:
         "spark.pyspark.python": python,
         "spark.pyspark.driver.python": python,
         "spark.ui.showConsoleProgress": "false",
+        **NO_JOB_RECORDS,
     }
     conf["spark.driver.extraJavaOptions"] = driver_java_options(lake.catalog if lake.is_local else None)
     conf["spark.executor.extraJavaOptions"] = executor_java_options(conf.get("spark.executor.extraJavaOptions"))

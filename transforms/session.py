@@ -15,7 +15,7 @@ from pyspark.sql import SparkSession
 
 from transforms.java_options import driver_java_options, executor_java_options
 from transforms.lake import Lake, local_path
-from transforms.spark_settings import job_spark_conf
+from transforms.spark_settings import NO_JOB_RECORDS, job_spark_conf
 
 
 def session_conf(lake: Lake) -> dict[str, str]:
@@ -26,6 +26,7 @@ def session_conf(lake: Lake) -> dict[str, str]:
         "spark.sql.catalogImplementation": "hive",
         "spark.sql.sources.partitionOverwriteMode": "static",
         "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
+        **NO_JOB_RECORDS,
     }
     embedded = os.environ.get("CONSENTGATE_CATALOG", "embedded") == "embedded"
     if embedded:

@@ -27,7 +27,15 @@ PROTECTED = (
     "spark.ui.showConsoleProgress",
     "spark.pyspark.python",
     "spark.pyspark.driver.python",
+    *(
+        # A failed task's message, which can quote the value it failed on, is shown by
+        # the UI and kept by event logs (for a history server): neither runs.
+        "spark.ui.enabled",
+        "spark.eventLog.enabled",
+    ),
 )
+# What keeps data out of Spark's own records of a job (see PROTECTED).
+NO_JOB_RECORDS = {"spark.ui.enabled": "false", "spark.eventLog.enabled": "false"}
 # The run's counts are observed while its output is written (``Observation``). When every
 # row a stage reads is filtered out before the write (an incremental run that judges
 # again only quarantined rows), adaptive execution replaces the empty part of the plan,

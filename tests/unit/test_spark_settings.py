@@ -33,6 +33,9 @@ def test_settings_become_spark_strings(monkeypatch):
         # Set after the deployment's settings: they were ignored without a word.
         ('{"spark.sql.sources.partitionOverwriteMode": "dynamic"}', "partitionOverwriteMode is set by consentgate"),
         ('{"spark.pyspark.python": "/usr/bin/python3"}', "(set CONSENTGATE_PYSPARK_PYTHON for the DAGs"),
+        # A failed task's message can quote a value: no UI shows it, no event log keeps it.
+        ('{"spark.ui.enabled": "true"}', "spark.ui.enabled is set by consentgate"),
+        ('{"spark.eventLog.enabled": true}', "spark.eventLog.enabled is set by consentgate"),
         ('{"spark.executor.memory": null}', "spark.executor.memory must be a string, a number or true/false"),
         ('{"spark.executor.memory": {"size": 4}}', "spark.executor.memory must be a string, a number or true/false"),
     ],
@@ -84,3 +87,13 @@ def test_drivers_start_with_the_parallel_collector_unless_the_environment_chose_
     # A JVM given two collectors does not start at all.
     started = subprocess.run(["java", *options, "-version"], capture_output=True, text=True, timeout=60)
     assert started.returncode == 0, started.stderr[-300:]
+
+
+def test_no_job_shows_or_keeps_spark_s_record_of_a_failed_task(tmp_path):
+    from transforms.airflow_dag import spark_conf
+    from transforms.lake import Lake
+    from transforms.session import session_conf
+
+    lake = Lake.at(str(tmp_path))
+    for conf in (session_conf(lake), spark_conf(lake, "/usr/bin/python3")):
+        assert conf["spark.ui.enabled"] == conf["spark.eventLog.enabled"] == "false"
