@@ -15,7 +15,7 @@ from functools import reduce
 
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import ArrayType, DataType, MapType, StructType
 
 from transforms import schemas
 from transforms.consent import SUBJECT, consent_at, consent_events, instant, with_consent_at_event
@@ -78,7 +78,7 @@ from transforms.source_files import (
     with_source_file,
 )
 from transforms.steps import PURGED_FOR_ERASURE
-from transforms.storage import delete, restrict_to_owner, write_json, write_text
+from transforms.storage import delete, private_folder, restrict_to_owner, write_json, write_text
 from transforms.subject_record import write_subject_record
 from transforms.subjects import policy_subject
 
@@ -97,13 +97,32 @@ def read_source(spark: SparkSession, lake: Lake, policy: Policy) -> DataFrame:
     return source
 
 
+# Types whose text form is the id itself, as the consent log and erasure requests give it.
+SUBJECT_KEY_TYPES = ("string", "varchar", "char", "tinyint", "smallint", "int", "bigint")
+
+
 def check_source_schema(schema: StructType, policy: Policy, path: str) -> None:
     """Declared columns must exist, fit their rules and not be nested; undeclared ones are ignored."""
     fields = {field.name: field.dataType for field in schema.fields}
     for required in (policy.subject_key, policy.event_time):
         if required not in fields:
             raise SchemaError(f"{path}: column {required!r} named by the policy is missing")
+    named = [policy.subject_key, policy.event_time, *(c.name for c in policy.columns)]
+    for name in named + ([policy.tcf.column] if policy.tcf else []):
+        if ("." in name or "`" in name) and name in fields:
+            # Spark reads a dot as a nested field; such a name cannot be referred to plainly.
+            raise SchemaError(f"{path}: column {name!r}: a name with a dot or a backtick is not supported; rename it")
     schemas.check_event_time_type(fields[policy.event_time], path, policy.event_time)
+    key_type = fields[policy.subject_key]
+    if type_family(key_type) not in SUBJECT_KEY_TYPES and not (
+        type_family(key_type) == "decimal" and key_type.scale == 0
+    ):
+        # A float id ("1.2345678E7" as text) would match no consent event: every row
+        # judged without consent, silently.
+        raise SchemaError(
+            f"{path}: subject key {policy.subject_key!r} is {fields[policy.subject_key].simpleString()}; "
+            f"it must be one of {', '.join(SUBJECT_KEY_TYPES)} or a decimal without fraction digits"
+        )
     if policy.tcf is not None:
         if policy.tcf.column not in fields:
             raise SchemaError(f"{path}: TC string column {policy.tcf.column!r} named by the policy is missing")
@@ -124,7 +143,7 @@ def check_source_schema(schema: StructType, policy: Policy, path: str) -> None:
                     f"{path}: column {column.name!r} is {dtype.simpleString()}; "
                     f"rule {rule.text!r} ({state}) does not fit it"
                 )
-        if column.anonymized.name == "keep" and type_family(dtype) in TEMPORAL_TYPES:
+        if column.anonymized.name == "keep" and _holds_a_time(dtype):
             raise SchemaError(
                 f"{path}: column {column.name!r} is {dtype.simpleString()}: anonymised rows may not carry an "
                 "exact date or time (generalize it or drop it)"
@@ -135,6 +154,19 @@ def check_source_schema(schema: StructType, policy: Policy, path: str) -> None:
                 "(anonymized) leaves every value as it is, which anonymised rows may not carry (generalize it "
                 "further or drop it)"
             )
+
+
+def _holds_a_time(dtype: DataType) -> bool:
+    """Whether a value of the type is, or holds at any depth, a date or a time."""
+    if type_family(dtype) in TEMPORAL_TYPES:
+        return True
+    if isinstance(dtype, StructType):
+        return any(_holds_a_time(f.dataType) for f in dtype.fields)
+    if isinstance(dtype, ArrayType):
+        return _holds_a_time(dtype.elementType)
+    if isinstance(dtype, MapType):
+        return _holds_a_time(dtype.keyType) or _holds_a_time(dtype.valueType)
+    return False
 
 
 def read_consent(spark: SparkSession, lake: Lake) -> DataFrame:
@@ -587,6 +619,7 @@ def run_enforce(
         quarantine_path = None
         if totals[Action.QUARANTINED.value]:
             quarantine_path = lake.quarantine_rows(policy.dataset, run_id)
+            private_folder(lake.quarantine_run(policy.dataset, run_id))
             # Only rows with no subject or no event time are quarantined: judging just those
             # finds them without a second pass over the whole input (an incremental run
             # reads only the files the ledger says hold them).
@@ -602,7 +635,8 @@ def run_enforce(
             quarantined = judged_rows(unjudgeable).filter(F.col(ACTION) == Action.QUARANTINED.value)
             # An erased subject's unjudgeable rows (e.g. no event time) are counted but not kept.
             retained = quarantined.filter(~F.col(ERASED_FLAG))
-            retained.select(*source.columns, F.col(REASON).alias(QUARANTINE_REASON)).write.mode("overwrite").parquet(
+            raw_columns = [F.col("`" + name.replace("`", "``") + "`") for name in source.columns]  # as named
+            retained.select(*raw_columns, F.col(REASON).alias(QUARANTINE_REASON)).write.mode("overwrite").parquet(
                 quarantine_path
             )
             mark_written(lake, policy.dataset, run_id)

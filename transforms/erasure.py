@@ -40,7 +40,14 @@ from transforms.policy import STATE_COLUMN, Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.share import as_recipient_pseudonyms, purged_export_entry
 from transforms.steps import PURGED_FOR_ERASURE
-from transforms.storage import append_stamped_line_once, delete, read_text, write_json, write_text
+from transforms.storage import (
+    append_stamped_line_once,
+    delete,
+    read_text,
+    restrict_to_owner,
+    write_json,
+    write_text,
+)
 from transforms.subject_record import SubjectRecord, read_subject_record
 from transforms.subjects import normalize_subject, policy_subject
 
@@ -407,13 +414,8 @@ def purge_published(
         staged = purged_list is state.purged_staging
 
         def forget_validation(run=run, staged=staged) -> None:
-            # What was validated is not what is staged now: that run must not publish it
-            # (its publish finds no passed validation, and its report says so). Forgotten
-            # before the folder changes, so that a job killed during the swap leaves no
-            # passed validation of an output it no longer describes.
             if staged:
-                write_json(lake.step_state(policy.dataset, run, PURGED_FOR_ERASURE), {"purged": True})
-                delete(lake.step_state(policy.dataset, run, "validate"))
+                _forget_validation(lake, policy.dataset, run)
 
         if keep is None or keep is _UNSEARCHABLE:
             forget_validation()
@@ -421,12 +423,31 @@ def purge_published(
         elif not _purge_in_place(spark, folder, keep, f"{folder}.erased", forget_validation):
             continue
         purged_list.append(label)
+        if not staged:  # a failed output, rewritten with Spark's default modes
+            restrict_to_owner(lake.quarantine_run(policy.dataset, run))
 
     if has_new:
         for run in list_dirs(spark, lake.quarantine(policy.dataset)):
             folder = lake.quarantine_rows(policy.dataset, run)
-            if _purge_in_place(spark, folder, keep_raw, f"{folder}.erased"):
+
+            def forget_if_staged(run=run) -> None:
+                # The run's validation compares its output's counts with this quarantine.
+                if exists(spark, lake.staging_data(policy.dataset, run)):
+                    _forget_validation(lake, policy.dataset, run)
+
+            if _purge_in_place(spark, folder, keep_raw, f"{folder}.erased", forget_if_staged):
                 state.purged_quarantine.append(f"{run}/rows")
+                restrict_to_owner(lake.quarantine_run(policy.dataset, run))
+
+
+def _forget_validation(lake: Lake, dataset: str, run: str) -> None:
+    """What was validated is not what is staged now (or its quarantine changed): that run
+    must not publish it (its publish finds no passed validation, and its report says so),
+    and validating it again is refused (run enforce again). Forgotten before the folder
+    changes, so that a job killed during the swap leaves no passed validation of an output
+    it no longer describes."""
+    write_json(lake.step_state(dataset, run, PURGED_FOR_ERASURE), {"purged": True})
+    delete(lake.step_state(dataset, run, "validate"))
 
 
 def _refuse_unsearchable_current(folder: str, record: SubjectRecord, policy: Policy) -> None:

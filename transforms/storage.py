@@ -150,6 +150,17 @@ def _append_text(path: str, text: str) -> None:
     write_text(path, (read_text(path) or "") + line.decode("utf-8"))
 
 
+def private_folder(path: str) -> None:
+    """Creates ``path`` owner-only (0700) on a local lake before personal data is written
+    into it, so that nothing in it is readable by others while it is written (Spark
+    creates its files with the default modes; ``restrict_to_owner`` tightens them after)."""
+    if not is_local(path):
+        return
+    folder = local_path(path)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)
+
+
 def restrict_to_owner(path: str) -> None:
     """Quarantined data holds raw personal data: owner-only on a local lake (0700/0600);
     on a remote lake access is the store's own policy.

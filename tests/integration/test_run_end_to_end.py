@@ -160,6 +160,20 @@ def test_quarantine_holds_the_unjudgeable_rows_owner_only(first_run):
     assert oct(folder.parent.stat().st_mode)[-3:] == "700"
 
 
+def test_the_quarantine_is_owner_only_while_spark_writes_it(first_run, hmac_key, monkeypatch):
+    """Spark writes its files with the default modes; the run's quarantine folder is made
+    owner-only before, so nothing is readable by others before they are tightened (nor
+    ever, when the job dies in between)."""
+    import transforms.enforce as enforce
+
+    lake, _ = first_run
+    monkeypatch.setattr(enforce, "restrict_to_owner", lambda path: None)  # what holds during the write
+    args = ["--policy", str(ORDERS_POLICY), "--lake", lake.root, "--run-date", RUN_DATE.isoformat()]
+    assert main(["enforce", *args, "--run-id", "private-quarantine"]) == 0
+    folder = Path(lake.quarantine_run("orders", "private-quarantine"))
+    assert read_rows(folder / "rows") and oct(folder.stat().st_mode & 0o777) == "0o700"
+
+
 def test_a_second_dataset_on_the_same_consent_log_gives_each_customer_the_same_pseudonym(first_run, hmac_key):
     """`customers` is judged for marketing, `orders` for analytics, from one consent log."""
     lake, _ = first_run

@@ -599,6 +599,7 @@ def test_an_erasure_reaches_every_retained_staged_and_failed_output(spark, purge
     by_pseudonym = {pseudonym(c): c for c in raw_ids}
     everywhere = set.intersection(*(pseudonyms(f) for f in folders.values()))
     erased = sorted(everywhere)[0]
+    rows_before = {name: sorted_rows(folder) for name, folder in folders.items()}
     append_raw(spark, lake, "erasure_requests", [(by_pseudonym[erased], datetime(2026, 11, 28, 9, 0, tzinfo=UTC))])
 
     report = run(lake, policy_file, "v3")
@@ -610,9 +611,50 @@ def test_an_erasure_reaches_every_retained_staged_and_failed_output(spark, purge
     assert not Path(lake.step_state("orders", "waiting", "validate")).exists()
     assert main(["publish", *staged_args, "--run-id", "waiting"]) == 2
     folders["v2"] = Path(lake.clean_version("orders", "v2.erased"))
-    for name, folder in [*folders.items(), ("v3", current_version_dir(lake.root, "orders"))]:
-        assert erased not in pseudonyms(folder), name
-        assert pseudonyms(folder), name  # the others' rows are still there
+    for name, folder in folders.items():
+        # Exactly the erased customer's rows left; every other row is as it was.
+        assert sorted_rows(folder) == [r for r in rows_before[name] if r["customer_id"] != erased] != rows_before[name]
+    assert erased not in pseudonyms(current_version_dir(lake.root, "orders"))
+
+
+def sorted_rows(folder: Path) -> list[dict]:
+    return sorted(read_rows(folder), key=lambda r: r["order_id"])
+
+
+def test_an_erasure_that_purges_a_waiting_run_s_quarantine_makes_it_enforce_again(
+    spark, purge_lake, policy_file, capsys
+):
+    """The waiting run's validation compares its output with its quarantine: once a purge
+    took rows out of the quarantine, validating (or publishing) it is refused with the
+    reason, not failed as if enforce had miscounted; the purged rows stay owner-only."""
+    lake = purge_lake
+    erased = "C9990001"  # one order, with no event time: quarantined, in no staged output
+    no_time = ("Q1", erased, "q@example.org", "+1-555-555-0100", "Q Person", date(1970, 1, 1), "99999", "1 Q St",
+               None, "web", "test", 1, None)  # fmt: skip
+    append_raw(spark, lake, "orders", [no_time])
+    staged_args = ["--policy", str(policy_file), "--lake", lake.root, "--run-date", "2026-11-27"]
+    assert main(["enforce", *staged_args, "--run-id", "q-waiting"]) == 0
+    assert main(["validate", *staged_args, "--run-id", "q-waiting"]) == 0
+    quarantine = Path(lake.quarantine_rows("orders", "q-waiting"))
+    held = sorted_rows(quarantine)
+    assert [r["order_id"] for r in held if r["customer_id"] == erased] == ["Q1"]
+    append_raw(spark, lake, "erasure_requests", [(erased, datetime(2026, 11, 28, 9, 0, tzinfo=UTC))])
+
+    report = run(lake, policy_file, "q-after")
+    assert "q-waiting/rows" in report["erasure"]["purged_quarantine"]
+    assert sorted_rows(quarantine) == [r for r in held if r["customer_id"] != erased] != held
+    assert not Path(lake.step_state("orders", "q-waiting", "validate")).exists()
+    marker = lake.step_state("orders", "q-waiting", "purged_for_erasure")
+    capsys.readouterr()
+    assert main(["publish", *staged_args, "--run-id", "q-waiting"]) == 2
+    assert main(["validate", *staged_args, "--run-id", "q-waiting"]) == 2
+    assert capsys.readouterr().err == (
+        f"consentgate: {lake.step_state('orders', 'q-waiting', 'validate')}: missing; run the validate step for run "
+        "q-waiting first\n"
+        f"consentgate: {marker}: the staged output was purged for an erasure since; run enforce again\n"
+    )
+    modes = {p.stat().st_mode & 0o777 for p in quarantine.rglob("*")}
+    assert modes <= {0o700, 0o600} and (quarantine.stat().st_mode & 0o777) == 0o700
 
 
 def test_a_purge_stopped_while_swapping_a_staged_output_leaves_it_unpublishable(

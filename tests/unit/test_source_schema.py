@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from pyspark.sql.types import ArrayType, DateType, IntegerType, StringType, StructField, StructType, TimestampType
+from pyspark.sql.types import (
+    ArrayType,
+    DateType,
+    DecimalType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
 
 from transforms.enforce import check_source_schema
 from transforms.errors import SchemaError
@@ -18,6 +31,8 @@ SOURCE = StructType(
         StructField("address", StructType([StructField("zip", StringType()), StructField("city", StringType())])),
         StructField("tags", ArrayType(StringType())),
         StructField("born", DateType()),
+        StructField("delivery", StructType([StructField("street", StringType()), StructField("at", TimestampType())])),
+        StructField("utm.source", StringType()),
     ]
 )
 
@@ -48,6 +63,10 @@ def policy(columns: dict):
         # Generalisations that change no value of the type: the exact value, in other words.
         ({"born": {"anonymized": "generalize:day"}}, "'born' is date: rule 'generalize:day' .anonymized. leaves every"),
         ({"visits": {"anonymized": "generalize:bucket1"}}, "'visits' is int: rule 'generalize:bucket1' .anonymized."),
+        # A time inside a nested column is as exact as one on its own.
+        ({"delivery": "keep"}, "'delivery' is struct<street:string,at:timestamp>: anonymised rows may not carry"),
+        # Spark would read it as the field `source` of a column `utm`.
+        ({"utm.source": "keep"}, "column 'utm.source': a name with a dot or a backtick is not supported; rename it"),
     ],
 )
 def test_the_run_stops_naming_the_column(columns, message):
@@ -70,3 +89,20 @@ def test_nested_columns_declared_whole_and_undeclared_columns_are_fine():
         ),
         "lake/raw/people",
     )
+
+
+@pytest.mark.parametrize("key_type", [DoubleType(), DecimalType(12, 2), DateType()])
+def test_a_subject_key_whose_text_is_not_the_id_stops_the_run(key_type):
+    """A float id reads "1.2345678E7" as text, which matches no consent event: every row
+    would be judged without consent and nothing would say why."""
+    source = StructType([StructField("id", key_type), StructField("seen", TimestampType())])
+    with pytest.raises(
+        SchemaError, match=re.escape(f"subject key 'id' is {key_type.simpleString()}; it must be one of")
+    ):
+        check_source_schema(source, policy({}), "lake/raw/people")
+
+
+@pytest.mark.parametrize("key_type", [StringType(), LongType(), IntegerType(), DecimalType(38, 0)])
+def test_a_subject_key_of_text_or_whole_numbers_is_fine(key_type):
+    source = StructType([StructField("id", key_type), StructField("seen", TimestampType())])
+    check_source_schema(source, policy({"id": "drop"}), "lake/raw/people")  # pseudonymize takes no decimal
