@@ -77,6 +77,9 @@ _OPTIONAL_KEYS = (
 DEFAULT_K_MIN = 5
 DEFAULT_KEEP_VERSIONS = 5
 DEFAULT_QUARANTINE_RETENTION_DAYS = 30
+# A hundred years: longer means no limit, which is said by leaving the key out (and a
+# day count past the calendar's end would stop the run when it computes its cut-off).
+MAX_DAYS = 36500
 _RECIPIENT = re.compile(r"[a-z][a-z0-9_]*")
 # What a recipient must not receive as it is: two recipients could join their copies on it.
 DIRECT_IDENTIFIER_CATEGORIES = ("identifier", "contact", "name", "online")
@@ -212,7 +215,7 @@ def _parse_column(path: str, name: object, spec: object, subject_key: str, share
         unknown = set(spec) - set(RECORD_STATES) - set(_COLUMN_METADATA)
         if unknown:
             allowed = ", ".join((*RECORD_STATES, *_COLUMN_METADATA))
-            raise _fail(path, where, f"unknown key {sorted(unknown)[0]!r} (allowed: {allowed})")
+            raise _fail(path, where, f"unknown key {sorted(unknown, key=str)[0]!r} (allowed: {allowed})")
         category, note = _parse_column_metadata(path, where, spec)
         rules = set(spec) & {"rule", *RECORD_STATES}
         if "rule" in spec and rules != {"rule"}:
@@ -247,7 +250,7 @@ def _parse_shared_column(path: str, where: str, name: str, spec: object) -> Colu
     if isinstance(spec, dict):
         unknown = set(spec) - set(_COLUMN_METADATA)
         if unknown:
-            problem = f"unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(_COLUMN_METADATA)})"
+            problem = f"unknown key {sorted(unknown, key=str)[0]!r} (allowed: {', '.join(_COLUMN_METADATA)})"
             if unknown & set(RECORD_STATES):
                 problem += "; a share exports consented rows only, so a column has one rule"
             raise _fail(path, where, problem)
@@ -296,13 +299,15 @@ def _parse_tcf(path: str, raw: object) -> TcfMapping | None:
     if not isinstance(raw, dict) or set(raw) != {"column", "purposes"}:
         raise _fail(path, "tcf", "must be {column: <TC string column>, purposes: [TCF purpose ids]}")
     purposes = raw["purposes"]
+    if not isinstance(raw["column"], str) or not raw["column"].strip():
+        raise _fail(path, "tcf.column", f"{raw['column']!r} must name the column of TC strings")
     if (
-        not isinstance(raw["column"], str)
-        or not isinstance(purposes, list)
+        not isinstance(purposes, list)
+        or len(set(map(str, purposes))) != len(purposes)
         or not purposes
         or not all(isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 24 for p in purposes)
     ):
-        raise _fail(path, "tcf.purposes", f"{purposes!r} must be a non-empty list of TCF purpose ids 1-24")
+        raise _fail(path, "tcf.purposes", f"{purposes!r} must be a non-empty list of distinct TCF purpose ids 1-24")
     return TcfMapping(column=raw["column"], purposes=tuple(purposes))
 
 
@@ -361,10 +366,32 @@ def _parse_partition_by(path: str, raw: dict, columns: tuple[ColumnPolicy, ...],
     return period
 
 
-def _positive_int(path: str, raw: dict, key: str, default: int) -> int:
+# The lake's own folders: what consentgate writes, and the logs every dataset is judged by.
+_NOT_A_SOURCE = ("staging", "clean", "quarantine", "exports", "ledger", "reports", "tombstones", "_catalog")
+_NOT_A_SOURCE_IN_RAW = ("consent", "erasure_requests")
+
+
+def _check_source(path: str, source: str) -> None:
+    """The source is a folder of the lake, named from its root, outside its own folders."""
+    parts = source.rstrip("/").split("/")
+    if source.startswith("/") or "://" in source or any(part in ("", ".", "..") for part in parts):
+        raise _fail(path, "source", f"{source!r} must be a folder of the lake named from its root, e.g. raw/orders")
+    if parts[0] in _NOT_A_SOURCE or (parts[0] == "raw" and len(parts) > 1 and parts[1] in _NOT_A_SOURCE_IN_RAW):
+        raise _fail(path, "source", f"{source!r} is one of the lake's own folders, not a dataset's source")
+
+
+def _text(path: str, raw: dict, key: str) -> str:
+    value = raw.get(key, "")
+    if not isinstance(value, str):
+        raise _fail(path, key, f"{value!r} must be text")
+    return value
+
+
+def _positive_int(path: str, raw: dict, key: str, default: int, most: int | None = None) -> int:
     value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _fail(path, key, f"{value!r} must be a whole number of at least 1")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (most is not None and value > most):
+        bounds = f"from 1 to {most}" if most is not None else "of at least 1"
+        raise _fail(path, key, f"{value!r} must be a whole number {bounds}")
     return value
 
 
@@ -373,13 +400,19 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
         raise PolicyError(f"{path}: the policy must be a YAML mapping")
     unknown = set(raw) - set(_REQUIRED_KEYS) - set(_OPTIONAL_KEYS)
     if unknown:
-        raise _fail(path, sorted(unknown)[0], "unknown key")
+        # (YAML reads `on:` or `yes:` as true: the key is named as YAML read it.)
+        raise _fail(path, str(sorted(unknown, key=str)[0]), "unknown key")
+    for key in _OPTIONAL_KEYS:
+        if key in raw and raw[key] is None:
+            # `retention_days:` left empty would otherwise mean no limit at all.
+            raise _fail(path, key, "is empty: give it a value, or leave the key out for its default")
     for key in _REQUIRED_KEYS:
         if key not in raw or raw[key] in (None, ""):
             raise _fail(path, key, "missing")
     for key in ("dataset", "source", "subject_key", "event_time", "purpose"):
         if not isinstance(raw[key], str):
             raise _fail(path, key, f"must be a string, got {raw[key]!r}")
+    _check_source(path, raw["source"])
     if not _DATASET_NAME.fullmatch(raw["dataset"]):
         raise _fail(path, "dataset", f"{raw['dataset']!r} must match [a-z][a-z0-9_]*")
     if not _PURPOSE.fullmatch(raw["purpose"]):
@@ -389,11 +422,13 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
     if recipient is None and "recipient" in raw:
         raise _fail(path, "recipient", "only a share (kind: share) has a recipient")
     retention = raw.get("retention_days")
-    if retention is not None and (isinstance(retention, bool) or not isinstance(retention, int) or retention <= 0):
-        raise _fail(path, "retention_days", f"{retention!r} must be a positive whole number of days")
-    normalize = raw.get("subject_key_normalize") or []
-    if not isinstance(normalize, list):
-        raise _fail(path, "subject_key_normalize", "must be a list, e.g. [lower]")
+    if retention is not None and (
+        isinstance(retention, bool) or not isinstance(retention, int) or not 0 < retention <= MAX_DAYS
+    ):
+        raise _fail(path, "retention_days", f"{retention!r} must be a whole number of days from 1 to {MAX_DAYS}")
+    normalize = raw.get("subject_key_normalize", [])
+    if not isinstance(normalize, list) or len(set(map(str, normalize))) != len(normalize):
+        raise _fail(path, "subject_key_normalize", "must be a list naming each step once, e.g. [lower]")
     try:
         normalizations = tuple(SubjectKeyNormalization(n) for n in normalize)
     except ValueError:
@@ -429,7 +464,7 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
         shared_dataset=raw["dataset"],
         kind=kind,
         recipient=recipient,
-        source=raw["source"].strip("/"),
+        source=raw["source"].rstrip("/"),
         subject_key=raw["subject_key"],
         event_time=raw["event_time"],
         purpose=raw["purpose"],
@@ -441,14 +476,14 @@ def parse_policy(raw: object, path: str, sha256: str = "") -> Policy:
         on_retention_expired=_enum(path, raw, "on_retention_expired", OnRetentionExpired, OnRetentionExpired.DROP),
         subject_key_normalize=normalizations,
         columns=columns,
-        description=str(raw.get("description", "")),
+        description=_text(path, raw, "description"),
         sale_or_sharing=sale_or_sharing,
         tcf=tcf,
         quasi_identifiers=quasi_identifiers,
         k_min=k_min,
         keep_versions=_positive_int(path, raw, "keep_versions", 1 if recipient else DEFAULT_KEEP_VERSIONS),
         quarantine_retention_days=_positive_int(
-            path, raw, "quarantine_retention_days", DEFAULT_QUARANTINE_RETENTION_DAYS
+            path, raw, "quarantine_retention_days", DEFAULT_QUARANTINE_RETENTION_DAYS, most=MAX_DAYS
         ),
         partition_by=_parse_partition_by(path, raw, columns, share=recipient is not None),
     )
@@ -497,15 +532,38 @@ class _StrictLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
-            seen = set()
-            for key_node, _ in node.value:
+            seen, merges = set(), 0
+            for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue  # `<<: *defaults`: keys written beside it override the merged ones
+                    # `<<: *defaults`: keys written beside it override the merged ones. Two
+                    # merged mappings giving one key resolve differently across PyYAML
+                    # versions (yaml/pyyaml#953): one mapping merged, once, is unambiguous.
+                    merges += 1
+                    if merges > 1 or isinstance(value_node, yaml.SequenceNode):
+                        raise _UnclearMerge(key_node.start_mark)
+                    continue
                 key = self.construct_object(key_node, deep=True)
                 if isinstance(key, str | int | float | bool) and key in seen:
                     raise _DuplicateKey(key, key_node.start_mark)
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+class _UnclearMerge(_DuplicateKey):
+    def __init__(self, mark: yaml.Mark) -> None:
+        super().__init__("<<", mark)
+
+
+# YAML 1.1 reads `030` as 24 (octal), `1:30` as 90 (base 60) and `1_000` as 1000: a
+# policy's numbers are plain decimals, anything else stays text (and is refused where a
+# number is expected).
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
+)
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -517,6 +575,10 @@ def load_policy(path: str | Path) -> Policy:
         raise PolicyError(f"{path}: cannot read the policy ({err.strerror})") from None
     try:
         raw = yaml.load(text, Loader=_StrictLoader)
+    except _UnclearMerge as err:
+        raise PolicyError(
+            f"{path}: line {err.problem_mark.line + 1}: <<: merge one mapping, once (`<<: *name`)"
+        ) from None
     except _DuplicateKey as err:
         raise PolicyError(f"{path}: line {err.problem_mark.line + 1}: {err.key}: given twice") from None
     except yaml.YAMLError as err:

@@ -166,8 +166,43 @@ def test_a_column_linked_to_its_subject_needs_a_matchable_subject_key(tmp_path):
 def test_retention_counts_are_positive_whole_numbers(tmp_path, key):
     assert getattr(load_policy(write(tmp_path, BASE + f"{key}: 3\n")), key) == 3
     for bad in ("0", "-1", "two", "true"):
-        with pytest.raises(PolicyError, match=f"{key}: .* must be a whole number of at least 1"):
+        with pytest.raises(PolicyError, match=f"{key}: .* must be a whole number (of at least 1|from 1 to 36500)"):
             load_policy(write(tmp_path, BASE + f"{key}: {bad}\n"))
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        # YAML 1.1 would read these as 24 (octal), 90 (base 60) and 1000.
+        ("retention_days: 030", "retention_days: '030' must be a whole number of days from 1 to 36500"),
+        ("retention_days: 1:30", "retention_days: '1:30' must be a whole number of days from 1 to 36500"),
+        ("keep_versions: 1_000", "keep_versions: '1_000' must be a whole number of at least 1"),
+        ("tcf: {column: tc, purposes: [010]}", "tcf.purposes: .'010'. must be a non-empty list of distinct"),
+        ("tcf: {column: tc, purposes: [1, 1]}", "tcf.purposes: .1, 1. must be a non-empty list of distinct"),
+        ("tcf: {column: '', purposes: [1]}", "tcf.column: '' must name the column of TC strings"),
+        # Left empty, these meant no limit and no TCF check.
+        ("retention_days:", "retention_days: is empty: give it a value, or leave the key out for its default"),
+        ("tcf:", "tcf: is empty"),
+        # A day count past the calendar's end stopped the run when it computed its cut-off.
+        ("retention_days: 999999", "retention_days: 999999 must be a whole number of days from 1 to 36500"),
+        ("quarantine_retention_days: 40000", "quarantine_retention_days: 40000 must be a whole number from 1 to"),
+        ("subject_key_normalize: [lower, lower]", "subject_key_normalize: must be a list naming each step once"),
+        ("subject_key_normalize: no", "subject_key_normalize: must be a list naming each step once"),
+        ("description: 12", "description: 12 must be text"),
+        # YAML reads `on` as true; two unknown keys of different types crashed the sort.
+        ("on: 1\ntypo: 2", "True: unknown key"),
+    ],
+)
+def test_yaml_s_surprises_are_refused_rather_than_read_as_something_else(tmp_path, line, message):
+    with pytest.raises(PolicyError, match=message):
+        load_policy(write(tmp_path, BASE + line + "\n"))
+
+
+def test_a_merge_of_two_mappings_is_refused_as_its_result_depends_on_the_yaml_library(tmp_path):
+    text = BASE.replace("  ordered_at: keep\n", "  ordered_at: &kept {rule: keep}\n  channel: &dropped {rule: drop}\n")
+    for merge in ("{<<: [*dropped, *kept]}", "{<<: *dropped, <<: *kept}"):
+        with pytest.raises(PolicyError, match=r"line \d+: <<: merge one mapping, once"):
+            load_policy(write(tmp_path, text + f"  amount: {merge}\n"))
 
 
 SHARE = """\
@@ -266,3 +301,24 @@ def test_the_partition_publishes_no_more_of_the_event_time_than_its_rules(tmp_pa
     else:
         with pytest.raises(PolicyError, match=r"policy\.yml: partition_by: "):
             load_policy(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("../elsewhere", "must be a folder of the lake named from its root"),
+        ("/data/orders", "must be a folder of the lake named from its root"),
+        ("s3a://bucket/orders", "must be a folder of the lake named from its root"),
+        ("raw/./orders", "must be a folder of the lake named from its root"),
+        ("quarantine/orders", "is one of the lake's own folders"),
+        ("clean/orders", "is one of the lake's own folders"),
+        ("raw/consent", "is one of the lake's own folders"),
+        ("raw/erasure_requests/2026", "is one of the lake's own folders"),
+    ],
+)
+def test_the_source_is_a_folder_of_the_lake_outside_its_own(tmp_path, source, message):
+    with pytest.raises(PolicyError, match=f"source: '{re.escape(source)}' {message}"):
+        load_policy(write(tmp_path, BASE.replace("source: raw/orders", f"source: {source}")))
+    assert (
+        load_policy(write(tmp_path, BASE.replace("source: raw/orders", "source: raw/orders/"))).source == "raw/orders"
+    )
