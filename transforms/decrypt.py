@@ -2,24 +2,30 @@
 
 It reads one published version of ``clean.<dataset>``, checks that the encryption key
 is the one that version was made with, and writes a decrypted copy to a folder of the
-caller's choosing (owner-only on a local disk). Every use appends a line to
-``reports/<dataset>/decryptions.jsonl``: who, when, why (a ticket reference), which
-version and columns, how many rows, and the key's fingerprint; never a value.
+caller's choosing, outside the lake (owner-only on a local disk, from its first byte).
+Every use appends lines to ``reports/<dataset>/decryptions.jsonl``: one before anything
+is written, one when the copy is whole (or the write failed): who, when, why (a ticket
+reference), which version and columns, how many rows, and the key's fingerprint; never
+a value.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from functools import reduce
+from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from transforms.encryption import Encryptor
-from transforms.errors import ConsentgateError, MissingKeyError, StepStateError
+from transforms.errors import ConsentgateError, MissingKeyError, StepStateError, describe
 from transforms.fs import exists
 from transforms.key_continuity import read_keys_marker
 from transforms.keys import ENCRYPTION_KEY_ENV, SecretKey
-from transforms.lake import Lake
+from transforms.lake import Lake, is_local, local_path
 from transforms.policy import STATE_COLUMN, Policy
 from transforms.publish import current_version
 from transforms.storage import append_audit_line, restrict_to_owner
@@ -56,6 +62,10 @@ def run_decrypt(
         )
     if exists(spark, out):
         raise ConsentgateError(f"{out}: already exists; decrypted data is never written over other files")
+    if _inside(out, lake.root):
+        # Under the lake it would look like a dataset's folder (a version to roll back to,
+        # say), and no erasure purge reaches what the lake does not know it holds.
+        raise ConsentgateError(f"{out}: inside the lake; decrypted data goes to a folder outside it")
 
     rows = spark.read.parquet(folder)
     columns = [c.name for c in policy.columns if c.consented.name == "encrypt" and c.name in rows.columns]
@@ -76,16 +86,48 @@ def run_decrypt(
     if not_opened:
         raise ConsentgateError(f"{folder}: {not_opened} rows hold cells of {', '.join(columns)} that do not decrypt")
     plain = opened.drop(*[f"_cg_sealed_{c}" for c in columns])
-    plain.write.parquet(out)
-    restrict_to_owner(out)
     entry = {
         "reason": reason.strip(),
         "dataset": policy.dataset,
         "version": version,
         "columns": columns,
-        "rows": spark.read.parquet(out).count(),
         "out": out,
         "key_version": key.version,
         "key_fingerprint": key.fingerprint,
     }
-    return append_audit_line(decryption_log(lake, policy.dataset), entry)
+    log = decryption_log(lake, policy.dataset)
+    # Logged before any plain value is written: a copy the job leaves behind when it dies
+    # (or when the log cannot be written at the end) is never unrecorded.
+    append_audit_line(log, {**entry, "status": "started"})
+    try:
+        rows = _write_privately(spark, plain, out)
+    except Exception as err:
+        append_audit_line(log, {**entry, "status": "failed", "error": describe(err)})
+        raise
+    return append_audit_line(log, {**entry, "status": "written", "rows": rows})
+
+
+def _inside(path: str, root: str) -> bool:
+    if not (is_local(path) and is_local(root)):
+        return path.rstrip("/").startswith(root.rstrip("/") + "/")
+    return Path(os.path.abspath(local_path(path))).is_relative_to(os.path.abspath(local_path(root)))
+
+
+def _write_privately(spark: SparkSession, plain: DataFrame, out: str) -> int:
+    """Writes ``plain`` to ``out`` and returns its row count. On a local disk Spark writes
+    inside an owner-only folder beside ``out`` (its files get the default modes, readable
+    by others until tightened), which is then renamed into place."""
+    if not is_local(out):
+        plain.write.parquet(out)
+        return spark.read.parquet(out).count()
+    target = os.path.abspath(local_path(out))
+    private = tempfile.mkdtemp(prefix=".consentgate-decrypting-", dir=os.path.dirname(target))  # 0700
+    try:
+        written = os.path.join(private, "data")
+        plain.write.parquet(written)
+        restrict_to_owner(written)
+        rows = spark.read.parquet(written).count()
+        os.rename(written, target)
+        return rows
+    finally:
+        shutil.rmtree(private, ignore_errors=True)

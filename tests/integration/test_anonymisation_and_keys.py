@@ -177,18 +177,50 @@ def test_decrypt_restores_the_emails_for_authorised_use_and_logs_it(first, lake,
         json.loads(line)
         for line in (Path(lake.root) / "reports" / DATASET / "decryptions.jsonl").read_text().splitlines()
     ]
-    assert [(e["reason"], e["columns"], e["rows"], e["key_fingerprint"]) for e in log] == [
-        ("DSAR-1042", ["email"], len(published), report["keys"]["encryption"]["fingerprint"])
+    fingerprint = report["keys"]["encryption"]["fingerprint"]
+    assert [(e["status"], e["reason"], e["columns"], e.get("rows"), e["key_fingerprint"]) for e in log] == [
+        ("started", "DSAR-1042", ["email"], None, fingerprint),  # before any plain value is written
+        ("written", "DSAR-1042", ["email"], len(published), fingerprint),
     ]
     printed = capsys.readouterr().out
     assert not any(r["email"] in printed for r in raw.values() if r["email"])
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".consentgate-decrypting-")] == []
 
     assert main(args) == 2  # never written over an existing folder
     assert "already exists" in capsys.readouterr().err
+    inside = Path(lake.root) / "clean" / DATASET / "decrypted"
+    assert main([*args[:-4], "--out", str(inside), "--reason", "x"]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"consentgate: {inside}: inside the lake; decrypted data goes to a folder outside it\n"
+    )
+    assert not inside.exists()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CONSENTGATE_ENCRYPTION_KEY", bytes(range(100, 132)).hex())
         assert main([*args[:-4], "--out", str(tmp_path / "other"), "--reason", "x"]) == 2
     assert "encrypted with key version 1 (fingerprint" in capsys.readouterr().err
+
+
+def test_a_decryption_that_fails_while_writing_leaves_no_plain_copy_and_says_so(first, lake, policy_file, tmp_path):
+    import transforms.decrypt as decrypt
+
+    out = tmp_path / "never"
+    args = ["decrypt", "--policy", str(policy_file), "--lake", lake.root, "--out", str(out), "--reason", "DSAR-7"]
+    log = Path(lake.root) / "reports" / DATASET / "decryptions.jsonl"
+    logged = len(log.read_text().splitlines()) if log.exists() else 0
+
+    def dies(path):
+        raise OSError("the job died here")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(decrypt, "restrict_to_owner", dies)
+        assert main(args) == 1
+    lines = [json.loads(line) for line in log.read_text().splitlines()[logged:]]
+    assert [(e["status"], e["reason"], e.get("error")) for e in lines] == [
+        ("started", "DSAR-7", None),
+        ("failed", "DSAR-7", "OSError"),
+    ]
+    assert list(tmp_path.iterdir()) == []  # neither the copy nor Spark's private folder
 
 
 def test_a_dictionary_attack_with_unkeyed_hashes_recovers_nothing(first):
