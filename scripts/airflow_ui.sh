@@ -5,9 +5,11 @@
 # standalone prints the admin password it generated (also in .airflow/).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 export CONSENTGATE_LAKE="${CONSENTGATE_LAKE:-$ROOT/lake}"
-if [ -z "${CONSENTGATE_HMAC_KEY:-}" ]; then
+# The throwaway key only for the demo's own lake: on any other lake it would beat the
+# consentgate_hmac connection (a variable that is set wins) with a key anyone can read.
+if [ -z "${CONSENTGATE_HMAC_KEY:-}" ] && [ "$CONSENTGATE_LAKE" = "$ROOT/lake" ]; then
   export CONSENTGATE_HMAC_KEY="consentgate-demo-throwaway-key-do-not-use-for-real-data"
-  echo "airflow_ui: using the demo's throwaway pseudonymisation key; set CONSENTGATE_HMAC_KEY for real data"
+  echo "airflow_ui: the demo lake, with the demo's throwaway pseudonymisation key"
 fi
 mkdir -p "$AIRFLOW_HOME"
 airflow db migrate > "$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log" >&2; exit 1; }

@@ -91,12 +91,22 @@ class ConsentgateSparkSubmitOperator(SparkSubmitOperator):
 
     template_fields = (*SparkSubmitOperator.template_fields, "consentgate_run_id")
 
-    def __init__(self, *, step: str, lake_root: str, dataset: str, consentgate_run_id: str, **kwargs):
+    def __init__(
+        self,
+        *,
+        step: str,
+        lake_root: str,
+        dataset: str,
+        consentgate_run_id: str,
+        needs_encryption_key: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.step = step
         self.lake_root = lake_root
         self.dataset = dataset
         self.consentgate_run_id = consentgate_run_id
+        self.needs_encryption_key = needs_encryption_key
 
     def _env_goes_on_the_command_line(self) -> bool:
         """On YARN and Kubernetes the provider turns ``env_vars`` into ``--conf`` values of a
@@ -119,17 +129,18 @@ class ConsentgateSparkSubmitOperator(SparkSubmitOperator):
                 # Through the environment of spark-submit, never its command line.
                 self.env_vars = {**(self.env_vars or {}), variable: secret}
 
-    def _require_hmac_key(self) -> None:
-        """Stops here, with the job's own one-line reason, when there is no usable key:
-        spark-submit would start a JVM only for the job to stop at once."""
+    def _require_keys(self) -> None:
+        """Stops here, with the job's own one-line reason, when a key the run needs is
+        missing, weak or malformed (the HMAC key, the retired ones, the encryption key if
+        the policy encrypts): spark-submit would start a JVM only for the job to stop at once."""
         from airflow.sdk.exceptions import AirflowException
 
         from transforms.errors import ConsentgateError
-        from transforms.keys import load_hmac_key
+        from transforms.keys import load_run_keys
         from transforms.steps import record_failure
 
         try:
-            load_hmac_key({**os.environ, **(self.env_vars or {})})
+            load_run_keys(self.needs_encryption_key, {**os.environ, **(self.env_vars or {})})
         except ConsentgateError as err:
             record_failure(Lake.at(self.lake_root), self.dataset, self.consentgate_run_id, self.step, str(err))
             raise AirflowException(f"consentgate {self.step} failed: {err}") from None
@@ -138,7 +149,7 @@ class ConsentgateSparkSubmitOperator(SparkSubmitOperator):
         if self.step in ("enforce", "validate") and not self._env_goes_on_the_command_line():
             # (On YARN and Kubernetes the job itself stops with exit 2 when the cluster gave no key.)
             self._keys_from_connections()
-            self._require_hmac_key()
+            self._require_keys()
 
     def execute(self, context):
         from transforms.steps import start_step
@@ -282,6 +293,7 @@ def build_dag(policy_path: str | Path, lake_root: str, start_date: datetime | No
                     lake_root=lake.root,
                     dataset=policy.dataset,
                     consentgate_run_id=RUN_ID,
+                    needs_encryption_key=policy.needs_encryption_key,
                     application=spark_entry.__file__,
                     application_args=[step, *common_args, *run_date_args],
                     conn_id="spark_default",

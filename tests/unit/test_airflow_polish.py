@@ -140,6 +140,38 @@ def test_without_a_key_the_task_fails_before_spark_submit_with_the_jobs_reason(t
 
 
 @pytest.mark.parametrize(
+    ("environment", "policy_text", "reason"),
+    [
+        ({"CONSENTGATE_HMAC_PREVIOUS_KEYS": "not json"}, None, "CONSENTGATE_HMAC_PREVIOUS_KEYS"),
+        # A policy that encrypts needs its key before spark-submit starts, like the HMAC key.
+        ({}, "{consented: encrypt, anonymized: drop, category: contact}", "CONSENTGATE_ENCRYPTION_KEY"),
+    ],
+)
+def test_a_bad_retired_or_missing_encryption_key_fails_the_task_before_spark_submit(
+    tmp_path, monkeypatch, environment, policy_text, reason
+):
+    monkeypatch.setenv("CONSENTGATE_HMAC_KEY", TEST_KEY)
+    monkeypatch.delenv("CONSENTGATE_ENCRYPTION_KEY", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_CONSENTGATE_ENCRYPTION", raising=False)
+    monkeypatch.delenv("CONSENTGATE_HMAC_PREVIOUS_KEYS", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": "local[2]"}))
+    policy = ORDERS_POLICY
+    if policy_text:
+        policy = tmp_path / "orders.yml"
+        text = ORDERS_POLICY.read_text()
+        policy.write_text(
+            text.replace("{consented: pseudonymize, anonymized: drop, category: contact}", policy_text, 1)
+        )
+    task = build_dag(policy, str(tmp_path / "lake")).get_task("enforce")
+    task.consentgate_run_id = "manual__2026-11-29T000000Z"
+    with pytest.raises(Exception, match=f"^consentgate enforce failed: .*{reason}") as failure:
+        task._prepare_keys()
+    assert type(failure.value).__name__ == "AirflowException"
+
+
+@pytest.mark.parametrize(
     ("interval_end", "run_after", "run_date"),
     [
         ("2026-11-29T00:00:00+00:00", "2026-12-01T03:20:00+00:00", "2026-11-28"),  # scheduled, backfilled, cleared
