@@ -281,8 +281,7 @@ def judge(
     ``erased`` holds the keyed pseudonyms (``_cg_subject_hash``) of erased subjects, and
     ``retired`` those made with retired keys (with each key's pseudonymiser); ``states``,
     when given, is their ``subject_states`` for this input, already computed, for
-    ``subjects`` subjects. The rows come back with the pseudonymiser's pads attached,
-    ready for the column rules.
+    ``subjects`` subjects. ``with_column_rules`` attaches the keys the rules need.
     """
     t = judgement_instant(run_date)
     rows = with_subject(run_input(source, policy, run_date), policy)
@@ -296,7 +295,10 @@ def judge(
     if subjects is not None and subjects <= BROADCAST_SUBJECTS:
         by_subject = F.broadcast(by_subject)
     joined = rows.join(by_subject, on=SUBJECT, how="left")
-    joined = pseudonymizer.attach(joined.withColumn(ERASED_FLAG, F.coalesce(F.col(ERASED_FLAG), F.lit(False))))
+    # (The pseudonymiser's pads are attached by with_column_rules, after every join and
+    # grouping: rows carrying them through a shuffle would put key material in Spark's
+    # local shuffle files.)
+    joined = joined.withColumn(ERASED_FLAG, F.coalesce(F.col(ERASED_FLAG), F.lit(False)))
     if policy.check_consent_at is CheckConsentAt.EVENT_AND_RUN:
         events = consent_events(consent, policy.purpose, policy.subject_key_normalize, policy.sale_or_sharing)
         joined = with_consent_at_event(joined, events, policy.event_time)
@@ -317,14 +319,14 @@ def source_values(policy: Policy) -> dict:
 def rule_context(spark: SparkSession, policy: Policy, keys: RunKeys, pseudonymizer: Pseudonymizer) -> RuleContext:
     """The keyed helpers this policy's rules need, each with its own derived key."""
     uses = {rule.name for rule in policy.rules}
-    base_key, extra_keys = keys.hmac, ()
+    base_key, extra_keys = keys.hmac, (pseudonymizer,)
     if policy.is_share:
         # A recipient's pseudonyms and date shifts come from its own key.
         recipient = recipient_pseudonymizer(spark, keys.hmac, policy)
         pseudonymizer, base_key, extra_keys = (
             ChainedPseudonymizer(pseudonymizer, recipient),
             recipient.key,
-            (recipient,),
+            (pseudonymizer, recipient),
         )
     shift_key = base_key.derive("date shift")
     return RuleContext(
@@ -339,8 +341,8 @@ def rule_context(spark: SparkSession, policy: Policy, keys: RunKeys, pseudonymiz
 def with_column_rules(judged: DataFrame, policy: Policy, context: RuleContext) -> DataFrame:
     """The publishable rows: declared columns only, each through the rule of its row's state.
 
-    ``judged`` carries the pseudonymiser's pads (``judge`` attached them); the other keyed
-    helpers of ``context`` are attached here, and no key column is selected into the output.
+    The keyed helpers of ``context`` (their pads) are attached here, after the judgement's
+    joins, and no key column is selected into the output.
     """
     types = {field.name: field.dataType for field in judged.schema.fields}
     state = F.when(F.col(ACTION) == Action.KEPT.value, F.lit("consented")).otherwise(F.lit("anonymized"))

@@ -143,3 +143,48 @@ def test_pseudonymised_integer_column_publishes_text(spark):
     pseudonymizer = Pseudonymizer(spark, SecretKey(KEY, "1", "test"))
     out = with_column_rules(pseudonymizer.attach(judged), policy, RuleContext(pseudonymizer))
     assert sorted(tuple(r) for r in out.collect()) == [("o1", h("4711"), "consented"), ("o2", None, "anonymized")]
+
+
+def test_key_material_joins_the_rows_only_after_the_judgement_s_joins(spark):
+    """Rows carrying the pads through a join or grouping would write key material to
+    Spark's local shuffle files: the judgement hands rows on without them, and the column
+    rules attach them just before they are used."""
+    from transforms.enforce import judge, rule_context
+    from transforms.keys import RunKeys
+
+    policy = load_policy(ORDERS_POLICY)
+    at = datetime(2026, 10, 17, 8, 30, tzinfo=UTC)
+    source = spark.createDataFrame(
+        [
+            (
+                "o1",
+                " C1 ",
+                "ann@example.com",
+                "+1-555-555-0100",
+                "Ann Lee",
+                date(1980, 5, 17),
+                "12345",
+                "1 Main St",
+                at,
+                "web",
+                "books",
+                1,
+                Decimal("10.00"),
+            )
+        ],  # fmt: skip
+        "order_id string, customer_id string, email string, phone string, full_name string, birth_date date, "
+        "zip_code string, street_address string, ordered_at timestamp, channel string, product_category string, "
+        "quantity int, amount decimal(10,2)",
+    )
+    consent = spark.createDataFrame(
+        [("C1", "analytics", "granted", datetime(2026, 1, 1, tzinfo=UTC), None, "web_form")],
+        "subject_id string, purpose string, status string, recorded_at timestamp, expires_at timestamp, source string",
+    )
+    erased = spark.createDataFrame([], "_cg_subject_hash string")
+    key = SecretKey(KEY, "1", "test")
+    pseudonymizer = Pseudonymizer(spark, key)
+    judged = judge(source, consent, erased, policy, date(2026, 11, 28), pseudonymizer)
+    assert [c for c in judged.columns if c.endswith("pad")] == []
+    context = rule_context(spark, policy, RunKeys(hmac=key), pseudonymizer)
+    [row] = with_column_rules(judged, policy, context).collect()
+    assert (row["record_state"], row["customer_id"], row["email"]) == ("consented", h("C1"), h("ann@example.com"))
