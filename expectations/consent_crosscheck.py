@@ -6,9 +6,10 @@ The enforce job picks each subject's deciding event with one ``max_by`` over a s
 subject's latest recorded instant at or before ``t``; every event at that instant must
 be a well-formed grant, the earliest of their expiries must be after ``t``, and no
 event may lack a time. The pseudonyms are computed on the driver with Python's ``hmac``,
-not with the Spark HMAC. It is a necessary condition only: GPC signals, TC strings,
-``event_and_run`` and erasure remove more subjects, never fewer, so every published
-consented subject must be in this set.
+not with the Spark HMAC. Subjects erased with the run's key (the lake's tombstones) are
+not valid either. It is a necessary condition only: GPC signals, TC strings,
+``event_and_run`` and erasure under retired keys remove more subjects, never fewer, so
+every published consented subject must be in this set.
 """
 
 from __future__ import annotations
@@ -64,19 +65,36 @@ def _hmac_hex(key: bytes, text: str) -> str:
     return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+OURS = "_cg_our_pseudonym"
+
+
+def applies_to(policy: Policy) -> bool:
+    """Whether the output's consented rows name their subject (kept or pseudonymised), so
+    that the check can find them."""
+    subject = policy.column(policy.subject_key)
+    return subject is not None and subject.consented.name in ("pseudonymize", "keep")
+
+
 def valid_pseudonyms(
     spark: SparkSession, subjects: DataFrame, key: bytes, recipient_key: bytes | None = None
 ) -> DataFrame:
-    """The subjects' pseudonyms, hashed on the driver with Python's hmac; for a share,
-    the recipient's pseudonym of ours (``recipient_key``). Subjects come to the driver
-    and their pseudonyms go back as Arrow tables (hundreds of thousands of rows)."""
+    """The subjects (``subject``) with our pseudonyms (``OURS``), hashed on the driver with
+    Python's hmac, and what the output holds for them (``PSEUDONYM``): ours, or for a share
+    the recipient's pseudonym of ours (``recipient_key``). Subjects come to the driver and
+    their pseudonyms go back as Arrow tables (hundreds of thousands of rows)."""
     import pyarrow as pa
 
-    pseudonyms = []
-    for subject in subjects.select("subject").toArrow().column("subject").to_pylist():
-        pseudonym = _hmac_hex(key, subject)
-        pseudonyms.append(_hmac_hex(recipient_key, pseudonym) if recipient_key else pseudonym)
-    return spark.createDataFrame(pa.table({PSEUDONYM: pa.array(pseudonyms, pa.string())}))
+    keys = subjects.select("subject").toArrow().column("subject").to_pylist()
+    ours = [_hmac_hex(key, subject) for subject in keys]
+    published = [_hmac_hex(recipient_key, pseudonym) for pseudonym in ours] if recipient_key else ours
+    table = pa.table(
+        {
+            "subject": pa.array(keys, pa.string()),
+            OURS: pa.array(ours, pa.string()),
+            PSEUDONYM: pa.array(published, pa.string()),
+        }
+    )
+    return spark.createDataFrame(table)
 
 
 def unconsented_published(
@@ -87,17 +105,20 @@ def unconsented_published(
     t: datetime,
     key: bytes,
     recipient_key: bytes | None = None,
+    erased: DataFrame | None = None,
 ) -> DataFrame | None:
     """Published consented rows whose subject is not in the independently computed valid
-    set (expected: none); None when the policy does not publish a matchable subject key."""
-    subject = policy.column(policy.subject_key)
-    if subject is None or subject.consented.name not in ("pseudonymize", "keep"):
+    set (expected: none); None when the policy does not publish a matchable subject key.
+    ``erased`` holds the erasure tombstones' hashes made with ``key`` (``_cg_subject_hash``,
+    our pseudonyms): those subjects are not valid whatever their consent."""
+    if not applies_to(policy):
         return None
-    subjects = valid_subjects(consent, policy, t)
-    if subject.consented.name == "pseudonymize":
-        valid = valid_pseudonyms(spark, subjects, key, recipient_key)
-    else:
-        valid = subjects.select(F.col("subject").alias(PSEUDONYM))
+    subject = policy.column(policy.subject_key)
+    valid = valid_pseudonyms(spark, valid_subjects(consent, policy, t), key, recipient_key)
+    if erased is not None:
+        valid = valid.join(erased, valid[OURS] == erased["_cg_subject_hash"], "left_anti")
+    if subject.consented.name == "keep":
+        valid = valid.select(F.col("subject").alias(PSEUDONYM))
     return consented_rows.join(valid, consented_rows[policy.subject_key] == valid[PSEUDONYM], "left_anti").select(
         F.lit(1).alias("unconsented")
     )

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from transforms import schemas
 from transforms.enforce import read_consent
+from transforms.erasure import read_tombstones
 from transforms.errors import MissingKeyError, StepStateError, ValidationFailed
 from transforms.fs import exists, move, remove, upload_folder
 from transforms.key_continuity import fingerprint_of, read_keys_marker
@@ -87,8 +88,13 @@ def derived_frames(
 
     consent = read_consent(spark, lake)
     outer = recipient_key(key, policy.recipient).material if policy.is_share else None
-    unconsented = unconsented_published(spark, slices["consented"], consent, policy, judged_at, key.material, outer)
-    frames = {CONSENT_CROSSCHECK: unconsented if unconsented is not None else spark.range(0)}
+    tombstones = read_tombstones(spark, lake)
+    fingerprint = F.col("key_fingerprint")
+    erased = tombstones.filter(fingerprint.isNull() | (fingerprint == key.fingerprint)).select("_cg_subject_hash")
+    unconsented = unconsented_published(
+        spark, slices["consented"], consent, policy, judged_at, key.material, outer, erased
+    )
+    frames = {CONSENT_CROSSCHECK: unconsented} if unconsented is not None else {}
     conformance = rule_conformance(spark, policy, slices["all"])
     if conformance is not None:
         frames[RULE_CONFORMANCE] = conformance

@@ -94,3 +94,20 @@ def test_an_export_is_checked_in_its_recipients_pseudonyms(spark):
     assert unconsented.count() == 2
     only_c1 = spark.createDataFrame([(theirs("C1"),)], "customer_id string")
     assert unconsented_published(spark, only_c1, consent, policy, T, key.material, outer).count() == 0
+
+
+def test_a_published_subject_erased_with_the_run_s_key_is_found_whatever_its_consent(spark):
+    """The tombstones hold our pseudonyms: an erased customer who still has valid consent
+    must not be published (an enforce step that missed the tombstone would)."""
+    policy = load_policy(ORDERS_POLICY)
+    key = b"crosscheck-test-key-01"
+    pseudonym = {s: hmac.new(key, s.encode(), hashlib.sha256).hexdigest() for s in ("C1", "C3")}
+    consent = spark.createDataFrame(
+        [(s, "analytics", "granted", T - DAY, None, "web") for s in ("C1", "C3")], CONSENT_DDL
+    )
+    published = spark.createDataFrame([(pseudonym["C1"],), (pseudonym["C3"],)], "customer_id string")
+    erased = spark.createDataFrame([(pseudonym["C3"],)], "_cg_subject_hash string")
+    assert unconsented_published(spark, published, consent, policy, T, key).count() == 0
+    assert unconsented_published(spark, published, consent, policy, T, key, erased=erased).count() == 1
+    only_c1 = published.filter(published.customer_id == pseudonym["C1"])
+    assert unconsented_published(spark, only_c1, consent, policy, T, key, erased=erased).count() == 0

@@ -34,24 +34,47 @@ def process_zone(request):
     time.tzset()
 
 
-def retention_expectation(policy):
+def retention_expectation(policy, state="consented"):
     totals = {"kept": 0, "anonymized": 0}
     suite = build_suite(policy, [policy.event_time], set(), totals, T)
-    [consented] = [s for s in suite if s.slice_name == "consented"]
-    [between] = [e for e in consented.expectations if isinstance(e, gxe.ExpectColumnValuesToBeBetween)]
+    [in_state] = [s for s in suite if s.slice_name == state]
+    [between] = [e for e in in_state.expectations if isinstance(e, gxe.ExpectColumnValuesToBeBetween)]
     return between
 
 
-def outcomes(spark, policy, times: dict) -> dict:
+def outcomes(spark, policy, times: dict, state="consented") -> dict:
     """Whether the retention expectation passes a frame holding each of ``times`` alone."""
-    expectation = retention_expectation(policy)
+    kind = "date" if all(type(at) is date for at in times.values()) else "timestamp"
+    expectation = retention_expectation(policy, state)
     source = gx.get_context(mode="ephemeral").data_sources.add_spark(name="frames")
     batches = source.add_dataframe_asset(name="orders").add_batch_definition_whole_dataframe("rows")
     passed = {}
     for name, at in times.items():
-        frame = spark.createDataFrame([(at,)], "ordered_at timestamp")
+        frame = spark.createDataFrame([(at,)], f"{policy.event_time} {kind}")
         passed[name] = batches.get_batch(batch_parameters={"dataframe": frame}).validate(expectation).success
     return passed
+
+
+def test_anonymised_rows_are_held_to_the_retention_and_t_too(spark):
+    """orders drops rows past the retention whatever their consent: an anonymised row of
+    an expired month (its event time generalised to the month) is a leak too."""
+    policy = load_policy(ORDERS_POLICY)
+    cutoff = T - timedelta(days=policy.retention_days)
+    month = cutoff.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    times = {"the cutoff's month": month, "the month before": (month - timedelta(days=1)).replace(day=1), "t": T}
+    assert outcomes(spark, policy, times, "anonymized") == {
+        "the cutoff's month": True,
+        "the month before": False,
+        "t": False,
+    }
+
+
+def test_without_a_retention_the_event_time_is_still_before_t(spark):
+    """customers declares no retention: its rows are still judged before t only."""
+    policy = load_policy(REPO / "dags" / "policies" / "customers.yml")
+    times = {"long ago": date(1990, 1, 1), "the run date": date(2026, 11, 28), "t's day": T.date()}
+    expected = {"long ago": True, "the run date": True, "t's day": False}  # t: the run date's end
+    assert outcomes(spark, policy, times) == expected
 
 
 HALF_HOUR = timedelta(minutes=30)
@@ -120,3 +143,30 @@ def test_only_rules_that_are_fixed_points_on_the_published_type_are_rechecked():
     )
     assert rechecked_columns(amounts, {"amount": IntegerType()}) == [("anonymized", "amount")]
     assert rechecked_columns(amounts, {"amount": DoubleType()}) == []  # floor and cast may move it again
+
+
+def test_a_policy_that_anonymises_nothing_publishes_no_anonymised_row():
+    """A share (and any policy dropping rows without consent and past the retention) has
+    no anonymised row to publish: one labelled so is a judgement gone wrong, whatever the
+    enforce step counted."""
+    from expectations.suite import publishable_states
+
+    assert publishable_states(load_policy(ACME_POLICY)) == ["consented"]
+    assert publishable_states(load_policy(ORDERS_POLICY)) == ["consented", "anonymized"]
+    suite = build_suite(load_policy(ACME_POLICY), [], set(), {"kept": 1, "anonymized": 0}, T)
+    [everything] = [s for s in suite if s.slice_name == "all"]
+    in_set = [e for e in everything.expectations if isinstance(e, gxe.ExpectColumnValuesToBeInSet)]
+    assert [e.value_set for e in in_set] == [["consented"]]
+
+
+def test_a_masked_value_holding_a_line_break_is_still_a_masked_value(spark):
+    from expectations.suite import mask_pattern
+
+    source = gx.get_context(mode="ephemeral").data_sources.add_spark(name="frames")
+    batches = source.add_dataframe_asset(name="phones").add_batch_definition_whole_dataframe("rows")
+    expectation = gxe.ExpectColumnValuesToMatchRegex(column="phone", regex=mask_pattern(4))
+    passed = {}
+    for value in ("****4\n56", "12 34\n56"):
+        frame = spark.createDataFrame([(value,)], "phone string")
+        passed[value] = batches.get_batch(batch_parameters={"dataframe": frame}).validate(expectation).success
+    assert passed == {"****4\n56": True, "12 34\n56": False}
