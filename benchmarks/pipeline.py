@@ -344,7 +344,7 @@ def main() -> None:
     spark = get_session(
         Lake.at(base),
         "consentgate-benchmark",
-        extra_conf={"spark.ui.enabled": "false", "spark.driver.memory": args.driver_memory},
+        extra_conf={"spark.driver.memory": args.driver_memory},
     )
     spark.sparkContext.setLogLevel("ERROR")
     results = []

@@ -94,7 +94,10 @@ def main() -> None:
     from transforms.session import get_session
 
     lake = Lake.at(args.lake or tempfile.mkdtemp(prefix="consentgate-bench-"))
-    spark = get_session(lake, "consentgate-benchmark", extra_conf={"spark.ui.enabled": "false"})
+    spark = get_session(
+        lake,
+        "consentgate-benchmark",
+    )
     spark.sparkContext.setLogLevel("ERROR")
     if not args.lake:
         started = time.perf_counter()

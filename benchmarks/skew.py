@@ -105,7 +105,10 @@ def main() -> None:
     from transforms.session import get_session
 
     lake = Lake.at(tempfile.mkdtemp(prefix="consentgate-skew-"))
-    spark = get_session(lake, "consentgate-skew-benchmark", extra_conf={"spark.ui.enabled": "false"})
+    spark = get_session(
+        lake,
+        "consentgate-skew-benchmark",
+    )
     spark.sparkContext.setLogLevel("ERROR")
     generate_lake(spark, lake, customers=args.customers, orders=args.orders, seed=42, run_date=RUN_DATE)
     variants = {"skewed": 1, "spread": 1000}

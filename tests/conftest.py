@@ -45,7 +45,7 @@ SHORT_JVM_OPTIONS = {"JAVA_TOOL_OPTIONS": f"{os.environ.get('JAVA_TOOL_OPTIONS',
 SMALL_INPUT_SPARK_CONF = {
     "spark.sql.shuffle.partitions": "2",
     "spark.sql.adaptive.enabled": "false",
-    "spark.ui.enabled": "false",
+    # (The web UI is off in every job already, and may not be set here.)
     # As in the test session (below): interpreted expressions, month folders listed on the driver.
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
     "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",

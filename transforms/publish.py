@@ -259,6 +259,14 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
     version = earlier["version"] if earlier else _free_version(spark, lake, policy.dataset, run_id)
     target = lake.clean_version(policy.dataset, version)
     output = target if moved else staged
+    validated = validation.get("validated_files")
+    if validated is not None and file_sizes(spark, output) != validated:
+        # Rewritten since it was validated (an erasure purge of a moved output that never
+        # became current, say): what was validated, counted and disclosed is not this.
+        refused = StepStateError(f"{output}: not the output validated (its files changed since); run enforce again")
+        if earlier is not None and earlier.get("disclosure") is not None:
+            _log_not_exported(lake, earlier["disclosure"], refused)
+        raise refused
 
     if previous is not None and previous != version:
         try:

@@ -21,7 +21,7 @@ from transforms import schemas
 from transforms.enforce import read_consent
 from transforms.erasure import read_tombstones
 from transforms.errors import MissingKeyError, StepStateError, ValidationFailed
-from transforms.fs import exists, move, remove, upload_folder
+from transforms.fs import exists, file_sizes, move, remove, upload_folder
 from transforms.key_continuity import fingerprint_of, read_keys_marker
 from transforms.keys import SecretKey, recipient_key
 from transforms.lake import Lake, judgement_instant, parse_run_date
@@ -237,6 +237,9 @@ def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str, k
     # Not cached: each slice's expectations read only the columns they need, which costs
     # less than caching every column (1M rows: 6.8 s instead of 8.7 s, warm).
     # A damaged file stops here (exit 2, naming the folder) rather than as an internal error.
+    # What publish must find: a purge that rewrites the output during or after this
+    # validation leaves other files (and a publish of them is refused).
+    validated_files = file_sizes(spark, staging_path)
     output = schemas.read_parquet(spark, staging_path)
     schemas.require_readable(output, staging_path)
     # Rendering Data Docs costs about a second a run; CONSENTGATE_DATA_DOCS=off skips it.
@@ -259,6 +262,7 @@ def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str, k
         "failed": failed,
         "expectations": results,
         "validated_path": staging_path,
+        "validated_files": validated_files,
         "data_docs": f"{data_docs}/index.html" if data_docs else None,
         "seconds": round(time.monotonic() - started, 3),
     }

@@ -447,6 +447,25 @@ def test_a_run_judged_on_a_version_rolled_back_since_is_not_published(lake, poli
     assert Path(lake.current_pointer("orders")).read_text() == f"{other}\n"
 
 
+def test_an_output_changed_after_its_validation_is_not_published(lake, policy_file, capsys):
+    """Publish moves what was validated, byte for byte: files changed since (an erasure
+    purge rewrote it, a hand edited it) are refused, and the current version stays."""
+    common = validated(lake, policy_file, "changed-after")
+    staged = Path(lake.staging_data("orders", "changed-after"))
+    part = sorted(staged.rglob("part-*.parquet"))[0]
+    part.unlink()
+    part.with_name(f".{part.name}.crc").unlink(missing_ok=True)
+    pointer = Path(lake.current_pointer("orders"))
+    current = pointer.read_text() if pointer.exists() else None
+    capsys.readouterr()
+    assert main(["publish", *common]) == 2
+    assert capsys.readouterr().err == (
+        f"consentgate: {staged}: not the output validated (its files changed since); run enforce again\n"
+    )
+    assert (pointer.read_text() if pointer.exists() else None) == current and staged.exists()
+    shutil.rmtree(staged.parent)
+
+
 def test_a_publish_killed_during_the_swap_is_not_retried_and_the_next_run_publishes(spark, lake, policy_file, capsys):
     """A SIGKILL runs no clean-up: the intent says the swap may have happened, so the
     retry refuses (it cannot tell what analysts saw), and the next run replaces it all."""
