@@ -268,6 +268,10 @@ def render_text(explanations: list[DatasetExplanation], run_date: date) -> list[
         else:
             held = ", ".join(f"{n} {state}" for state, n in sorted(e.published_rows.items())) or "no rows"
             lines.append(f"  current published version: {held} linked to this subject (anonymised rows carry no link)")
-        lines.append(f"  shared with: {', '.join(e.recipients) or 'no third party'}")
+        held_by = ", ".join(e.recipients) or "no current export of the share policies given"
+        lines.append(
+            f"  held by third parties now: {held_by} (earlier exports: reports/disclosures.jsonl counts, "
+            "does not name, the customers of each)"
+        )
         lines += [f"  note: {caveat}" for caveat in e.caveats]
     return lines

@@ -4,7 +4,7 @@ DAG ever runs them (in the spirit of ``fides evaluate``).
 A policy that does not load is one finding (the loader's own message). A policy that
 loads is also checked for what the loader accepts but a privacy officer would not:
 a published column that does not say what it holds, personal data kept as it is with no
-note saying why, a column named like personal data declared ``category: none``, two
+note saying why, an id a share exports as it is, a column named like personal data declared ``category: none``, two
 policies for one dataset or one DAG id, policies that normalise subject keys
 differently. With a local lake, the declared columns are checked against the source's
 schema as the enforce job would check them (read by pyarrow, no Spark).
@@ -37,6 +37,17 @@ def column_findings(policy: Policy) -> list[Finding]:
         if column.dropped_everywhere:
             continue  # never published: what it holds does not reach anyone
         anonymized_keep = not policy.is_share and column.rule_for("anonymized").name == "keep"
+        if policy.is_share and _an_id(column.name) and column.consented.name == "keep":
+            # The same id in two recipients' copies (and in clean.<dataset>) joins them
+            # directly, undoing their separate pseudonyms.
+            findings.append(
+                Finding(
+                    policy.path,
+                    where,
+                    "a share exports this id as it is: every recipient gets the same value, so their copies "
+                    "(and clean." + policy.shared_dataset + ") join on it; pseudonymise it",
+                )
+            )
         if _an_id(column.name) and anonymized_keep and not column.note:
             # An order id is no personal data by itself, but the source row it names does
             # name the customer: the anonymised row is anonymous only to those who cannot read it.

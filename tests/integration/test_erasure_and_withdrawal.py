@@ -290,7 +290,7 @@ def test_explain_tells_what_happens_to_each_subject_and_why_without_personal_dat
 
     text = "\n".join(render_text([DatasetExplanation(**e) for e in erased.values()], RUN_DATE))
     assert "  3 rows: erased -> dropped" in text and "erased: yes" in text
-    assert "shared with: no third party" in text
+    assert "held by third parties now: no current export of the share policies given (earlier exports:" in text
     # Nothing personal: not the id asked about, nor its e-mail or name from the customers table.
     assert sum(value in text for value in (ERASED, "x@example.org", "Test Person")) == 0
 

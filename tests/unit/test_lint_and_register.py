@@ -3,6 +3,7 @@ the register kept in docs/ must be what the policies in dags/policies give now."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -202,3 +203,18 @@ def test_the_register_lists_each_share_as_a_disclosure_and_the_datasets_recipien
     assert "| customer_id | identifier | pseudonymised (keyed HMAC-SHA256) | not exported |  |" in markdown
     assert "third parties: acme_ads (only customers who consented to `share:acme_ads`; see its section)" in markdown
     assert "`clean.customers`; third parties: none |" in markdown
+
+
+def test_an_id_a_share_exports_as_it_is_is_a_finding(tmp_path, capsys):
+    """Two recipients' copies, and clean.orders, would join on it."""
+    text = (REPO / "dags" / "policies" / "orders_to_acme_ads.yml").read_text()
+    kept = re.sub(r"(?m)^  order_id:\n(    .*\n)+", "  order_id: {rule: keep, category: none}\n", text)
+    assert kept != text
+    (tmp_path / "share.yml").write_text(kept)
+    assert lint(capsys, tmp_path) == (
+        2,
+        [
+            f"{tmp_path}/share.yml: columns.order_id: a share exports this id as it is: every recipient gets the "
+            "same value, so their copies (and clean.orders) join on it; pseudonymise it"
+        ],
+    )
