@@ -473,3 +473,6 @@ def record_tombstones(lake: Lake, policy: Policy, state: ErasureState, fingerpri
         # One file per run rather than one per shuffle partition: a year of daily runs
         # would leave thousands of tiny files for every later run to list and read.
         new.coalesce(1).write.mode("append").parquet(lake.tombstones_of(policy.dataset))
+        # Each hash is the customer's published pseudonym: with `erased_at` beside it, whoever
+        # holds an earlier extract could tell who asked for erasure, and when.
+        restrict_to_owner(lake.tombstones)

@@ -204,6 +204,8 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake, tmp_path, caps
     assert sorted(t["_cg_subject_hash"] for t in tombstones) == sorted(map(pseudonym, (ERASED, ERASED_UNCONSENTED)))
     # One file for the one run that recorded tombstones, not one per shuffle partition.
     assert len(list(Path(lake.tombstones_of("orders")).glob("*.parquet"))) == 1
+    # Owner-only: each hash is the customer's published pseudonym, beside when they asked.
+    assert {p.stat().st_mode & 0o777 for p in Path(lake.tombstones).rglob("*")} <= {0o700, 0o600}
 
     # Another dataset judged from the same lake purges its own versions too.
     customers = run(lake, "c2", policy=CUSTOMERS_POLICY)
