@@ -133,6 +133,19 @@ def test_duplicate_consent_events_change_nothing(spark, lake, consent_backup, un
     assert sorted(read_rows(staged), key=lambda r: r["order_id"]) == before
 
 
+def test_a_missing_consent_log_means_no_consent_for_anyone(spark, lake, consent_backup, unchanged):
+    """Fail closed: with no consent log at all nobody has consented; every judged row
+    is published anonymised (or dropped, or quarantined), none as consented."""
+    shutil.rmtree(lake.consent)
+    assert main(["enforce", *step_args(lake, "no-consent-log"), "--full"]) == 0
+    state = json.loads(Path(lake.step_state("orders", "no-consent-log", "enforce")).read_text())
+    assert state["totals"]["kept"] == 0 and state["totals"]["anonymized"] > 0
+    assert "consented" not in state["counts"]
+    staged = read_rows(state["staging_path"])
+    assert len(staged) == state["totals"]["anonymized"]
+    assert {(r["record_state"], r["customer_id"]) for r in staged} == {("anonymized", None)}
+
+
 def test_an_empty_source_publishes_an_empty_table_with_zero_counts(spark, lake, tmp_path):
     write_raw(spark, lake, "orders_empty", spark.read.parquet(lake.raw("orders")).limit(0))
     policy = policy_on(tmp_path, "raw/orders_empty")

@@ -416,6 +416,13 @@ def test_every_column_expectation_catches_its_leak_and_records_no_value(spark, f
         if value is not None:
             changed = F.lit(value).cast(dict(output.dtypes)[column])
         planted = planted.withColumn(column, F.when(F.col("order_id") == target, changed).otherwise(F.col(column)))
+    # An anonymised row of a month past the retention (its rule keeps the month: it conforms).
+    expired = ids["anonymized"][len(LEAKS)]
+    expired_month = F.lit(t.replace(year=t.year - 3, day=1)).cast("timestamp")
+    is_expired = F.col("order_id") == expired
+    planted = planted.withColumn("ordered_at", F.when(is_expired, expired_month).otherwise(F.col("ordered_at")))
+    # A column no policy declares, as an enforce step gone wrong would stage it.
+    planted = planted.withColumn("full_name", F.lit("Planted Person"))
     # Written beside and swapped in: a reused month's files are hard links to the published ones.
     rewritten = staged.with_name("planted")
     planted.write.partitionBy("ordered_at_month").parquet(str(rewritten))
@@ -424,21 +431,28 @@ def test_every_column_expectation_catches_its_leak_and_records_no_value(spark, f
             shutil.copy(marker, rewritten / marker.name)
     shutil.rmtree(staged)
     rewritten.rename(staged)
+    # One quarantined row lost.
+    quarantine = Path(lake.quarantine_rows("orders", "leaky"))
+    held = spark.read.parquet(str(quarantine))
+    held.limit(held.count() - 1).localCheckpoint().write.mode("overwrite").parquet(str(quarantine))
 
     monkeypatch.setenv("CONSENTGATE_DATA_DOCS", "on")
     assert main(["validate", *args]) == 3
     validation = json.loads(Path(lake.step_state("orders", "leaky", "validate")).read_text())
     assert validation["failed"] == [
+        "expect_table_columns_to_match_ordered_list(all)",
         "expect_column_values_to_match_regex(consented.customer_id)",
         "expect_column_values_to_match_regex(consented.phone)",
         "expect_column_values_to_not_match_regex(consented.phone)",
         "expect_column_values_to_be_between(consented.ordered_at)",
         "expect_column_values_to_be_null(anonymized.email)",
+        "expect_column_values_to_be_between(anonymized.ordered_at)",
         # The planted key is a subject the consent log does not know: no consent.
         "expect_table_row_count_to_equal(consent_crosscheck)",
         "expect_column_values_to_be_between(rule_conformance.consented:birth_date)",
         "expect_column_values_to_be_between(rule_conformance.anonymized:zip_code)",
         "expect_column_values_to_be_between(rule_conformance.anonymized:ordered_at)",
+        "expect_table_row_count_to_equal(quarantine)",
     ]
     failed = [r for r in validation["expectations"] if not r["success"]]
     assert [r.get("unexpected_count", 1) for r in failed] == [1] * len(failed)
@@ -448,6 +462,6 @@ def test_every_column_expectation_catches_its_leak_and_records_no_value(spark, f
     pages = [p for p in docs.rglob("*") if p.is_file() and p.suffix in (".html", ".json")]
     written += [p.read_text(errors="replace") for p in pages]
     assert len(pages) > 2
-    planted_text = [{"v": v} for v in LEAKS.values() if isinstance(v, str) and v[0] in "+Cl7"]
-    assert len(planted_text) == 4
+    planted_text = [{"v": v} for v in [*LEAKS.values(), "Planted Person"] if isinstance(v, str) and v[0] in "+Cl7P"]
+    assert len(planted_text) == 5
     assert sum(personal_values_in(text, planted_text, ("v",)) for text in written) == 0

@@ -199,3 +199,20 @@ def test_both_join_strategies_give_every_reason_code(spark, inputs, monkeypatch,
     first_join = re.search(r"\b(BroadcastHashJoin|SortMergeJoin|ShuffledHashJoin)\b.*", plan).group(0)
     assert first_join.startswith(f"{join} [_cg_subject#") and "LeftOuter" in first_join
     assert got == {o: (reason, reference.ACTIONS[reason]) for o, _, _, reason in ORDERS}
+
+
+def test_retention_expired_rows_are_anonymised_when_the_policy_says_so(spark, inputs):
+    """``on_retention_expired: anonymize`` changes the action of those rows only, whatever
+    their consent; an expired row of a withdrawn subject is anonymised too, never kept."""
+    from dataclasses import replace
+
+    from transforms.policy import OnRetentionExpired
+
+    policy = replace(load_policy(ORDERS_POLICY), on_retention_expired=OnRetentionExpired.ANONYMIZE)
+    got = judged_reasons(spark, inputs, policy)
+    expected = {
+        o: (reason, "anonymized" if reason == "retention_expired" else reference.ACTIONS[reason])
+        for o, _, _, reason in ORDERS
+    }
+    assert "retention_expired" in {reason for reason, _ in expected.values()}
+    assert got == expected
