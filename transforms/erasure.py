@@ -234,6 +234,17 @@ def _rewrite_without(spark: SparkSession, folder: str, keep, replacement: str) -
     return True
 
 
+def _readable(spark: SparkSession, folder: str) -> bool:
+    """Whether every file's footer in ``folder`` reads: a damaged output that is not
+    current must not keep an erasure from the others (the run would stop on it, every
+    day); it cannot be searched for the subject, so it goes."""
+    try:
+        spark.read.parquet(folder).count()
+    except Exception:  # noqa: BLE001 - Spark's message may quote the file's bytes
+        return False
+    return True
+
+
 def _purge_in_place(spark: SparkSession, folder: str, keep, replacement: str, before_swap=None) -> bool:
     """Replaces ``folder`` by its purged copy when ``keep`` rejected rows; for folders no
     reader holds on to (older versions, staging, quarantine). ``before_swap`` runs once
@@ -311,15 +322,17 @@ def purge_published(
 
     retired_hashes: dict[str, tuple] = {}  # one per retired key, however many folders it made
 
-    def keep_for(folder: str, version: str):
+    def keep_for(folder: str, version: str, is_current: bool = False):
         """The filter that purges ``folder`` with the key it was made with; None when the
         run does not have that key (or nobody recorded it); _UNSEARCHABLE when its rows
-        cannot be searched for a subject."""
+        cannot be searched for a subject (a damaged folder that is not current too)."""
         made_with = fingerprint_of(recorded_keys(lake, policy.dataset, folder, version), "hmac")
         if made_with == current_key and not has_new:
             return _UNCHANGED
         if made_with != current_key and made_with not in ring:
             return None
+        if not is_current and not _readable(spark, folder):
+            return _UNSEARCHABLE
         record = read_subject_record(folder, policy)
         verdict = searchable(folder, record)
         if verdict is not True:
@@ -339,7 +352,7 @@ def purge_published(
     if current is not None and current in versions:
         # Before anything is removed: a current version this run cannot purge stops it.
         folder = lake.clean_version(policy.dataset, current)
-        current_keep = keep_for(folder, current)
+        current_keep = keep_for(folder, current, is_current=True)
         if current_keep is None:
             raise MissingKeyError(f"{folder}: made with a key this run does not have; it cannot be purged")
         if current_keep is _UNSEARCHABLE:

@@ -205,6 +205,10 @@ def _parse_rule(path: str, where: str, text: object) -> ColumnRule:
 def _parse_column(path: str, name: object, spec: object, subject_key: str, share: bool = False) -> ColumnPolicy:
     if not isinstance(name, str) or not name:
         raise _fail(path, "columns", f"column name {name!r} is not a string")
+    if not name.isprintable() or name != name.strip() or name.startswith("_cg_"):
+        # A line break would split every one-line message naming it; blanks around it
+        # and consentgate's own prefix name columns Spark would confuse.
+        raise _fail(path, "columns", f"column name {name!r}: no control characters, surrounding blanks or _cg_ prefix")
     where = f"columns.{name}"
     if name == STATE_COLUMN:
         raise _fail(path, where, "the name is reserved for the output's record state")

@@ -173,11 +173,16 @@ def _apply_pseudonymize(column, dtype, argument, context):
     return context.pseudonymizer.hmac_hex(column.cast("string"))
 
 
+# Bounds on rule arguments, far beyond any sensible value: larger ones are typos.
+MAX_CHARACTERS = 100_000
+MAX_BUCKET = 10**18
+
+
 def _parse_count(argument: str | None) -> int | None:
     if argument is None:
         return None
-    if not re.fullmatch(r"[0-9]+", argument):
-        raise RuleSyntaxError(f"{argument!r} is not a number of characters")
+    if not re.fullmatch(r"[0-9]+", argument) or int(argument) > MAX_CHARACTERS:
+        raise RuleSyntaxError(f"{argument!r} is not a number of characters (0 to {MAX_CHARACTERS})")
     return int(argument)
 
 
@@ -244,7 +249,12 @@ def _parse_generalize(argument: str | None) -> tuple[str, int | None]:
     match = re.fullmatch(r"(prefix|bucket)([1-9][0-9]*)", argument)
     if not match:
         raise RuleSyntaxError(f"unknown generalisation {argument!r}")
-    return (match.group(1), int(match.group(2)))
+    kind, size = match.group(1), int(match.group(2))
+    most = MAX_CHARACTERS if kind == "prefix" else MAX_BUCKET
+    if size > most:
+        # (A bucket past a long's range could not even be written as a Spark literal.)
+        raise RuleSyntaxError(f"{argument!r}: {kind} at most {most}")
+    return (kind, size)
 
 
 def _generalize_text(argument: tuple[str, int | None]) -> str:

@@ -322,3 +322,9 @@ def test_the_source_is_a_folder_of_the_lake_outside_its_own(tmp_path, source, me
     assert (
         load_policy(write(tmp_path, BASE.replace("source: raw/orders", "source: raw/orders/"))).source == "raw/orders"
     )
+
+
+@pytest.mark.parametrize("name", ['"a\\nb"', '" padded"', "_cg_reason"])
+def test_a_column_name_that_would_break_messages_or_spark_is_refused(tmp_path, name):
+    with pytest.raises(PolicyError, match="no control characters, surrounding blanks or _cg_ prefix"):
+        load_policy(write(tmp_path, BASE + f"  {name}: keep\n"))

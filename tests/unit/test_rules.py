@@ -198,6 +198,10 @@ def test_unknown_rules_and_bad_arguments_are_refused():
         ("date_shift:0", "largest shift"),
         ("redact:x", "takes no argument"),
         ("encrypt:aes", "takes no argument"),
+        # Typos past any sensible size (a bucket past a long's range broke the run).
+        ("mask:1000001", "not a number of characters .0 to 100000."),
+        ("generalize:prefix100001", "prefix at most 100000"),
+        ("generalize:bucket99999999999999999999", "bucket at most 1000000000000000000"),
     ]:
         with pytest.raises(RuleSyntaxError, match=message):
             parse_rule(text)
