@@ -130,17 +130,22 @@ class ConsentgateSparkSubmitOperator(SparkSubmitOperator):
                 self.env_vars = {**(self.env_vars or {}), variable: secret}
 
     def _require_keys(self) -> None:
-        """Stops here, with the job's own one-line reason, when a key the run needs is
-        missing, weak or malformed (the HMAC key, the retired ones, the encryption key if
-        the policy encrypts): spark-submit would start a JVM only for the job to stop at once."""
+        """Stops here, with the job's own one-line reason, when a key the step needs is
+        missing, weak or malformed (the HMAC key; for enforce also the retired ones and the
+        encryption key if the policy encrypts): spark-submit would start a JVM only for the
+        job to stop at once."""
         from airflow.sdk.exceptions import AirflowException
 
         from transforms.errors import ConsentgateError
-        from transforms.keys import load_run_keys
+        from transforms.keys import load_hmac_key, load_run_keys
         from transforms.steps import record_failure
 
+        environ = {**os.environ, **(self.env_vars or {})}
         try:
-            load_run_keys(self.needs_encryption_key, {**os.environ, **(self.env_vars or {})})
+            if self.step == "enforce":
+                load_run_keys(self.needs_encryption_key, environ)
+            else:  # validate recomputes pseudonyms only
+                load_hmac_key(environ)
         except ConsentgateError as err:
             record_failure(Lake.at(self.lake_root), self.dataset, self.consentgate_run_id, self.step, str(err))
             raise AirflowException(f"consentgate {self.step} failed: {err}") from None

@@ -110,7 +110,8 @@ def run_decrypt(
 def _inside(path: str, root: str) -> bool:
     if not (is_local(path) and is_local(root)):
         return path.rstrip("/").startswith(root.rstrip("/") + "/")
-    return Path(os.path.abspath(local_path(path))).is_relative_to(os.path.abspath(local_path(root)))
+    # Resolved: a link into the lake is inside it.
+    return Path(os.path.realpath(local_path(path))).is_relative_to(os.path.realpath(local_path(root)))
 
 
 def _write_privately(spark: SparkSession, plain: DataFrame, out: str) -> int:
@@ -121,6 +122,7 @@ def _write_privately(spark: SparkSession, plain: DataFrame, out: str) -> int:
         plain.write.parquet(out)
         return spark.read.parquet(out).count()
     target = os.path.abspath(local_path(out))
+    os.makedirs(os.path.dirname(target), exist_ok=True)  # as Spark would make them
     private = tempfile.mkdtemp(prefix=".consentgate-decrypting-", dir=os.path.dirname(target))  # 0700
     try:
         written = os.path.join(private, "data")

@@ -475,6 +475,9 @@ def run_enforce(
         t = judgement_instant(run_date)
 
         staging_path = lake.staging_data(policy.dataset, run_id)
+        # Not validated yet, it may hold what validation will refuse: the run's folder is
+        # owner-only, while the output in it keeps its modes and is readable once published.
+        private_folder(lake.staging_run(policy.dataset, run_id))
         source_root = lake.path(policy.source)
         source_base = source_path(spark, source_root)
         why_full = never_incremental(policy)

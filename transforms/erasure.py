@@ -30,11 +30,18 @@ from pyspark.sql import functions as F
 
 from transforms import schemas
 from transforms.consent import SUBJECT, instant
-from transforms.errors import MissingKeyError, PolicyError
+from transforms.errors import MissingKeyError, PolicyError, unreadable_file
 from transforms.fs import exists, list_dirs, move, remove
 from transforms.key_continuity import fingerprint_of, recorded_keys
 from transforms.keys import PREVIOUS_KEYS_ENV, SecretKey
-from transforms.lake import Lake, is_purged_copy_of, judgement_instant, output_markers, purged_copy_name
+from transforms.lake import (
+    Lake,
+    is_purged_copy_of,
+    judgement_instant,
+    output_markers,
+    purged_copy_name,
+    split_export,
+)
 from transforms.partitions import partition_columns
 from transforms.policy import STATE_COLUMN, Policy
 from transforms.pseudonym import Pseudonymizer
@@ -43,6 +50,7 @@ from transforms.steps import PURGED_FOR_ERASURE
 from transforms.storage import (
     append_stamped_line_once,
     delete,
+    private_folder,
     read_text,
     restrict_to_owner,
     write_json,
@@ -237,10 +245,13 @@ def _rewrite_without(spark: SparkSession, folder: str, keep, replacement: str) -
 def _readable(spark: SparkSession, folder: str) -> bool:
     """Whether every file's footer in ``folder`` reads: a damaged output that is not
     current must not keep an erasure from the others (the run would stop on it, every
-    day); it cannot be searched for the subject, so it goes."""
+    day); it cannot be searched for the subject, so it goes. Only damage counts: any
+    other failure stops the run and removes nothing."""
     try:
         spark.read.parquet(folder).count()
-    except Exception:  # noqa: BLE001 - Spark's message may quote the file's bytes
+    except Exception as err:
+        if unreadable_file(err) is None:
+            raise  # not damage (a store unreachable, say): the run stops, the folder stays
         return False
     return True
 
@@ -461,6 +472,10 @@ def _forget_validation(lake: Lake, dataset: str, run: str) -> None:
     it no longer describes."""
     write_json(lake.step_state(dataset, run, PURGED_FOR_ERASURE), {"purged": True})
     delete(lake.step_state(dataset, run, "validate"))
+    if split_export(dataset) is not None:
+        from transforms.share import log_not_exported
+
+        log_not_exported(lake, dataset, run, "its staged output was purged for an erasure; enforce it again")
 
 
 def _refuse_unsearchable_current(folder: str, record: SubjectRecord, policy: Policy) -> None:
@@ -482,10 +497,12 @@ def record_tombstones(lake: Lake, policy: Policy, state: ErasureState, fingerpri
         F.lit(fingerprint).alias(KEY_FINGERPRINT),
         F.lit(policy.normalization).alias(NORMALIZATION),
     )
+    # Each hash is the customer's published pseudonym: with `erased_at` beside it, whoever
+    # holds an earlier extract could tell who asked for erasure, and when. Owner-only
+    # before any is written (and for those a lake holds from before).
+    private_folder(lake.tombstones)
     if state.new_count:
         # One file per run rather than one per shuffle partition: a year of daily runs
         # would leave thousands of tiny files for every later run to list and read.
         new.coalesce(1).write.mode("append").parquet(lake.tombstones_of(policy.dataset))
-        # Each hash is the customer's published pseudonym: with `erased_at` beside it, whoever
-        # holds an earlier extract could tell who asked for erasure, and when.
         restrict_to_owner(lake.tombstones)

@@ -28,7 +28,7 @@ from transforms.lake import Lake, inputs_read_marker, is_purged_copy_of, judged_
 from transforms.partitions import partition_columns
 from transforms.policy import Policy
 from transforms.steps import PUBLISHING, load_step, save_step
-from transforms.storage import append_stamped_line_once, audit_entry, read_json, read_text, write_json, write_text
+from transforms.storage import read_json, read_text, write_json, write_text
 from transforms.versions import prune_versions
 
 DATABASE = "clean"
@@ -233,15 +233,20 @@ def _require_publishable_over(
     )
 
 
-def _log_not_exported(lake: Lake, disclosure: dict, refused: Exception) -> None:
-    """An earlier attempt logged this export's disclosure before it stopped; the retry now
-    refuses to make it current, so nothing is handed over: the log says so under the same
-    line, or it would count customers as disclosed who never were."""
-    entry = {k: v for k, v in disclosure.items() if k not in ("at", "user")}
-    append_stamped_line_once(lake.disclosure_log, audit_entry({**entry, "not_exported": str(refused)}))
-
-
 def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) -> dict:
+    try:
+        return _publish(spark, policy, lake, run_id)
+    except (StepStateError, MissingKeyError) as refused:
+        if policy.is_share:
+            # An earlier attempt may have logged the disclosure (unless it made the export
+            # current): the log says it was not handed over.
+            from transforms.share import log_not_exported
+
+            log_not_exported(lake, policy.dataset, run_id, str(refused))
+        raise
+
+
+def _publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) -> dict:
     started = time.monotonic()
     enforce_state = load_step(lake, policy.dataset, run_id, "enforce")
     validation = load_step(lake, policy.dataset, run_id, "validate")
@@ -263,24 +268,15 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
     if validated is not None and file_sizes(spark, output) != validated:
         # Rewritten since it was validated (an erasure purge of a moved output that never
         # became current, say): what was validated, counted and disclosed is not this.
-        refused = StepStateError(f"{output}: not the output validated (its files changed since); run enforce again")
-        if earlier is not None and earlier.get("disclosure") is not None:
-            _log_not_exported(lake, earlier["disclosure"], refused)
-        raise refused
-
+        raise StepStateError(f"{output}: not the output validated (its files changed since); run enforce again")
     if previous is not None and previous != version:
-        try:
-            _require_publishable_over(spark, lake, policy, run_id, enforce_state, previous, output, staged)
-        except (Superseded, StepStateError, MissingKeyError) as refused:
-            if earlier is not None and earlier.get("disclosure") is not None:
-                _log_not_exported(lake, earlier["disclosure"], refused)
-            raise
+        _require_publishable_over(spark, lake, policy, run_id, enforce_state, previous, output, staged)
     intent = earlier or {"version": version, "previous": previous, "disclosure": None, "pointed": False}
     if not moved and intent.get("files") is None:
         intent["files"] = file_sizes(spark, staged)  # what the moved output must hold
     write_json(intent_path, intent)
     if policy.is_share:
-        from transforms.share import disclosure_entry
+        from transforms.share import disclosure_entry, log_disclosure
 
         # Recorded in the intent first, then logged unless the log has it (a retry after a
         # crash in between), before the export is made available: a disclosure is never
@@ -288,7 +284,7 @@ def run_publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) ->
         if intent["disclosure"] is None:
             intent["disclosure"] = disclosure_entry(policy, enforce_state, version, target)
             write_json(intent_path, intent)
-        append_stamped_line_once(lake.disclosure_log, intent["disclosure"])
+        log_disclosure(lake, intent["disclosure"])
     if not moved:
         move(spark, staged, target)
     # Before the swap is recorded: it can be repeated, so a job killed while it moves the

@@ -69,4 +69,8 @@ def expire_staged_outputs(
             remove(spark, staged)
             remove(spark, lake.staged_ledger(policy.dataset, run))
             expired.append(run)
+            if policy.is_share:
+                from transforms.share import log_not_exported
+
+                log_not_exported(lake, policy.dataset, run, "its staged output expired before it was published")
     return expired

@@ -19,7 +19,8 @@ from transforms.keys import SecretKey, recipient_key
 from transforms.lake import Lake
 from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
-from transforms.storage import audit_entry, read_text
+from transforms.steps import PUBLISHING
+from transforms.storage import append_on_a_line_of_its_own, audit_entry, read_json, read_text
 
 
 @dataclass(frozen=True)
@@ -103,3 +104,43 @@ def disclosure_entry(policy: Policy, enforce_state: dict, version: str, path: st
             "recipient_key_fingerprint": share["recipient_key_fingerprint"],
         }
     )
+
+
+def _unstamped(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if k not in ("at", "user", "not_exported")}
+
+
+def _last_line_for(lake: Lake, disclosure: dict) -> dict | None:
+    """The disclosure log's last line for this export (handed over, or ``not_exported``)."""
+    last = None
+    for line in (read_text(lake.disclosure_log) or "").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a torn line
+        if isinstance(entry, dict) and _unstamped(entry) == _unstamped(disclosure):
+            last = entry
+    return last
+
+
+def log_disclosure(lake: Lake, disclosure: dict) -> None:
+    """Appends an export's line before it is made available, unless the log's last line
+    for it already says it is handed over (a retry after a crash between appending and
+    recording it). After a ``not_exported`` line the export is logged again."""
+    last = _last_line_for(lake, disclosure)
+    if last is None or "not_exported" in last:
+        append_on_a_line_of_its_own(lake.disclosure_log, audit_entry(_unstamped(disclosure)))
+
+
+def log_not_exported(lake: Lake, dataset: str, run_id: str, why: str) -> None:
+    """When a share run that logged its disclosure cannot make the export current (refused
+    on retry, its staged output purged or expired), the log says so under the same line:
+    no customer is counted as disclosed by an export never made. The last line of an
+    export counts."""
+    intent = read_json(lake.step_state(dataset, run_id, PUBLISHING))
+    if not intent or intent.get("disclosure") is None or intent.get("pointed"):
+        return
+    last = _last_line_for(lake, intent["disclosure"])
+    if last is not None and "not_exported" not in last:
+        entry = {**_unstamped(intent["disclosure"]), "not_exported": why}
+        append_on_a_line_of_its_own(lake.disclosure_log, audit_entry(entry))

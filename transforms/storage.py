@@ -119,8 +119,14 @@ def append_stamped_line_once(path: str, stamped: dict) -> None:
                 return
         except (ValueError, AttributeError):
             continue  # a torn line
+    append_on_a_line_of_its_own(path, stamped, logged)
+
+
+def append_on_a_line_of_its_own(path: str, stamped: dict, logged: str | None = None) -> None:
+    """Appends an entry made by ``audit_entry``; after a torn last line (a write cut
+    short) the entry still goes on a line of its own."""
+    logged = (read_text(path) or "") if logged is None else logged
     if logged and not logged.endswith("\n"):
-        # A torn last line (a write cut short): the entry goes on a line of its own.
         _append_text(path, "\n")
     append_stamped_line(path, stamped)
 

@@ -165,7 +165,7 @@ def test_quarantine_holds_the_unjudgeable_rows_owner_only(first_run):
     assert oct(folder.parent.stat().st_mode)[-3:] == "700"
 
 
-def test_the_quarantine_is_owner_only_while_spark_writes_it(first_run, hmac_key, monkeypatch):
+def test_the_quarantine_and_staging_are_owner_only_while_spark_writes_them(first_run, hmac_key, monkeypatch):
     """Spark writes its files with the default modes; the run's quarantine folder is made
     owner-only before, so nothing is readable by others before they are tightened (nor
     ever, when the job dies in between)."""
@@ -177,6 +177,10 @@ def test_the_quarantine_is_owner_only_while_spark_writes_it(first_run, hmac_key,
     assert main(["enforce", *args, "--run-id", "private-quarantine"]) == 0
     folder = Path(lake.quarantine_run("orders", "private-quarantine"))
     assert read_rows(folder / "rows") and oct(folder.stat().st_mode & 0o777) == "0o700"
+    # The staged output too (not validated yet), while what is published stays readable.
+    assert oct(Path(lake.staging_run("orders", "private-quarantine")).stat().st_mode & 0o777) == "0o700"
+    published = current_version_dir(lake.root, "orders")
+    assert all(p.stat().st_mode & 0o005 == 0o005 for p in [published, *published.iterdir()] if p.is_dir())
 
 
 def test_a_second_dataset_on_the_same_consent_log_gives_each_customer_the_same_pseudonym(first_run, hmac_key):

@@ -214,3 +214,24 @@ def test_the_spark_steps_take_the_pool_named_for_a_remote_lake(tmp_path, monkeyp
     }
     monkeypatch.setenv("CONSENTGATE_POOL", "consentgate_{dataset}")
     assert build_dag(ORDERS_POLICY, "s3a://bucket/lake").get_task("publish").pool == "consentgate_orders"
+
+
+def test_validate_needs_only_the_key_it_uses(tmp_path, monkeypatch):
+    """validate recomputes pseudonyms: a policy that encrypts does not make it need the
+    encryption key, nor do malformed retired keys stop it."""
+    monkeypatch.setenv("CONSENTGATE_HMAC_KEY", TEST_KEY)
+    monkeypatch.delenv("CONSENTGATE_ENCRYPTION_KEY", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_CONSENTGATE_ENCRYPTION", raising=False)
+    monkeypatch.setenv("CONSENTGATE_HMAC_PREVIOUS_KEYS", "not json")
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": "local[2]"}))
+    policy = tmp_path / "orders.yml"
+    text = ORDERS_POLICY.read_text()
+    encrypting = "{consented: encrypt, anonymized: drop, category: contact}"
+    policy.write_text(text.replace("{consented: pseudonymize, anonymized: drop, category: contact}", encrypting, 1))
+    dag = build_dag(policy, str(tmp_path / "lake"))
+    validate, enforce = dag.get_task("validate"), dag.get_task("enforce")
+    for task in (validate, enforce):
+        task.consentgate_run_id = "manual__2026-11-29T000000Z"
+    validate._prepare_keys()  # no exception
+    with pytest.raises(Exception, match="^consentgate enforce failed: "):
+        enforce._prepare_keys()
