@@ -64,7 +64,7 @@ from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.quarantine import expire_quarantine, expire_staged_outputs, mark_written
 from transforms.reasons import ACTION, REASON, VERDICT, Action, Reason, action_code, reason_code, verdict
-from transforms.rules import NESTED_TYPES, TEMPORAL_TYPES, RuleContext, type_family
+from transforms.rules import INTEGRAL_TYPES, NESTED_TYPES, STRING_TYPES, TEMPORAL_TYPES, RuleContext, type_family
 from transforms.share import ChainedPseudonymizer, recipient_pseudonymizer
 from transforms.source_files import (
     count_source,
@@ -98,7 +98,7 @@ def read_source(spark: SparkSession, lake: Lake, policy: Policy) -> DataFrame:
 
 
 # Types whose text form is the id itself, as the consent log and erasure requests give it.
-SUBJECT_KEY_TYPES = ("string", "varchar", "char", "tinyint", "smallint", "int", "bigint")
+SUBJECT_KEY_TYPES = (*STRING_TYPES, *INTEGRAL_TYPES)
 
 
 def check_source_schema(schema: StructType, policy: Policy, path: str) -> None:

@@ -23,6 +23,13 @@ OUTPUT_COLUMNS = [
     "channel", "product_category", "amount", "record_state", "ordered_at_month",
 ]  # fmt: skip
 UTC = UTC
+SOURCE_COLUMNS = (
+    "order_id string, customer_id string, email string, phone string, full_name string, birth_date date, "
+    "zip_code string, street_address string, ordered_at timestamp, channel string, product_category string, "
+    "quantity int, amount decimal(10,2)"
+)
+ANN_ORDER = ("o1", " C1 ", "ann@example.com", "+1-555-555-0100", "Ann Lee", date(1980, 5, 17), "12345", "1 Main St",
+             datetime(2026, 10, 17, 8, 30, tzinfo=UTC), "web", "books", 1, Decimal("10.50"))  # fmt: skip
 
 
 def h(value: str) -> str:
@@ -31,27 +38,11 @@ def h(value: str) -> str:
 
 def test_consented_and_anonymised_rows_get_their_own_rules(spark):
     policy = load_policy(ORDERS_POLICY)
-    ddl = (
-        "order_id string, customer_id string, email string, phone string, full_name string, birth_date date, "
-        "zip_code string, street_address string, ordered_at timestamp, channel string, product_category string, "
-        "quantity int, amount decimal(10,2), _cg_subject string, _cg_action string"
-    )
+    ddl = f"{SOURCE_COLUMNS}, _cg_subject string, _cg_action string"
     at = datetime(2026, 10, 17, 8, 30, tzinfo=UTC)
     rows = [
         (
-            "o1",
-            " C1 ",
-            "ann@example.com",
-            "+1-555-555-0100",
-            "Ann Lee",
-            date(1980, 5, 17),
-            "12345",
-            "1 Main St",
-            at,
-            "web",
-            "books",
-            1,
-            Decimal("10.50"),
+            *ANN_ORDER,
             "C1",
             "kept",
         ),
@@ -153,29 +144,7 @@ def test_key_material_joins_the_rows_only_after_the_judgement_s_joins(spark):
     from transforms.keys import RunKeys
 
     policy = load_policy(ORDERS_POLICY)
-    at = datetime(2026, 10, 17, 8, 30, tzinfo=UTC)
-    source = spark.createDataFrame(
-        [
-            (
-                "o1",
-                " C1 ",
-                "ann@example.com",
-                "+1-555-555-0100",
-                "Ann Lee",
-                date(1980, 5, 17),
-                "12345",
-                "1 Main St",
-                at,
-                "web",
-                "books",
-                1,
-                Decimal("10.00"),
-            )
-        ],  # fmt: skip
-        "order_id string, customer_id string, email string, phone string, full_name string, birth_date date, "
-        "zip_code string, street_address string, ordered_at timestamp, channel string, product_category string, "
-        "quantity int, amount decimal(10,2)",
-    )
+    source = spark.createDataFrame([ANN_ORDER], SOURCE_COLUMNS)
     consent = spark.createDataFrame(
         [("C1", "analytics", "granted", datetime(2026, 1, 1, tzinfo=UTC), None, "web_form")],
         "subject_id string, purpose string, status string, recorded_at timestamp, expires_at timestamp, source string",
