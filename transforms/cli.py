@@ -369,14 +369,14 @@ def cmd_register(args) -> int:
     from transforms.register import stale_files, write_register
 
     if args.check:
-        stale = stale_files(args.policies, args.out)
+        stale = stale_files(args.policies, args.out, args.controller)
         if stale:
             raise ConsentgateError(
                 f"{', '.join(stale)}: stale; run `consentgate register --policies {args.policies} --out {args.out}`"
             )
         _say("register_current", out=args.out)
         return 0
-    _say("register_written", files=write_register(args.policies, args.out, args.lake))
+    _say("register_written", files=write_register(args.policies, args.out, args.lake, args.controller))
     return 0
 
 
@@ -466,6 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--out", default="docs")
     register.add_argument("--lake", help="also name the keys of each dataset's current published version")
     register.add_argument("--check", action="store_true", help="exit 2 if the files under --out are stale")
+    register.add_argument(
+        "--controller",
+        default="dags/controller.yml",
+        help="who is responsible (controller, DPO, transfers, security measures); unstated when the file is absent",
+    )
     register.set_defaults(handler=cmd_register)
     return parser
 

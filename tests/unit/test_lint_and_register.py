@@ -218,3 +218,42 @@ def test_an_id_a_share_exports_as_it_is_is_a_finding(tmp_path, capsys):
             "same value, so their copies (and clean.orders) join on it; pseudonymise it"
         ],
     )
+
+
+def test_the_register_names_the_controller_dpo_transfers_and_security_measures(monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO)
+    markdown = render("dags/policies")["register.md"]
+    assert "| Controller | Example Shop Ltd (the demo's fictitious controller) (1 Example Street, Leeds;" in markdown
+    assert "| Data protection officer | Data Protection Officer of Example Shop (dpo@example.com) |" in markdown
+    assert "| Transfers to third countries | none outside the EEA" in markdown
+    assert "keyed HMAC-SHA256" in markdown and "access to raw/ is granted to data engineers only" in markdown
+    assert "from the 3 policies" in markdown  # the controller's section is not a policy
+    unstated = render("dags/policies", None, str(tmp_path / "absent.yml"))["register.md"]
+    assert "| Controller | not stated (write `dags/controller.yml`, or give `--controller`) |" in unstated
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("controller: {name: A}\n", "controller: must be {name: ..., contact: ...}"),
+        ("dpo: {name: B, contact: b@example.org}\n", "controller: must be {name: ..., contact: ...}"),
+        ("controller: {name: A, contact: a}\nowner: me\n", "owner: unknown key"),
+        ("controller: {name: A, contact: a}\nsecurity_measures: locked doors\n", "security_measures: must be a list"),
+    ],
+)
+def test_a_bad_controller_file_stops_the_register_naming_the_key(tmp_path, capsys, text, message):
+    controller = tmp_path / "controller.yml"
+    controller.write_text(text)
+    args = ["register", "--policies", str(REPO / "dags" / "policies"), "--out", str(tmp_path / "docs")]
+    assert main([*args, "--controller", str(controller)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"consentgate: {controller}: {message}" + err.split(message, 1)[1] and err.count("\n") == 1
+    assert not (tmp_path / "docs").exists()
+
+
+def test_policy_text_is_text_in_the_markdown_register(tmp_path):
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    policy(policies, "orders", "  channel: {rule: keep, category: none, note: '<img src=x> a | b'}\n")
+    markdown = render(str(policies), None, None)["register.md"]
+    assert "| &lt;img src=x&gt; a \\| b |" in markdown and "<img" not in markdown
