@@ -43,7 +43,10 @@ def _retention(policy: Policy) -> str:
     if policy.retention_days is None:
         return f"no limit declared for the rows; {versions}; {quarantine}"
     after = "dropped" if policy.on_retention_expired is OnRetentionExpired.DROP else "anonymised"
-    return f"{policy.retention_days} days from the event, then {after}; {versions}; {quarantine}"
+    return (
+        f"{policy.retention_days} days from the event, then {after} from what is published (the source in `raw/` "
+        f"is kept by the system that writes it); {versions}; {quarantine}"
+    )
 
 
 def _without_consent(policy: Policy) -> str:
@@ -166,8 +169,9 @@ def section_for(policy: Policy, policy_label: str, lake_root: str | None, recipi
         (
             "Erasure",
             "requests remove the customer's rows from every retained published version, the quarantine and staged "
-            "outputs (a version that cannot be searched for the customer is removed); anonymised rows, which carry "
-            "no link to the customer, stay",
+            "outputs (a version that cannot be searched for the customer is removed), at each run of this dataset; "
+            "anonymised rows, which carry no link to the customer, stay; the source in `raw/` and the request log are "
+            "deleted by the systems that write them, not here",
         ),
         ("Keys", _keys(policy, lake_root)),
     ]

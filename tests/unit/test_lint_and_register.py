@@ -131,7 +131,10 @@ def test_the_register_states_purpose_treatment_retention_and_policy_hash(monkeyp
     orders = load_policy("dags/policies/orders.yml")
     assert "| Purpose | `analytics` |" in markdown
     assert "| email | contact | pseudonymised (keyed HMAC-SHA256) | not published |  |" in markdown
-    assert "| Retention | 730 days from the event, then dropped; the last 5 published versions are kept;" in markdown
+    assert (
+        "| Retention | 730 days from the event, then dropped from what is published (the source in `raw/` is kept by "
+        "the system that writes it); the last 5 published versions are kept;" in markdown
+    )
     assert f"(sha256 `{orders.sha256}`)" in markdown
 
 
