@@ -8,10 +8,12 @@ full recomputation at ``t``.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from functools import reduce
+from pathlib import Path
 
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
@@ -78,7 +80,7 @@ from transforms.source_files import (
     with_source_file,
 )
 from transforms.steps import PURGED_FOR_ERASURE
-from transforms.storage import delete, private_folder, restrict_to_owner, write_json, write_text
+from transforms.storage import delete, private_folder, read_text, restrict_to_owner, write_json, write_text
 from transforms.subject_record import write_subject_record
 from transforms.subjects import policy_subject
 
@@ -435,6 +437,18 @@ def _published_rows_by_period(spark: SparkSession, staged: str, policy: Policy) 
     return by_period
 
 
+def keep_policy_text(lake: Lake, policy: Policy) -> None:
+    """The policy's exact text under ``reports/<dataset>/policies/<sha256>.yml``, once: a
+    report names the policy by its hash, and this is what an auditor reads it by, whatever
+    the policy file says today."""
+    copy = lake.path("reports", policy.dataset, "policies", f"{policy.sha256}.yml")
+    if read_text(copy) is not None:
+        return
+    text = Path(policy.path).read_bytes()
+    if hashlib.sha256(text).hexdigest() == policy.sha256:  # (edited since it was loaded: validate refuses the run)
+        write_text(copy, text.decode("utf-8"))
+
+
 def run_enforce(
     spark: SparkSession,
     policy: Policy,
@@ -452,6 +466,7 @@ def run_enforce(
     from transforms.publish import current_version
 
     rotations = check_key_continuity(lake, policy.dataset, current_version(lake, policy.dataset), keys)
+    keep_policy_text(lake, policy)
     expired_quarantine = expire_quarantine(spark, lake, policy)
     expired_staging = expire_staged_outputs(spark, lake, policy, run_id)
     pseudonymizer = Pseudonymizer(spark, keys.hmac)
@@ -640,7 +655,12 @@ def run_enforce(
             quarantined = judged_rows(unjudgeable).filter(F.col(ACTION) == Action.QUARANTINED.value)
             # An erased subject's unjudgeable rows (e.g. no event time) are counted but not kept.
             retained = quarantined.filter(~F.col(ERASED_FLAG))
-            raw_columns = [F.col("`" + name.replace("`", "``") + "`") for name in source.columns]  # as named
+            # The declared columns only, as they arrived: what the policy may publish is what
+            # an investigation needs; the undeclared ones are never used (minimisation).
+            named = {policy.subject_key, policy.event_time, *(c.name for c in policy.columns)}
+            if policy.tcf is not None:
+                named.add(policy.tcf.column)
+            raw_columns = [F.col("`" + name.replace("`", "``") + "`") for name in source.columns if name in named]
             retained.select(*raw_columns, F.col(REASON).alias(QUARANTINE_REASON)).write.mode("overwrite").parquet(
                 quarantine_path
             )

@@ -31,6 +31,7 @@ from tests.reference import ACTIONS
 from transforms.cli import main
 from transforms.generate import generate_lake
 from transforms.lake import judgement_instant
+from transforms.policy import load_policy
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 28)
@@ -104,6 +105,9 @@ def test_counts_reconcile_and_the_report_holds_no_personal_data(first_run):
     assert report["rows_out"] == totals["kept"] + totals["anonymized"]
     assert report["published"] is True and report["validation"]["success"] is True
     assert report["policy_sha256"] == hashlib.sha256(ORDERS_POLICY.read_bytes()).hexdigest()
+    # The policy's exact text is kept under its hash, for whoever reads the report later.
+    kept = Path(lake.root, "reports", "orders", "policies", f"{report['policy_sha256']}.yml")
+    assert kept.read_bytes() == ORDERS_POLICY.read_bytes()
     html = Path(generated_html := lake.report_json("orders", "first")[: -len(".json")] + ".html").read_text()
     assert f"<td class='n'>{totals['kept']}</td>" in html, generated_html
     text = json.dumps(report) + html
@@ -162,6 +166,11 @@ def test_quarantine_holds_the_unjudgeable_rows_owner_only(first_run):
     rows = read_rows(folder)
     assert len(rows) == report["totals"]["quarantined"] - report["quarantine_rows_withheld_for_erasure"]
     assert {r["quarantine_reason"] for r in rows} == {"invalid_subject", "invalid_event_time"}
+    # The declared columns as they arrived, dropped ones included; the undeclared ones left out.
+    declared = [c.name for c in load_policy(ORDERS_POLICY).columns]
+    raw_columns = list(read_rows(Path(lake.root) / "raw" / "orders")[0])
+    assert list(rows[0]) == [*(c for c in raw_columns if c in declared), "quarantine_reason"]
+    assert {"street_address", "quantity"} & set(raw_columns) and not {"street_address", "quantity"} & set(rows[0])
     assert oct(folder.parent.stat().st_mode)[-3:] == "700"
 
 
