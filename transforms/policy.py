@@ -371,7 +371,7 @@ def _parse_partition_by(path: str, raw: dict, columns: tuple[ColumnPolicy, ...],
 
 
 # The lake's own folders: what consentgate writes, and the logs every dataset is judged by.
-_NOT_A_SOURCE = ("staging", "clean", "quarantine", "exports", "ledger", "reports", "tombstones", "_catalog")
+_NOT_A_SOURCE = ("staging", "clean", "quarantine", "exports", "ledger", "reports", "tombstones", "_catalog", "locks")
 _NOT_A_SOURCE_IN_RAW = ("consent", "erasure_requests")
 
 
@@ -380,7 +380,8 @@ def _check_source(path: str, source: str) -> None:
     parts = source.rstrip("/").split("/")
     if source.startswith("/") or "://" in source or any(part in ("", ".", "..") for part in parts):
         raise _fail(path, "source", f"{source!r} must be a folder of the lake named from its root, e.g. raw/orders")
-    if parts[0] in _NOT_A_SOURCE or (parts[0] == "raw" and len(parts) > 1 and parts[1] in _NOT_A_SOURCE_IN_RAW):
+    in_raw = parts[0] == "raw" and (len(parts) == 1 or parts[1] in _NOT_A_SOURCE_IN_RAW)  # raw/ holds the logs
+    if parts[0] in _NOT_A_SOURCE or in_raw:
         raise _fail(path, "source", f"{source!r} is one of the lake's own folders, not a dataset's source")
 
 

@@ -267,7 +267,11 @@ def _publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) -> di
     validated = validation.get("validated_files")
     if validated is not None and file_sizes(spark, output) != validated:
         # Rewritten since it was validated (an erasure purge of a moved output that never
-        # became current, say): what was validated, counted and disclosed is not this.
+        # became current, say): what was validated, counted and disclosed is not this. A
+        # moved one goes: never to be published, it must not wait among the retained
+        # versions for a rollback to make it current.
+        if moved:
+            remove(spark, target)
         raise StepStateError(f"{output}: not the output validated (its files changed since); run enforce again")
     if previous is not None and previous != version:
         _require_publishable_over(spark, lake, policy, run_id, enforce_state, previous, output, staged)

@@ -247,6 +247,12 @@ def _policy_count(sections: list[Section]) -> int:
     return sum(1 for section in sections if section.columns)  # (the controller's has none)
 
 
+def _md_literal(text: str) -> str:
+    """Text written in a policy (a description, a note) as it reads: Markdown's own
+    markup (emphasis, links, images, code) shown as written, not rendered."""
+    return "".join(f"\\{ch}" if ch in "\\`*_[]!#~" else ch for ch in text)
+
+
 def _md_cell(text: str) -> str:
     # Markdown renders inline HTML: a policy's note is text, never markup.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("\n", " ")
@@ -261,7 +267,10 @@ def render_markdown(sections: list[Section], policy_folder: str) -> str:
     ]
     for section in sections:
         lines += ["", f"## {section.heading}", "", "| | |", "| --- | --- |"]
-        lines += [f"| {name} | {_md_cell(value)} |" for name, value in section.facts]
+        lines += [
+            f"| {name} | {_md_cell(_md_literal(value) if name == 'Description' else value)} |"
+            for name, value in section.facts
+        ]
         if not section.columns:
             continue
         lines += [
@@ -269,7 +278,8 @@ def render_markdown(sections: list[Section], policy_folder: str) -> str:
             "| column | category | consented rows | anonymised rows | note |",
             "| --- | --- | --- | --- | --- |",
         ]
-        lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in section.columns]
+        for *cells, note in section.columns:
+            lines.append("| " + " | ".join(_md_cell(cell) for cell in [*cells, _md_literal(note)]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -257,6 +257,8 @@ def test_a_bad_controller_file_stops_the_register_naming_the_key(tmp_path, capsy
 def test_policy_text_is_text_in_the_markdown_register(tmp_path):
     policies = tmp_path / "policies"
     policies.mkdir()
-    policy(policies, "orders", "  channel: {rule: keep, category: none, note: '<img src=x> a | b'}\n")
+    note = "<img src=x> a | b ![t](http://e/p.png) **bold**"
+    policy(policies, "orders", f"  channel: {{rule: keep, category: none, note: '{note}'}}\n")
     markdown = render(str(policies), None, None)["register.md"]
-    assert "| &lt;img src=x&gt; a \\| b |" in markdown and "<img" not in markdown
+    assert "| &lt;img src=x&gt; a \\| b \\!\\[t\\](http://e/p.png) \\*\\*bold\\*\\* |" in markdown
+    assert "<img" not in markdown

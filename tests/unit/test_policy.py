@@ -314,6 +314,8 @@ def test_the_partition_publishes_no_more_of_the_event_time_than_its_rules(tmp_pa
         ("clean/orders", "is one of the lake's own folders"),
         ("raw/consent", "is one of the lake's own folders"),
         ("raw/erasure_requests/2026", "is one of the lake's own folders"),
+        ("raw", "is one of the lake's own folders"),
+        ("locks", "is one of the lake's own folders"),
     ],
 )
 def test_the_source_is_a_folder_of_the_lake_outside_its_own(tmp_path, source, message):
