@@ -328,7 +328,28 @@ def cmd_status(args) -> int:
         print(f"  clean data:  {current_path(lake, report['dataset'])}")
     print(f"  report:      {report_path}")
     print(f"  quarantine:  {report.get('quarantine_path')}")
+    print(f"  {_current_age(lake, report['dataset'])}")
     return 0
+
+
+def _current_age(lake: Lake, dataset: str) -> str:
+    """What analysts (or a recipient) read now and how old its judgement is: consent
+    withdrawn since is not in it until a run publishes again."""
+    from datetime import UTC, datetime
+
+    from transforms.lake import judged_at_marker
+    from transforms.publish import current_version
+    from transforms.storage import read_text
+
+    version = current_version(lake, dataset)
+    if version is None:
+        return "current:     nothing published"
+    judged = (read_text(judged_at_marker(lake.clean_version(dataset, version))) or "").strip()
+    try:
+        days = (datetime.now(UTC) - datetime.fromisoformat(judged)).days
+    except ValueError:
+        return f"current:     {version} (judged at an unrecorded instant)"
+    return f"current:     {version}, judged at {judged}: {days} days ago; consent changes since are not in it"
 
 
 def cmd_explain(args) -> int:

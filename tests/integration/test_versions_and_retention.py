@@ -126,7 +126,12 @@ def test_newest_versions_are_kept_a_rollback_restores_one_and_old_quarantine_goe
     read, every = files_holding(raw, {"2024-11-01", "2026-11-01"}), list(raw.rglob("*.parquet"))
     assert (day2["source_files_read"], day2["source_files"]) == (len(read), len(every)) == (2, 37)
     summary = "  incremental: 2 periods judged again, 34 taken from day1; 2 of 37 source files read\n"
-    assert summary in capsys.readouterr().out
+    status = capsys.readouterr().out
+    assert summary in status
+    # How old what analysts read is: withdrawals since are not in it.
+    assert re.search(
+        r"\n  current:     day2, judged at 2026-11-28T00:00:00\+00:00: \d+ days ago; consent changes", status
+    )
     day1_rows = read_rows(Path(lake.root) / "clean" / "orders" / "day1")
     capsys.readouterr()
     assert main(["rollback", "--dataset", "orders", "--lake", lake.root, "--to", "day0", "--reason", "x"]) == 2

@@ -94,7 +94,9 @@ def judged_reasons(spark, inputs, policy):
     pseudonymizer = Pseudonymizer(spark, SecretKey(b"reasons-test-key-0123", "1", "test"))
     erased = request_hashes(requests, policy, RUN_DATE, pseudonymizer)
     judged = judge(source, consent, erased, policy, RUN_DATE, pseudonymizer)
-    return {r.order_id: (r[REASON], r[ACTION]) for r in judged.select("order_id", REASON, ACTION).collect()}
+    rows = judged.select("order_id", REASON, ACTION).collect()
+    assert len({r.order_id for r in rows}) == len(rows)  # no row judged twice (a dict would hide it)
+    return {r.order_id: (r[REASON], r[ACTION]) for r in rows}
 
 
 def test_every_reason_code_at_run_time(spark, inputs):
