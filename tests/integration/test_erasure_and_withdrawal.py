@@ -223,6 +223,17 @@ def test_withdrawal_and_erasure_reach_published_data(spark, lake, tmp_path, caps
     assert third["counts"]["erased"]["dropped"] == 4
     assert third["erasure"]["new_tombstones"] == 0
     assert third["incremental"]["periods_rejudged"] == 1  # November, which has a new row
+    # ... by the other dataset too, and by a run of an earlier date (a backfill): the
+    # tombstones apply whatever the dataset or the date, the request log gone.
+    customers_again = run(lake, "c3", policy=CUSTOMERS_POLICY)
+    assert customers_again["counts"]["erased"]["dropped"] == 1
+    assert pseudonym(ERASED) not in {r["customer_id"] for r in read_rows(current_version_dir(lake.root, "customers"))}
+    earlier = ["--policy", str(ORDERS_POLICY), "--lake", lake.root, "--run-date", "2026-11-20", "--run-id", "r3-old"]
+    assert main(["enforce", *earlier]) == 0
+    backfill = json.loads(Path(lake.step_state("orders", "r3-old", "enforce")).read_text())
+    assert backfill["counts"]["erased"]["dropped"] == 1  # X2: the other rows fall after that t
+    assert pseudonym(ERASED) not in {r["customer_id"] for r in read_rows(Path(backfill["staging_path"]))}
+    shutil.rmtree(lake.staging_run("orders", "r3-old"))
 
     # Tombstones hash the key as their dataset normalised it: a policy that lower-cases
     # keys would miss them (and publish the erased subject again), so it is refused.
