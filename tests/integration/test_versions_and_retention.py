@@ -471,6 +471,34 @@ def test_an_output_changed_after_its_validation_is_not_published(lake, policy_fi
     shutil.rmtree(staged.parent)
 
 
+def test_a_moved_output_changed_since_its_validation_is_removed_not_kept_for_a_rollback(
+    lake, policy_file, monkeypatch, capsys
+):
+    """A publish stopped after moving the output into clean/ (before the swap); the output
+    then changes (a purge rewrote it, say): the retry refuses it and removes it, so that it
+    does not wait among the retained versions for a rollback to make it current."""
+    import transforms.publish as publish
+
+    common = validated(lake, policy_file, "moved-changed")
+
+    def stopped(*args):
+        raise OSError("the job died here")
+
+    monkeypatch.setattr(publish, "publish_ledger", stopped)
+    assert main(["publish", *common]) == 1
+    monkeypatch.undo()
+    moved = Path(lake.clean_version("orders", "moved-changed"))
+    part = sorted(moved.rglob("part-*.parquet"))[0]
+    part.unlink()
+    part.with_name(f".{part.name}.crc").unlink(missing_ok=True)
+    capsys.readouterr()
+    assert main(["publish", *common]) == 2
+    assert capsys.readouterr().err == (
+        f"consentgate: {moved}: not the output validated (its files changed since); run enforce again\n"
+    )
+    assert not moved.exists() and "moved-changed" not in versions(lake)
+
+
 def test_a_publish_killed_during_the_swap_is_not_retried_and_the_next_run_publishes(spark, lake, policy_file, capsys):
     """A SIGKILL runs no clean-up: the intent says the swap may have happened, so the
     retry refuses (it cannot tell what analysts saw), and the next run replaces it all."""
