@@ -346,7 +346,7 @@ def _current_age(lake: Lake, dataset: str) -> str:
         return "current:     nothing published"
     judged = (read_text(judged_at_marker(lake.clean_version(dataset, version))) or "").strip()
     try:
-        days = (datetime.now(UTC) - datetime.fromisoformat(judged)).days
+        days = max(0, (datetime.now(UTC) - datetime.fromisoformat(judged)).days)  # (a run of today: t is tonight)
     except ValueError:
         return f"current:     {version} (judged at an unrecorded instant)"
     return f"current:     {version}, judged at {judged}: {days} days ago; consent changes since are not in it"
@@ -489,8 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--check", action="store_true", help="exit 2 if the files under --out are stale")
     register.add_argument(
         "--controller",
-        default="dags/controller.yml",
-        help="who is responsible (controller, DPO, transfers, security measures); unstated when the file is absent",
+        help="who is responsible (controller, DPO, transfers, security measures); default: controller.yml beside "
+        "the policies' folder, whose facts read 'not stated' when it is absent",
     )
     register.set_defaults(handler=cmd_register)
     return parser

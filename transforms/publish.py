@@ -270,7 +270,7 @@ def _publish(spark: SparkSession, policy: Policy, lake: Lake, run_id: str) -> di
         # became current, say): what was validated, counted and disclosed is not this. A
         # moved one goes: never to be published, it must not wait among the retained
         # versions for a rollback to make it current.
-        if moved:
+        if moved and version != previous:  # (a rollback may have made it current since: it stays)
             remove(spark, target)
         raise StepStateError(f"{output}: not the output validated (its files changed since); run enforce again")
     if previous is not None and previous != version:

@@ -191,16 +191,27 @@ def section_for(policy: Policy, policy_label: str, lake_root: str | None, recipi
     return Section(heading=policy.dataset, facts=facts, columns=columns)
 
 
-DEFAULT_CONTROLLER_FILE = "dags/controller.yml"
-NOT_STATED = f"not stated (write `{DEFAULT_CONTROLLER_FILE}`, or give `--controller`)"
+CONTROLLER_FILE_NAME = "controller.yml"
+NOT_STATED = f"not stated (write {CONTROLLER_FILE_NAME} beside the policies' folder, or give --controller)"
+# The default: the controller file beside the policies' folder, if there is one.
+BESIDE_THE_POLICIES = "beside the policies"
 
 
-def controller_section(controller_file: str | None, policies: list[Policy]) -> Section:
+def controller_file_for(policy_folder: str, controller_file: str | None) -> tuple[str, bool]:
+    """``(path, given)``: the controller file named, or the one beside the policies' folder
+    (``dags/controller.yml`` for ``dags/policies``)."""
+    if controller_file not in (None, BESIDE_THE_POLICIES):
+        return controller_file, True
+    return (Path(policy_folder).parent / CONTROLLER_FILE_NAME).as_posix(), False
+
+
+def controller_section(controller_file: str, given: bool, policies: list[Policy]) -> Section:
     """Who is responsible, and the security measures (Art. 30(1)(a), (e), (g)): those
-    consentgate applies to every dataset, then the controller's own."""
+    consentgate applies to every dataset, then the controller's own. A file named on the
+    command line must exist; the default one may not."""
     from transforms.controller import load_controller
 
-    stated = load_controller(controller_file) if controller_file and Path(controller_file).is_file() else None
+    stated = load_controller(controller_file) if given or Path(controller_file).is_file() else None
     measures = [
         "identifiers pseudonymised with a keyed HMAC-SHA256; keys kept outside the lake, never logged nor reported",
         "only outputs that passed validation are published (a Great Expectations suite and an independent "
@@ -226,7 +237,7 @@ def controller_section(controller_file: str | None, policies: list[Policy]) -> S
 
 
 def build_sections(
-    policy_folder: str, lake_root: str | None = None, controller_file: str | None = DEFAULT_CONTROLLER_FILE
+    policy_folder: str, lake_root: str | None = None, controller_file: str | None = BESIDE_THE_POLICIES
 ) -> list[Section]:
     paths = find_policies(policy_folder)
     if not paths:
@@ -237,7 +248,7 @@ def build_sections(
         if policy.is_share:
             recipients.setdefault(policy.shared_dataset, []).append(policy.recipient)
     folder = Path(policy_folder).as_posix().rstrip("/")
-    return [controller_section(controller_file, [policy for _, policy in policies])] + [
+    return [controller_section(*controller_file_for(policy_folder, controller_file), [p for _, p in policies])] + [
         section_for(policy, f"{folder}/{path.name}", lake_root, recipients.get(policy.dataset, []))
         for path, policy in policies
     ]
@@ -245,6 +256,16 @@ def build_sections(
 
 def _policy_count(sections: list[Section]) -> int:
     return sum(1 for section in sections if section.columns)  # (the controller's has none)
+
+
+# Facts whose whole text comes from a policy or the controller file, not from consentgate.
+_WRITTEN_BY_HAND = (
+    "Description",
+    "Controller",
+    "Data protection officer",
+    "Representative",
+    "Transfers to third countries",
+)
 
 
 def _md_literal(text: str) -> str:
@@ -268,7 +289,7 @@ def render_markdown(sections: list[Section], policy_folder: str) -> str:
     for section in sections:
         lines += ["", f"## {section.heading}", "", "| | |", "| --- | --- |"]
         lines += [
-            f"| {name} | {_md_cell(_md_literal(value) if name == 'Description' else value)} |"
+            f"| {name} | {_md_cell(_md_literal(value) if name in _WRITTEN_BY_HAND else value)} |"
             for name, value in section.facts
         ]
         if not section.columns:
@@ -325,7 +346,7 @@ def render_html(sections: list[Section], policy_folder: str) -> str:
 
 
 def render(
-    policy_folder: str, lake_root: str | None = None, controller_file: str | None = DEFAULT_CONTROLLER_FILE
+    policy_folder: str, lake_root: str | None = None, controller_file: str | None = BESIDE_THE_POLICIES
 ) -> dict[str, str]:
     """``{file name: content}`` of the register."""
     sections = build_sections(policy_folder, lake_root, controller_file)
@@ -335,9 +356,7 @@ def render(
     }
 
 
-def stale_files(
-    policy_folder: str, out_folder: str, controller_file: str | None = DEFAULT_CONTROLLER_FILE
-) -> list[str]:
+def stale_files(policy_folder: str, out_folder: str, controller_file: str | None = BESIDE_THE_POLICIES) -> list[str]:
     """The register files under ``out_folder`` that differ from what the policies give now."""
     stale = []
     for name, content in render(policy_folder, None, controller_file).items():
@@ -351,7 +370,7 @@ def write_register(
     policy_folder: str,
     out_folder: str,
     lake_root: str | None = None,
-    controller_file: str | None = DEFAULT_CONTROLLER_FILE,
+    controller_file: str | None = BESIDE_THE_POLICIES,
 ) -> list[str]:
     files = render(policy_folder, lake_root, controller_file)  # before anything is written: a bad file stops it
     Path(out_folder).mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import REPO
 from transforms.cli import main
+from transforms.errors import PolicyError
 from transforms.register import render
 from transforms.rules import RULES, parse_rule
 
@@ -231,8 +232,18 @@ def test_the_register_names_the_controller_dpo_transfers_and_security_measures(m
     assert "| Transfers to third countries | none outside the EEA" in markdown
     assert "keyed HMAC-SHA256" in markdown and "access to raw/ is granted to data engineers only" in markdown
     assert "from the 3 policies" in markdown  # the controller's section is not a policy
-    unstated = render("dags/policies", None, str(tmp_path / "absent.yml"))["register.md"]
-    assert "| Controller | not stated (write `dags/controller.yml`, or give `--controller`) |" in unstated
+    # By default the file beside the policies' folder, whatever the current folder.
+    monkeypatch.chdir(tmp_path)
+    assert render(str(REPO / "dags" / "policies"))["register.md"].count("Example Shop Ltd") == 1
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    policy(policies, "orders")
+    unstated = render(str(policies))["register.md"]
+    assert "| Controller | not stated (write controller.yml beside the policies' folder, or give --controller) |" in (
+        unstated
+    )
+    with pytest.raises(PolicyError, match="absent.yml: cannot read the controller file"):
+        render(str(policies), None, str(tmp_path / "absent.yml"))  # named, so it must be there
 
 
 @pytest.mark.parametrize(
