@@ -18,9 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from transforms.errors import PolicyError
+from transforms.policy import _fail, read_strict_yaml
 
 _PARTIES = ("controller", "dpo", "representative")
 _KEYS = (*_PARTIES, "transfers", "security_measures")
@@ -44,10 +43,6 @@ class Controller:
     security_measures: tuple[str, ...] = ()
 
 
-def _fail(path: str, where: str, problem: str) -> PolicyError:
-    return PolicyError(f"{path}: {where}: {problem}")
-
-
 def _party(path: str, raw: dict, key: str) -> Party | None:
     value = raw.get(key)
     if value is None and key != "controller":
@@ -61,15 +56,8 @@ def _party(path: str, raw: dict, key: str) -> Party | None:
 
 def load_controller(path: str | Path) -> Controller:
     """Reads and checks the controller file; raises PolicyError naming the file and key."""
-    from transforms.policy import _StrictLoader  # the policies' YAML rules: no key twice, plain numbers
-
     path = str(path)
-    try:
-        raw = yaml.load(Path(path).read_bytes(), Loader=_StrictLoader)
-    except OSError as err:
-        raise PolicyError(f"{path}: cannot read the controller file ({err.strerror})") from None
-    except yaml.YAMLError:
-        raise PolicyError(f"{path}: not valid YAML") from None
+    raw, _ = read_strict_yaml(path, "the controller file")  # the policies' YAML rules
     if not isinstance(raw, dict):
         raise PolicyError(f"{path}: the controller file must be a YAML mapping")
     unknown = sorted(set(raw) - set(_KEYS), key=str)

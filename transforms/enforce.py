@@ -64,7 +64,7 @@ from transforms.lineage import column_lineage
 from transforms.partitions import event_instant, partition_folders, period_of
 from transforms.policy import STATE_COLUMN, CheckConsentAt, Policy
 from transforms.pseudonym import Pseudonymizer
-from transforms.quarantine import expire_quarantine, expire_staged_outputs, mark_written
+from transforms.quarantine import expire_quarantine, expire_staged_outputs, writing_quarantine
 from transforms.reasons import ACTION, REASON, VERDICT, Action, Reason, action_code, reason_code, verdict
 from transforms.rules import INTEGRAL_TYPES, NESTED_TYPES, STRING_TYPES, TEMPORAL_TYPES, RuleContext, type_family
 from transforms.share import ChainedPseudonymizer, recipient_pseudonymizer
@@ -109,8 +109,7 @@ def check_source_schema(schema: StructType, policy: Policy, path: str) -> None:
     for required in (policy.subject_key, policy.event_time):
         if required not in fields:
             raise SchemaError(f"{path}: column {required!r} named by the policy is missing")
-    named = [policy.subject_key, policy.event_time, *(c.name for c in policy.columns)]
-    for name in named + ([policy.tcf.column] if policy.tcf else []):
+    for name in policy.named_source_columns:
         if ("." in name or "`" in name) and name in fields:
             # Spark reads a dot as a nested field; such a name cannot be referred to plainly.
             raise SchemaError(f"{path}: column {name!r}: a name with a dot or a backtick is not supported; rename it")
@@ -639,7 +638,6 @@ def run_enforce(
         quarantine_path = None
         if totals[Action.QUARANTINED.value]:
             quarantine_path = lake.quarantine_rows(policy.dataset, run_id)
-            private_folder(lake.quarantine_run(policy.dataset, run_id))
             # Only rows with no subject or no event time are quarantined: judging just those
             # finds them without a second pass over the whole input (an incremental run
             # reads only the files the ledger says hold them).
@@ -657,15 +655,12 @@ def run_enforce(
             retained = quarantined.filter(~F.col(ERASED_FLAG))
             # The declared columns only, as they arrived: what the policy may publish is what
             # an investigation needs; the undeclared ones are never used (minimisation).
-            named = {policy.subject_key, policy.event_time, *(c.name for c in policy.columns)}
-            if policy.tcf is not None:
-                named.add(policy.tcf.column)
+            named = set(policy.named_source_columns)
             raw_columns = [F.col("`" + name.replace("`", "``") + "`") for name in source.columns if name in named]
-            retained.select(*raw_columns, F.col(REASON).alias(QUARANTINE_REASON)).write.mode("overwrite").parquet(
-                quarantine_path
-            )
-            mark_written(lake, policy.dataset, run_id)
-            restrict_to_owner(lake.quarantine_run(policy.dataset, run_id))
+            with writing_quarantine(lake, policy.dataset, run_id):
+                retained.select(*raw_columns, F.col(REASON).alias(QUARANTINE_REASON)).write.mode("overwrite").parquet(
+                    quarantine_path
+                )
     finally:
         erasure.release()
         if states is not None:

@@ -166,6 +166,13 @@ class Policy:
         return f"privacy_{self.dataset}"
 
     @property
+    def named_source_columns(self) -> tuple[str, ...]:
+        """Every source column the policy names: the subject key, the event time, the TC
+        string column and each declared column (even one it drops everywhere)."""
+        tcf = (self.tcf.column,) if self.tcf is not None else ()
+        return tuple(dict.fromkeys((self.subject_key, self.event_time, *tcf, *(c.name for c in self.columns))))
+
+    @property
     def output_columns(self) -> tuple[ColumnPolicy, ...]:
         """Declared columns that appear in the output (those not dropped for every row)."""
         return tuple(c for c in self.columns if not c.dropped_everywhere)
@@ -573,13 +580,20 @@ _StrictLoader.add_implicit_resolver(
 
 def load_policy(path: str | Path) -> Policy:
     """Read and check one policy file; raises PolicyError naming the file and key."""
+    raw, text = read_strict_yaml(path, "the policy")
+    return parse_policy(raw, str(path), hashlib.sha256(text).hexdigest())
+
+
+def read_strict_yaml(path: str | Path, what: str) -> tuple[object, bytes]:
+    """``(parsed, bytes)`` of a YAML file under the policies' rules (no key given twice,
+    one merge a mapping, plain decimal numbers); PolicyError naming the file and line."""
     path = str(path)
     try:
         text = Path(path).read_bytes()
     except OSError as err:
-        raise PolicyError(f"{path}: cannot read the policy ({err.strerror})") from None
+        raise PolicyError(f"{path}: cannot read {what} ({err.strerror})") from None
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)
+        return yaml.load(text, Loader=_StrictLoader), text
     except _UnclearMerge as err:
         raise PolicyError(
             f"{path}: line {err.problem_mark.line + 1}: <<: merge one mapping, once (`<<: *name`)"
@@ -590,7 +604,6 @@ def load_policy(path: str | Path) -> Policy:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "YAML"
         raise PolicyError(f"{path}: {where}: not valid YAML") from None
-    return parse_policy(raw, path, hashlib.sha256(text).hexdigest())
 
 
 def find_policies(folder: str | Path) -> list[Path]:

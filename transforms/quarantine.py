@@ -11,13 +11,15 @@ before that marker are aged by their newest part."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
 from transforms.fs import exists, list_dirs, modified_at, remove
 from transforms.lake import Lake
 from transforms.policy import Policy
-from transforms.storage import write_text
+from transforms.storage import private_folder, restrict_to_owner, write_text
 
 SECONDS_PER_DAY = 86_400
 
@@ -43,9 +45,17 @@ def _cutoff(policy: Policy, now: float | None) -> float:
     return (time.time() if now is None else now) - policy.quarantine_retention_days * SECONDS_PER_DAY
 
 
-def mark_written(lake: Lake, dataset: str, run_id: str) -> None:
-    """Called by the step that writes a run's quarantine (its rows, its failed output)."""
-    write_text(_written_marker(lake.quarantine_run(dataset, run_id)), "")
+@contextmanager
+def writing_quarantine(lake: Lake, dataset: str, run_id: str) -> Iterator[None]:
+    """Around the step that writes a run's quarantine (its rows, its failed output): the
+    run's folder is owner-only before anything is written into it (Spark creates its files
+    with the default modes), and once written its clock starts and its files are
+    tightened too."""
+    folder = lake.quarantine_run(dataset, run_id)
+    private_folder(folder)
+    yield
+    write_text(_written_marker(folder), "")
+    restrict_to_owner(folder)
 
 
 def _written_marker(run_folder: str) -> str:

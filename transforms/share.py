@@ -9,7 +9,6 @@ pseudonyms, the same chain maps an erased subject to its pseudonym in every expo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -20,7 +19,14 @@ from transforms.lake import Lake
 from transforms.policy import Policy
 from transforms.pseudonym import Pseudonymizer
 from transforms.steps import PUBLISHING
-from transforms.storage import append_on_a_line_of_its_own, audit_entry, read_json, read_text
+from transforms.storage import (
+    append_on_a_line_of_its_own,
+    audit_entry,
+    logged_entries,
+    read_json,
+    read_text,
+    unstamped,
+)
 
 
 @dataclass(frozen=True)
@@ -61,9 +67,9 @@ def purged_export_entry(spark: SparkSession, lake: Lake, policy: Policy, version
     """The disclosure log's line for the copy of the current export ``version`` that an
     erasure purge makes current as ``purged``: the version's own line (its judgement,
     policy and recipient key), with the purged copy's name, path, rows and subjects."""
-    logged = [json.loads(line) for line in (read_text(lake.disclosure_log) or "").splitlines() if line.strip()]
+    logged = logged_entries(read_text(lake.disclosure_log) or "")
     earlier = [e for e in logged if e.get("export") == policy.dataset and e.get("version") == version]
-    base = {k: v for k, v in earlier[-1].items() if k not in ("at", "user")} if earlier else {}
+    base = _unstamped(earlier[-1]) if earlier else {}
     rows = spark.read.parquet(path)
     return audit_entry(
         {
@@ -107,20 +113,14 @@ def disclosure_entry(policy: Policy, enforce_state: dict, version: str, path: st
 
 
 def _unstamped(entry: dict) -> dict:
-    return {k: v for k, v in entry.items() if k not in ("at", "user", "not_exported")}
+    """A disclosure line as it describes the export, whether handed over or not."""
+    return unstamped(entry, also=("not_exported",))
 
 
 def _last_line_for(lake: Lake, disclosure: dict) -> dict | None:
     """The disclosure log's last line for this export (handed over, or ``not_exported``)."""
-    last = None
-    for line in (read_text(lake.disclosure_log) or "").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue  # a torn line
-        if isinstance(entry, dict) and _unstamped(entry) == _unstamped(disclosure):
-            last = entry
-    return last
+    logged = logged_entries(read_text(lake.disclosure_log) or "")
+    return next((e for e in reversed(logged) if _unstamped(e) == _unstamped(disclosure)), None)
 
 
 def log_disclosure(lake: Lake, disclosure: dict) -> None:

@@ -112,14 +112,28 @@ def append_stamped_line_once(path: str, stamped: dict) -> None:
     it was stamped: a retry after a crash between the append and recording it, or one
     that made the same entry again, logs no second line."""
     logged = read_text(path) or ""
-    unstamped = _unstamped(stamped)
+    if any(unstamped(entry) == unstamped(stamped) for entry in logged_entries(logged)):
+        return
+    append_on_a_line_of_its_own(path, stamped, logged)
+
+
+def logged_entries(logged: str) -> list[dict]:
+    """An audit log's entries in order (its text, as ``read_text`` gives it); a torn line
+    (a write cut short) is left out."""
+    entries = []
     for line in logged.splitlines():
         try:
-            if _unstamped(json.loads(line)) == unstamped:
-                return
-        except (ValueError, AttributeError):
-            continue  # a torn line
-    append_on_a_line_of_its_own(path, stamped, logged)
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def unstamped(entry: dict, also: tuple[str, ...] = ()) -> dict:
+    """``entry`` without the stamp ``audit_entry`` gave it (and the keys ``also``)."""
+    return {key: value for key, value in entry.items() if key not in ("at", "user", *also)}
 
 
 def append_on_a_line_of_its_own(path: str, stamped: dict, logged: str | None = None) -> None:
@@ -129,10 +143,6 @@ def append_on_a_line_of_its_own(path: str, stamped: dict, logged: str | None = N
     if logged and not logged.endswith("\n"):
         _append_text(path, "\n")
     append_stamped_line(path, stamped)
-
-
-def _unstamped(entry: dict) -> dict:
-    return {key: value for key, value in entry.items() if key not in ("at", "user")}
 
 
 def append_stamped_line(path: str, stamped: dict) -> None:

@@ -26,9 +26,8 @@ from transforms.key_continuity import fingerprint_of, read_keys_marker
 from transforms.keys import SecretKey, recipient_key
 from transforms.lake import Lake, judgement_instant, parse_run_date
 from transforms.policy import STATE_COLUMN, Policy
-from transforms.quarantine import mark_written
+from transforms.quarantine import writing_quarantine
 from transforms.steps import load_step, require_not_purged, save_step
-from transforms.storage import private_folder, restrict_to_owner
 
 # Great Expectations sends usage analytics unless told not to; this lake is offline.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -269,11 +268,9 @@ def run_validate(spark: SparkSession, policy: Policy, lake: Lake, run_id: str, k
     if failed:
         state["error"] = "validation failed: " + ", ".join(failed)
         state["moved_to"] = lake.failed_output(policy.dataset, run_id)
-        private_folder(lake.quarantine_run(policy.dataset, run_id))
-        move(spark, staging_path, state["moved_to"])
+        with writing_quarantine(lake, policy.dataset, run_id):
+            move(spark, staging_path, state["moved_to"])
         remove(spark, lake.staged_ledger(policy.dataset, run_id))  # never to be published
-        mark_written(lake, policy.dataset, run_id)
-        restrict_to_owner(lake.quarantine_run(policy.dataset, run_id))
     save_step(lake, policy.dataset, run_id, "validate", state)
     if failed:
         raise ValidationFailed(failed)

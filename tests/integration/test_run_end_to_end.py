@@ -179,9 +179,11 @@ def test_the_quarantine_and_staging_are_owner_only_while_spark_writes_them(first
     owner-only before, so nothing is readable by others before they are tightened (nor
     ever, when the job dies in between)."""
     import transforms.enforce as enforce
+    import transforms.quarantine as quarantine
 
     lake, _ = first_run
-    monkeypatch.setattr(enforce, "restrict_to_owner", lambda path: None)  # what holds during the write
+    for module in (enforce, quarantine):  # what holds during the write: nothing tightened after it
+        monkeypatch.setattr(module, "restrict_to_owner", lambda path: None)
     args = ["--policy", str(ORDERS_POLICY), "--lake", lake.root, "--run-date", RUN_DATE.isoformat()]
     assert main(["enforce", *args, "--run-id", "private-quarantine"]) == 0
     folder = Path(lake.quarantine_run("orders", "private-quarantine"))

@@ -78,6 +78,18 @@ def publish_killed_in_a_child(script: str, common: list[str]) -> None:
     assert child.returncode == -signal.SIGKILL
 
 
+def rollback_choice(lake, policy_file, prefix: str) -> tuple[Path, str, str, Path]:
+    """``(CURRENT, its version, another retained one, the rollback log)``; run alone, the
+    test first publishes two versions (``<prefix>a``, ``<prefix>b``) to choose between."""
+    pointer = Path(lake.current_pointer("orders"))
+    if not pointer.exists():
+        run(lake, policy_file, f"{prefix}a", "2026-11-27")
+        run(lake, policy_file, f"{prefix}b")
+    current = pointer.read_text().strip()
+    other = next(v for v in versions(lake) if v != current)
+    return pointer, current, other, Path(lake.root, "reports", "orders", "rollbacks.jsonl")
+
+
 def versions(lake) -> list[str]:
     return sorted(p.name for p in (Path(lake.root) / "clean" / "orders").iterdir() if p.is_dir())
 
@@ -364,13 +376,7 @@ def test_a_publish_killed_while_moving_its_ledger_is_finished_by_its_retry(spark
 def test_a_rollback_is_logged_before_its_swap_and_a_failed_one_says_so(lake, policy_file, monkeypatch):
     import transforms.publish as publish
 
-    pointer = Path(lake.current_pointer("orders"))
-    if not pointer.exists():  # run alone: two versions to choose between
-        run(lake, policy_file, "day9a", "2026-11-27")
-        run(lake, policy_file, "day9b")
-    current = pointer.read_text().strip()
-    other = next(v for v in versions(lake) if v != current)
-    log = Path(lake.root, "reports", "orders", "rollbacks.jsonl")
+    pointer, current, other, log = rollback_choice(lake, policy_file, "day9")
     logged = log.read_text().splitlines() if log.exists() else []
 
     def catalog_down(*args):
@@ -562,13 +568,7 @@ def test_another_retired_key_judges_every_period_again(lake, policy_file, monkey
 
 
 def test_a_rollback_is_refused_where_it_would_mislead_or_mix_keys(spark, lake, policy_file, capsys):
-    pointer = Path(lake.current_pointer("orders"))
-    if not pointer.exists():  # run alone: two versions to choose between
-        run(lake, policy_file, "day8a", "2026-11-27")
-        run(lake, policy_file, "day8b")
-    current = pointer.read_text().strip()
-    other = next(v for v in versions(lake) if v != current)
-    log = Path(lake.root, "reports", "orders", "rollbacks.jsonl")
+    pointer, current, other, log = rollback_choice(lake, policy_file, "day8")
     logged = log.read_text() if log.exists() else None
 
     def rollback(*args: str) -> str:
